@@ -2,4 +2,8 @@
 //! `route`, `money`) takes bytes and instants and returns bytes and events; `daemon`, `wallet`
 //! and `gateway` do the I/O around it.
 
+pub mod drops;
 pub mod identity;
+pub mod node;
+pub mod session;
+pub mod wire;

@@ -1,0 +1,72 @@
+//! Counters of dropped packets by reason. An array indexed by a fieldless enum: counting is
+//! one add, no allocation, and the JSON keys are the stable `snake_case` names below.
+
+use std::collections::BTreeMap;
+
+macro_rules! reasons {
+    ($($variant:ident => $name:literal: $doc:literal,)*) => {
+        /// Why a packet was dropped.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DropReason { $(#[doc = $doc] $variant,)* }
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// The stable name used in `status --json`.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    UnknownType => "unknown_type": "Datagram with an unknown message type.",
+    Malformed => "malformed": "Datagram whose length or reserved bytes do not fit its type.",
+    BadMac => "bad_mac": "Handshake message whose mac1 is not for our key.",
+    HandshakeFailed => "handshake_failed": "Handshake message that did not decrypt or authenticate.",
+    UnknownPeer => "unknown_peer": "Authenticated handshake from a key that is not a configured peer.",
+    StaleInitiation => "stale_initiation": "Replayed or older handshake initiation.",
+    HandshakeFlood => "handshake_flood": "Initiation over the per-peer rate limit.",
+    UnknownIndex => "unknown_index": "Message for a session index we do not have.",
+    DecryptFailed => "decrypt_failed": "Transport message that did not authenticate.",
+    Replayed => "replayed": "Transport counter already seen.",
+    TooOld => "too_old": "Transport counter behind the replay window.",
+    ExpiredKey => "expired_key": "Transport message under an expired or exhausted key.",
+    UnknownKind => "unknown_kind": "Authenticated frame of a kind we do not know.",
+    BadInnerPacket => "bad_inner_packet": "Decrypted payload that is not an IP packet.",
+    SpoofedSource => "spoofed_source": "Inner source address not owned by the authenticated peer.",
+    NoRoute => "no_route": "Packet from the TUN for an address no peer owns.",
+    NotIp => "not_ip": "Packet from the TUN that is not IPv4 or IPv6.",
+    StagedOverflow => "staged_overflow": "Packet waiting for a handshake when the queue was full.",
+    CookieUnsupported => "cookie_unsupported": "Cookie reply (not used yet).",
+}
+
+/// Counts per reason.
+#[derive(Debug, Clone, Default)]
+pub struct Drops([u64; DropReason::ALL.len()]);
+
+impl Drops {
+    /// Count one drop.
+    #[inline]
+    pub fn add(&mut self, r: DropReason) {
+        self.0[r as usize] += 1;
+    }
+
+    /// The count for one reason.
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0[r as usize]
+    }
+
+    /// All reasons with their counts (zeros included, so the keys are stable).
+    pub fn to_map(&self) -> BTreeMap<&'static str, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.get(*r)))
+            .collect()
+    }
+
+    /// Total drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}

@@ -1,0 +1,189 @@
+//! One direction pair of transport keys from a finished handshake, with its send counter and
+//! replay window. Invariant: each counter is sealed at most once (the counter only grows and
+//! sealing stops before it can wrap), and each received counter is delivered at most once.
+
+use std::time::Instant;
+
+use super::aead::{TAG_LEN, TransportAead};
+use super::replay::{Replay, ReplayWindow};
+use crate::wire::outer::{Kind, TRANSPORT_HEADER_LEN, TransportHeader, write_transport_header};
+
+/// WireGuard's REJECT_AFTER_MESSAGES (2^64 - 2^13 - 1): no key seals or opens past this.
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+
+/// Why a transport message was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// The counter is past the key's limit.
+    Exhausted,
+    /// Seen before.
+    Replayed,
+    /// Older than the replay window.
+    TooOld,
+    /// AEAD authentication failed.
+    Decrypt,
+}
+
+/// Transport keys of one session.
+pub struct Keypair<A> {
+    /// Our index: the peer puts it in every message it sends us.
+    pub local_index: u32,
+    /// The peer's index: we put it in every message we send.
+    pub remote_index: u32,
+    send: A,
+    recv: A,
+    send_counter: u64,
+    replay: ReplayWindow,
+    /// When the handshake that made it finished.
+    pub created: Instant,
+    /// Whether we initiated that handshake (only initiators rekey by age, as in WireGuard).
+    pub initiator: bool,
+}
+
+impl<A: TransportAead> Keypair<A> {
+    /// Wrap freshly derived keys.
+    pub fn new(
+        keys: &super::handshake::SessionKeys,
+        local_index: u32,
+        remote_index: u32,
+        created: Instant,
+        initiator: bool,
+    ) -> Self {
+        Keypair {
+            local_index,
+            remote_index,
+            send: A::new(&keys.send),
+            recv: A::new(&keys.recv),
+            send_counter: 0,
+            replay: ReplayWindow::default(),
+            created,
+            initiator,
+        }
+    }
+
+    /// Messages sealed so far.
+    pub fn sent(&self) -> u64 {
+        self.send_counter
+    }
+
+    /// Seal the plaintext at `buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len]`: writes the
+    /// header before it and the tag after it. Returns the message length, or None when the
+    /// key is exhausted or `buf` has no room for the tag.
+    pub fn seal(&mut self, kind: Kind, buf: &mut [u8], len: usize) -> Option<usize> {
+        let total = TRANSPORT_HEADER_LEN + len + TAG_LEN;
+        if self.send_counter >= REJECT_AFTER_MESSAGES || buf.len() < total {
+            return None;
+        }
+        let counter = self.send_counter;
+        self.send_counter += 1;
+        let (hdr, rest) = buf.split_at_mut(TRANSPORT_HEADER_LEN);
+        let hdr: &mut [u8; TRANSPORT_HEADER_LEN] = hdr.try_into().ok()?;
+        write_transport_header(hdr, kind, self.remote_index, counter);
+        let (pt, tail) = rest.split_at_mut(len);
+        let tag = self.send.seal(counter, hdr, pt);
+        tail.get_mut(..TAG_LEN)?.copy_from_slice(&tag);
+        Some(total)
+    }
+
+    /// Open a transport message in place (`msg` is the whole datagram). On success the
+    /// plaintext is at `msg[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n]`, n returned.
+    pub fn open(&mut self, hdr: &TransportHeader, msg: &mut [u8]) -> Result<usize, OpenError> {
+        if hdr.counter >= REJECT_AFTER_MESSAGES {
+            return Err(OpenError::Exhausted);
+        }
+        // Cheap check first so replays cost no AEAD work.
+        self.replay.check(hdr.counter).map_err(replay_err)?;
+        let (head, rest) = msg
+            .split_at_mut_checked(TRANSPORT_HEADER_LEN)
+            .ok_or(OpenError::Decrypt)?;
+        let ct_len = rest.len().checked_sub(TAG_LEN).ok_or(OpenError::Decrypt)?;
+        let (ct, tag) = rest.split_at_mut(ct_len);
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Decrypt)?;
+        if !self.recv.open(hdr.counter, head, ct, tag) {
+            return Err(OpenError::Decrypt);
+        }
+        // Record only after authentication, or forged counters could poison the window.
+        self.replay.update(hdr.counter).map_err(replay_err)?;
+        Ok(ct_len)
+    }
+}
+
+fn replay_err(r: Replay) -> OpenError {
+    match r {
+        Replay::Duplicate => OpenError::Replayed,
+        Replay::TooOld => OpenError::TooOld,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::aead::DefaultAead;
+    use crate::session::handshake::SessionKeys;
+    use crate::wire::outer::{Message, parse};
+
+    fn pair() -> (Keypair<DefaultAead>, Keypair<DefaultAead>) {
+        let now = Instant::now();
+        let a = SessionKeys {
+            send: [1; 32],
+            recv: [2; 32],
+        };
+        let b = SessionKeys {
+            send: [2; 32],
+            recv: [1; 32],
+        };
+        (
+            Keypair::new(&a, 10, 20, now, true),
+            Keypair::new(&b, 20, 10, now, false),
+        )
+    }
+
+    fn seal(k: &mut Keypair<DefaultAead>, data: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + data.len() + TAG_LEN];
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + data.len()].copy_from_slice(data);
+        let n = k.seal(Kind::Packet, &mut buf, data.len()).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn open(k: &mut Keypair<DefaultAead>, mut msg: Vec<u8>) -> Result<Vec<u8>, OpenError> {
+        let Ok(Message::Transport(h)) = parse(&msg) else {
+            panic!("not transport")
+        };
+        let n = k.open(&h, &mut msg)?;
+        Ok(msg[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n].to_vec())
+    }
+
+    #[test]
+    fn counters_replay_and_tamper() {
+        let (mut a, mut b) = pair();
+        let m0 = seal(&mut a, b"hello");
+        let m1 = seal(&mut a, b"world");
+        assert_eq!(open(&mut b, m1.clone()).unwrap(), b"world");
+        assert_eq!(
+            open(&mut b, m0.clone()).unwrap(),
+            b"hello",
+            "reordered is fine"
+        );
+        assert_eq!(open(&mut b, m0.clone()), Err(OpenError::Replayed));
+        let mut t = seal(&mut a, b"x");
+        let last = t.len() - 1;
+        t[last] ^= 1;
+        assert_eq!(open(&mut b, t), Err(OpenError::Decrypt));
+        // A forged header (kind byte) fails: the header is AAD.
+        let mut k = seal(&mut a, b"y");
+        k[1] = 7;
+        assert_eq!(open(&mut b, k), Err(OpenError::Decrypt));
+        // Keepalive: empty plaintext.
+        assert_eq!(open(&mut b, seal(&mut a, b"")).unwrap(), b"");
+        assert_eq!(a.sent(), 5);
+    }
+
+    #[test]
+    fn exhausted_key_stops_sealing() {
+        let (mut a, _) = pair();
+        a.send_counter = REJECT_AFTER_MESSAGES;
+        let mut buf = [0u8; 64];
+        assert_eq!(a.seal(Kind::Packet, &mut buf, 4), None);
+    }
+}

@@ -1,0 +1,280 @@
+//! Outer UDP messages (WireGuard-style framing): handshake initiation and response, cookie
+//! reply, transport data. Invariant: `parse` borrows from the datagram, checks every length
+//! before reading, and never panics; the only allocation-free path is the transport one.
+
+/// Message type: handshake initiation.
+pub const MSG_HANDSHAKE_INIT: u8 = 1;
+/// Message type: handshake response.
+pub const MSG_HANDSHAKE_RESP: u8 = 2;
+/// Message type: cookie reply (reserved for DoS protection under load).
+pub const MSG_COOKIE_REPLY: u8 = 3;
+/// Message type: transport data.
+pub const MSG_TRANSPORT: u8 = 4;
+
+/// Length of the MACs that close handshake messages.
+pub const MAC_LEN: usize = 16;
+/// Length of an AEAD tag.
+pub const TAG_LEN: usize = 16;
+/// Noise IK message 1: e (32) + encrypted s (32+16) + encrypted payload (INIT_PAYLOAD_LEN + 16).
+pub const NOISE_INIT_LEN: usize = 32 + 48 + INIT_PAYLOAD_LEN + TAG_LEN;
+/// Noise IK message 2: e (32) + encrypted empty payload (16).
+pub const NOISE_RESP_LEN: usize = 32 + TAG_LEN;
+/// Initiation payload: TAI64N timestamp (12) + initiator node id (32).
+pub const INIT_PAYLOAD_LEN: usize = 12 + 32;
+/// Full initiation message length.
+pub const HANDSHAKE_INIT_LEN: usize = 4 + 4 + NOISE_INIT_LEN + 2 * MAC_LEN;
+/// Full response message length.
+pub const HANDSHAKE_RESP_LEN: usize = 4 + 4 + 4 + NOISE_RESP_LEN + 2 * MAC_LEN;
+/// Cookie reply length: type, receiver, 24-byte nonce, encrypted 16-byte cookie.
+pub const COOKIE_REPLY_LEN: usize = 4 + 4 + 24 + 16 + TAG_LEN;
+/// Transport header: type, kind, 2 reserved, receiver index, counter.
+pub const TRANSPORT_HEADER_LEN: usize = 16;
+/// Smallest transport message: header and an empty (keepalive) ciphertext's tag.
+pub const TRANSPORT_MIN_LEN: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+
+/// What a transport message carries, from the authenticated header byte 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// An IP packet for (or from) the neighbour itself.
+    Packet = 0,
+}
+
+impl Kind {
+    /// Decode the kind byte; unknown kinds are counted and dropped by the caller.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            0 => Some(Kind::Packet),
+            _ => None,
+        }
+    }
+}
+
+/// Why a datagram could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Empty datagram or unknown type byte.
+    #[error("unknown message type")]
+    UnknownType,
+    /// Length does not fit the type.
+    #[error("bad length for message type")]
+    BadLength,
+    /// Reserved bytes were not zero.
+    #[error("reserved bytes set")]
+    Reserved,
+}
+
+/// A parsed outer message borrowing the datagram.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// Handshake initiation.
+    Init(Init<'a>),
+    /// Handshake response.
+    Resp(Resp<'a>),
+    /// Cookie reply.
+    Cookie(&'a [u8]),
+    /// Transport data.
+    Transport(TransportHeader),
+}
+
+/// A handshake initiation.
+#[derive(Debug)]
+pub struct Init<'a> {
+    /// The initiator's session index.
+    pub sender: u32,
+    /// The Noise message.
+    pub noise: &'a [u8],
+    /// Bytes covered by mac1 (everything before it).
+    pub mac1_input: &'a [u8],
+    /// mac1.
+    pub mac1: &'a [u8],
+}
+
+/// A handshake response.
+#[derive(Debug)]
+pub struct Resp<'a> {
+    /// The responder's session index.
+    pub sender: u32,
+    /// The initiator's session index this answers.
+    pub receiver: u32,
+    /// The Noise message.
+    pub noise: &'a [u8],
+    /// Bytes covered by mac1.
+    pub mac1_input: &'a [u8],
+    /// mac1.
+    pub mac1: &'a [u8],
+}
+
+/// The fixed header of a transport message; the ciphertext follows at `TRANSPORT_HEADER_LEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportHeader {
+    /// Raw kind byte (authenticated as AAD; decoded after the AEAD check).
+    pub kind: u8,
+    /// The receiver's session index.
+    pub receiver: u32,
+    /// The explicit nonce counter.
+    pub counter: u64,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Parse one datagram.
+pub fn parse(d: &[u8]) -> Result<Message<'_>, ParseError> {
+    let (&ty, _) = d.split_first().ok_or(ParseError::UnknownType)?;
+    match ty {
+        MSG_TRANSPORT => {
+            if d.len() < TRANSPORT_MIN_LEN {
+                return Err(ParseError::BadLength);
+            }
+            if d.get(2..4) != Some(&[0, 0][..]) {
+                return Err(ParseError::Reserved);
+            }
+            let kind = *d.get(1).ok_or(ParseError::BadLength)?;
+            let receiver = u32_at(d, 4).ok_or(ParseError::BadLength)?;
+            let counter = u64_at(d, 8).ok_or(ParseError::BadLength)?;
+            Ok(Message::Transport(TransportHeader {
+                kind,
+                receiver,
+                counter,
+            }))
+        }
+        MSG_HANDSHAKE_INIT | MSG_HANDSHAKE_RESP | MSG_COOKIE_REPLY => {
+            if d.get(1..4) != Some(&[0, 0, 0][..]) {
+                return Err(if d.len() < 4 {
+                    ParseError::BadLength
+                } else {
+                    ParseError::Reserved
+                });
+            }
+            parse_control(ty, d)
+        }
+        _ => Err(ParseError::UnknownType),
+    }
+}
+
+fn parse_control(ty: u8, d: &[u8]) -> Result<Message<'_>, ParseError> {
+    let bad = ParseError::BadLength;
+    match ty {
+        MSG_HANDSHAKE_INIT => {
+            if d.len() != HANDSHAKE_INIT_LEN {
+                return Err(bad);
+            }
+            let mac1_at = HANDSHAKE_INIT_LEN - 2 * MAC_LEN;
+            Ok(Message::Init(Init {
+                sender: u32_at(d, 4).ok_or(bad)?,
+                noise: d.get(8..mac1_at).ok_or(bad)?,
+                mac1_input: d.get(..mac1_at).ok_or(bad)?,
+                mac1: d.get(mac1_at..mac1_at + MAC_LEN).ok_or(bad)?,
+            }))
+        }
+        MSG_HANDSHAKE_RESP => {
+            if d.len() != HANDSHAKE_RESP_LEN {
+                return Err(bad);
+            }
+            let mac1_at = HANDSHAKE_RESP_LEN - 2 * MAC_LEN;
+            Ok(Message::Resp(Resp {
+                sender: u32_at(d, 4).ok_or(bad)?,
+                receiver: u32_at(d, 8).ok_or(bad)?,
+                noise: d.get(12..mac1_at).ok_or(bad)?,
+                mac1_input: d.get(..mac1_at).ok_or(bad)?,
+                mac1: d.get(mac1_at..mac1_at + MAC_LEN).ok_or(bad)?,
+            }))
+        }
+        _ => {
+            if d.len() != COOKIE_REPLY_LEN {
+                return Err(bad);
+            }
+            Ok(Message::Cookie(d))
+        }
+    }
+}
+
+/// Write a transport header into `out[..TRANSPORT_HEADER_LEN]`.
+pub fn write_transport_header(
+    out: &mut [u8; TRANSPORT_HEADER_LEN],
+    kind: Kind,
+    receiver: u32,
+    counter: u64,
+) {
+    out[0] = MSG_TRANSPORT;
+    out[1] = kind as u8;
+    out[2] = 0;
+    out[3] = 0;
+    out[4..8].copy_from_slice(&receiver.to_le_bytes());
+    out[8..16].copy_from_slice(&counter.to_le_bytes());
+}
+
+/// Start a handshake message: type byte, zero reserved bytes, then the given indices.
+pub fn control_prefix(ty: u8, indices: &[u32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HANDSHAKE_INIT_LEN);
+    v.extend_from_slice(&[ty, 0, 0, 0]);
+    for i in indices {
+        v.extend_from_slice(&i.to_le_bytes());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_roundtrip() {
+        let mut h = [0u8; TRANSPORT_HEADER_LEN];
+        write_transport_header(&mut h, Kind::Packet, 0xdead_beef, 42);
+        let mut d = h.to_vec();
+        d.extend_from_slice(&[0u8; TAG_LEN]);
+        match parse(&d).unwrap() {
+            Message::Transport(t) => {
+                assert_eq!((t.kind, t.receiver, t.counter), (0, 0xdead_beef, 42));
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn edges() {
+        assert_eq!(parse(&[]).unwrap_err(), ParseError::UnknownType);
+        assert_eq!(parse(&[9]).unwrap_err(), ParseError::UnknownType);
+        assert_eq!(parse(&[MSG_TRANSPORT]).unwrap_err(), ParseError::BadLength);
+        assert_eq!(
+            parse(&[MSG_TRANSPORT; 31]).unwrap_err(),
+            ParseError::BadLength
+        );
+        let mut t = vec![0u8; TRANSPORT_MIN_LEN];
+        t[0] = MSG_TRANSPORT;
+        t[2] = 1;
+        assert_eq!(parse(&t).unwrap_err(), ParseError::Reserved);
+        assert_eq!(
+            parse(&[MSG_HANDSHAKE_INIT, 0]).unwrap_err(),
+            ParseError::BadLength
+        );
+        let mut i = vec![0u8; HANDSHAKE_INIT_LEN];
+        i[0] = MSG_HANDSHAKE_INIT;
+        assert!(matches!(parse(&i), Ok(Message::Init(_))));
+        assert_eq!(
+            parse(&i[..HANDSHAKE_INIT_LEN - 1]).unwrap_err(),
+            ParseError::BadLength
+        );
+        i.push(0);
+        assert_eq!(parse(&i).unwrap_err(), ParseError::BadLength);
+        let mut r = vec![0u8; HANDSHAKE_RESP_LEN];
+        r[0] = MSG_HANDSHAKE_RESP;
+        assert!(matches!(parse(&r), Ok(Message::Resp(_))));
+        r[3] = 1;
+        assert_eq!(parse(&r).unwrap_err(), ParseError::Reserved);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(d in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse(&d);
+        }
+    }
+}
