@@ -145,8 +145,8 @@ impl<A: TransportAead> Node<A> {
     fn alloc_index(&mut self, peer: usize) -> u32 {
         loop {
             let i = self.next_rand() as u32;
-            if !self.indices.contains_key(&i) {
-                self.indices.insert(i, peer);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.indices.entry(i) {
+                e.insert(peer);
                 return i;
             }
         }

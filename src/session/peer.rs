@@ -357,10 +357,10 @@ impl<A: TransportAead> Peer<A> {
             self.keepalive_at = None;
             due.keepalive = true;
         }
-        if let (Some(p), Some(last)) = (t.persistent_keepalive, self.last_sent) {
-            if now.saturating_duration_since(last) >= p {
-                due.keepalive = true;
-            }
+        if let (Some(p), Some(last)) = (t.persistent_keepalive, self.last_sent)
+            && now.saturating_duration_since(last) >= p
+        {
+            due.keepalive = true;
         }
         due
     }
