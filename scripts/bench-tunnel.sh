@@ -113,9 +113,19 @@ TAG=$(printf '%04x' $((RANDOM ^ ($$ & 0xffff))))
 SOCKS_FILE=$WORK/state/socks
 : >"$SOCKS_FILE"
 
+CASE_PID=""
 main_cleanup() {
-    local rc=$?
+    local rc=$? i
     trap - EXIT INT TERM HUP
+    if [[ -n $CASE_PID ]] && kill -0 "$CASE_PID" 2>/dev/null; then
+        kill -TERM "$CASE_PID" 2>/dev/null || true
+        for i in $(seq 1 50); do
+            kill -0 "$CASE_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$CASE_PID" 2>/dev/null || true
+        wait "$CASE_PID" 2>/dev/null || true
+    fi
     netns_cleanup
     if [[ -s $SOCKS_FILE ]]; then
         xargs -r rm -f <"$SOCKS_FILE" || true
@@ -530,6 +540,9 @@ run_case() {
     mkdir -p "$CASE_DIR"
     REASON_FILE=$CASE_DIR/reason
     trap 'netns_cleanup' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
     trap 'echo "unexpected error (exit $?) at line $LINENO: $BASH_COMMAND" >"$REASON_FILE"' ERR
     set -E
     log "== $layout / $impl"
@@ -557,11 +570,20 @@ ensure_tools
 has_impl boringtun && ensure_boringtun
 has_impl bitcloud && ensure_bitcloud
 
+BITCLOUD_VERSION=""
+if [[ -n $BITCLOUD_BIN ]]; then
+    if [[ $BITCLOUD_BIN == "${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/bitcloud" ]]; then
+        BITCLOUD_VERSION="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
+        git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || BITCLOUD_VERSION+="+dirty"
+    else
+        BITCLOUD_VERSION="($BITCLOUD_BIN)"
+    fi
+fi
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 HEADER="# Bitcloud tunnel benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 # host: $(uname -r), $(nproc) CPU(s)${CPU_MODEL:+ ($CPU_MODEL)}
 # iperf3 TCP ${BENCH_DURATION}s x ${BENCH_RUNS} run(s); ping ${BENCH_PINGS} x ${BENCH_PING_INTERVAL}s; tunnel MTU 1420, veth MTU 1500
-# versions: $(wireguard-go --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BORINGTUN_BIN:+, $("$BORINGTUN_BIN" --version 2>/dev/null)}, $(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BITCLOUD_BIN:+, bitcloud $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')}"
+# versions: $(wireguard-go --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BORINGTUN_BIN:+, $("$BORINGTUN_BIN" --version 2>/dev/null)}, $(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BITCLOUD_BIN:+, bitcloud $BITCLOUD_VERSION}"
 echo "$HEADER" >&2
 
 NOTES=()
@@ -571,12 +593,17 @@ for layout in $BENCH_LAYOUTS; do
         if [[ $impl == veth && $layout != direct ]]; then
             continue # plain-veth baseline only makes sense for the direct layout
         fi
+        # Run the case in a background subshell and wait for it: `wait` is
+        # interrupted by signals, so Ctrl-C/TERM reach main_cleanup at once.
         set +e
         (
             set -e
             run_case "$layout" "$impl"
-        )
+        ) &
+        CASE_PID=$!
+        wait "$CASE_PID"
         rc=$?
+        CASE_PID=""
         set -e
         if ((rc != 0)) || ! grep -q "^$layout|$impl|" "$RESULTS"; then
             reason=$(cat "$WORK/$layout-$impl/reason" 2>/dev/null || echo "exit status $rc")

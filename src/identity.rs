@@ -224,6 +224,12 @@ impl Identity {
 
 /// Atomically replace `path` with `data`, mode 0600, durable once this returns.
 pub fn write_secret_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_file_atomic(path, data, 0o600)
+}
+
+/// Atomically replace `path` with `data` with the given mode: temp file, fsync, rename,
+/// fsync the directory, so a crash leaves the old file or the new one, never a torn one.
+pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -238,7 +244,7 @@ pub fn write_secret_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;

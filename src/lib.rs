@@ -2,6 +2,9 @@
 //! `route`, `money`) takes bytes and instants and returns bytes and events; `daemon`, `wallet`
 //! and `gateway` do the I/O around it.
 
+pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod drops;
 pub mod identity;
 pub mod node;

@@ -1,0 +1,144 @@
+//! The `bitcloud` command line: argument parsing (clap) and human or JSON output. Invariant:
+//! command names, flags and JSON keys here are a contract that scripts rely on; add around
+//! them, never rename.
+
+mod output;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{self, Config};
+use crate::identity::Identity;
+
+/// Bitcloud: a mesh network where anyone carries anyone's traffic and is paid per byte.
+#[derive(Parser, Debug)]
+#[command(name = "bitcloud", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Write a config file and a new node key beside it.
+    Init {
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:51820")]
+        listen: SocketAddr,
+        /// TUN device name.
+        #[arg(long, default_value = "bc0")]
+        tun: String,
+        /// Control socket path (relative paths resolve against the config file's directory).
+        #[arg(long, default_value = config::DEFAULT_CONTROL_SOCKET)]
+        control_socket: String,
+        /// State directory (relative paths resolve against the config file's directory).
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: String,
+        /// Overwrite an existing config and key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print this node's id and overlay addresses (offline).
+    Id {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the node in the foreground (what systemd runs).
+    Up,
+    /// Show the running node: addresses, peers, traffic, drops.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Init {
+            listen,
+            tun,
+            control_socket,
+            data_dir,
+            force,
+        } => init(&cli.config, listen, &tun, &control_socket, &data_dir, force),
+        Cmd::Id { json } => {
+            let cfg = Config::load(&cli.config)?;
+            let id = Identity::load(&cfg.key_file)?.id();
+            let v = json!({"id": id, "ipv6": id.ipv6(), "ipv4": id.ipv4()});
+            if json {
+                println!("{v}");
+            } else {
+                println!("id    {id}\nipv6  {}\nipv4  {}", id.ipv6(), id.ipv4());
+            }
+            Ok(())
+        }
+        Cmd::Up => {
+            let cfg = Config::load(&cli.config)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::daemon::run(cfg))
+        }
+        Cmd::Status { json } => {
+            let cfg = Config::load(&cli.config)?;
+            let v = crate::daemon::control::call(&cfg.control_socket, &json!({"cmd": "status"}))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", output::status(&v));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init(
+    path: &Path,
+    listen: SocketAddr,
+    tun: &str,
+    control_socket: &str,
+    data_dir: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let key_path = dir.join("node.key");
+    for p in [path, key_path.as_path()] {
+        if p.exists() && !force {
+            anyhow::bail!(
+                "{} exists; pass --force to overwrite it (a new key is a new node id)",
+                p.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = config::render_initial("node.key", listen, tun, control_socket, data_dir);
+    // Validate before writing, so init never leaves a config that `up` would refuse.
+    Config::parse(path, &text)?;
+    let id = Identity::generate();
+    id.save(&key_path)?;
+    crate::identity::write_file_atomic(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {} and {}", path.display(), key_path.display());
+    println!(
+        "node id {}\nipv6    {}\nipv4    {}",
+        id.id(),
+        id.id().ipv6(),
+        id.id().ipv4()
+    );
+    Ok(())
+}

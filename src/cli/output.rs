@@ -1,0 +1,109 @@
+//! Human-readable tables for CLI output, built from the same JSON the `--json` flag prints.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Bytes with a binary unit.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Align rows into columns separated by two spaces.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|x| x.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(x, w)| format!("{x:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// `bitcloud status` as text.
+pub fn status(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "node    {}", s(&v["id"]));
+    let _ = writeln!(out, "ipv6    {}\nipv4    {}", s(&v["ipv6"]), s(&v["ipv4"]));
+    let _ = writeln!(
+        out,
+        "listen  {}   tun {} (mtu {})   up {} s\n",
+        s(&v["listen"]),
+        s(&v["tun"]),
+        s(&v["mtu"]),
+        s(&v["uptime_secs"])
+    );
+    let mut rows = vec![
+        ["peer", "endpoint", "handshake", "rx", "tx", "dropped"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let id = s(&p["id"]);
+        let hs = match p["last_handshake_secs"].as_u64() {
+            Some(n) => format!("{n} s ago"),
+            None => "never".into(),
+        };
+        let dropped: u64 = p["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(|x| x.as_u64()).sum())
+            .unwrap_or(0);
+        rows.push(vec![
+            id.get(..16).map(|x| format!("{x}…")).unwrap_or(id.clone()),
+            s(&p["endpoint"]),
+            hs,
+            bytes(p["rx_bytes"].as_u64().unwrap_or(0)),
+            bytes(p["tx_bytes"].as_u64().unwrap_or(0)),
+            dropped.to_string(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\ndrops   {}",
+        if drops.is_empty() {
+            "none".into()
+        } else {
+            drops.join(" ")
+        }
+    );
+    out
+}

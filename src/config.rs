@@ -1,0 +1,350 @@
+//! TOML config file -> validated `Config`. Invariant: every error names the file, the line
+//! and the key (`file:line: key: message`), and unknown keys are errors, not silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::identity::NodeId;
+use crate::session::timers::Timers;
+
+/// Default config path.
+pub const DEFAULT_CONFIG: &str = "/etc/bitcloud/bitcloud.toml";
+/// Default TUN MTU: 1420 leaves room for IPv6 + UDP + our 32 bytes in a 1500 underlay.
+pub const DEFAULT_MTU: u16 = 1420;
+/// Default control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bitcloud/bitcloud.sock";
+/// Default state directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/bitcloud";
+
+/// A config error with its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {key}: {msg}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// 1-based line (0 if the file could not be read).
+    pub line: usize,
+    /// The key (dotted with its table), or `-` if none applies.
+    pub key: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Node key file (absolute).
+    pub key_file: PathBuf,
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// TUN device name.
+    pub tun: String,
+    /// TUN MTU.
+    pub mtu: u16,
+    /// Control socket path (absolute).
+    pub control_socket: PathBuf,
+    /// State directory (absolute).
+    pub data_dir: PathBuf,
+    /// Session timers.
+    pub timers: Timers,
+    /// Configured neighbours.
+    pub peers: Vec<PeerEntry>,
+}
+
+/// One `[[peer]]`.
+#[derive(Debug, Clone)]
+pub struct PeerEntry {
+    /// Node id.
+    pub id: NodeId,
+    /// Endpoint, if known.
+    pub endpoint: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    node: RawNode,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    key_file: PathBuf,
+    listen: SocketAddr,
+    tun: Spanned<String>,
+    mtu: Option<Spanned<u16>>,
+    control_socket: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+}
+
+/// Timer overrides in seconds; they exist so tests can force a rekey quickly.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    rekey_after_time: Option<Spanned<u64>>,
+    reject_after_time: Option<Spanned<u64>>,
+    keepalive_timeout: Option<Spanned<u64>>,
+    rekey_timeout: Option<Spanned<u64>>,
+    persistent_keepalive: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    id: Spanned<NodeId>,
+    endpoint: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            key: "-".into(),
+            msg: e.to_string(),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validate config text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: Option<std::ops::Range<usize>>, msg: String| {
+            let (line, key) = locate(text, span.map_or(0, |s| s.start));
+            ConfigError {
+                file: path.display().to_string(),
+                line,
+                key,
+                msg,
+            }
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            }
+        };
+
+        let tun = raw.node.tun.get_ref().clone();
+        if tun.is_empty()
+            || tun.len() > 15
+            || !tun
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(at(
+                Some(raw.node.tun.span()),
+                format!("invalid interface name {tun:?}: 1-15 of [A-Za-z0-9._-]"),
+            ));
+        }
+        let mtu = match raw.node.mtu {
+            None => DEFAULT_MTU,
+            Some(m) if (1280..=9000).contains(m.get_ref()) => *m.get_ref(),
+            Some(m) => {
+                return Err(at(
+                    Some(m.span()),
+                    format!("mtu {} out of range 1280..=9000", m.get_ref()),
+                ));
+            }
+        };
+
+        let mut timers = Timers::default();
+        let s = &raw.session;
+        let secs = |v: &Option<Spanned<u64>>, min: u64| -> Result<Option<Duration>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(x) if *x.get_ref() >= min => Ok(Some(Duration::from_secs(*x.get_ref()))),
+                Some(x) => Err(at(
+                    Some(x.span()),
+                    format!("must be at least {min} second(s)"),
+                )),
+            }
+        };
+        if let Some(d) = secs(&s.rekey_after_time, 1)? {
+            timers.rekey_after_time = d;
+            // Keep WireGuard's 180/120 ratio unless reject is given too.
+            timers.reject_after_time = d * 3 / 2;
+        }
+        if let Some(d) = secs(&s.reject_after_time, 1)? {
+            timers.reject_after_time = d;
+        }
+        if timers.reject_after_time <= timers.rekey_after_time {
+            let span = s
+                .reject_after_time
+                .as_ref()
+                .or(s.rekey_after_time.as_ref())
+                .map(|x| x.span());
+            return Err(at(
+                span,
+                "reject_after_time must exceed rekey_after_time".into(),
+            ));
+        }
+        if let Some(d) = secs(&s.keepalive_timeout, 1)? {
+            timers.keepalive_timeout = d;
+        }
+        if let Some(d) = secs(&s.rekey_timeout, 1)? {
+            timers.rekey_timeout = d;
+        }
+        timers.persistent_keepalive = secs(&s.persistent_keepalive, 1)?;
+
+        let mut peers: Vec<PeerEntry> = Vec::new();
+        for p in &raw.peer {
+            let id = *p.id.get_ref();
+            if peers.iter().any(|q| q.id == id) {
+                return Err(at(Some(p.id.span()), format!("peer {id} is listed twice")));
+            }
+            peers.push(PeerEntry {
+                id,
+                endpoint: p.endpoint,
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            key_file: abs(&raw.node.key_file),
+            listen: raw.node.listen,
+            tun,
+            mtu,
+            control_socket: abs(raw
+                .node
+                .control_socket
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_CONTROL_SOCKET))),
+            data_dir: abs(raw
+                .node
+                .data_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_DATA_DIR))),
+            timers,
+            peers,
+        })
+    }
+}
+
+/// The 1-based line of byte `offset` and the dotted key written on that line, if any.
+fn locate(text: &str, offset: usize) -> (usize, String) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let mut table = String::new();
+    for l in text.lines().take(line_no) {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let full = match (key, table.is_empty()) {
+        (Some(k), true) => k,
+        (Some(k), false) => format!("{table}.{k}"),
+        (None, false) => table,
+        (None, true) => "-".into(),
+    };
+    (line_no, full)
+}
+
+/// Config text that `bitcloud init` writes.
+pub fn render_initial(
+    key_file: &str,
+    listen: SocketAddr,
+    tun: &str,
+    control_socket: &str,
+    data_dir: &str,
+) -> String {
+    format!(
+        "# Bitcloud node configuration. Relative paths resolve against this file's directory.\n\
+         [node]\n\
+         key_file = \"{key_file}\"\n\
+         listen = \"{listen}\"\n\
+         tun = \"{tun}\"\n\
+         mtu = {DEFAULT_MTU}\n\
+         control_socket = \"{control_socket}\"\n\
+         data_dir = \"{data_dir}\"\n\
+         \n\
+         # Neighbours, one block each:\n\
+         # [[peer]]\n\
+         # id = \"<64 hex digits from `bitcloud id` on the other node>\"\n\
+         # endpoint = \"198.18.0.2:51820\"\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/bc/x.toml"), t)
+    }
+
+    fn base() -> String {
+        render_initial(
+            "node.key",
+            "0.0.0.0:51820".parse().unwrap(),
+            "bc0",
+            "bc.sock",
+            "data",
+        )
+    }
+
+    #[test]
+    fn initial_config_parses_with_relative_paths() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.key_file, Path::new("/etc/bc/node.key"));
+        assert_eq!(c.control_socket, Path::new("/etc/bc/bc.sock"));
+        assert_eq!((c.tun.as_str(), c.mtu), ("bc0", 1420));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse(&base().replace("mtu = 1420", "mtu = 1420\nbogus = 1")).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.key.as_str()),
+            ("/etc/bc/x.toml", 7, "node.bogus"),
+            "{e}"
+        );
+        let e = parse(&base().replace("0.0.0.0:51820", "nope")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "node.listen"), "{e}");
+        let e = parse(&format!("{}[[peer]]\nid = \"abc\"\n", base())).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (15, "peer.id"), "{e}");
+        assert!(e.msg.contains("invalid node id"), "{e}");
+        let e =
+            parse(&base().replace("tun = \"bc0\"", "tun = \"this-name-is-too-long\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "node.tun"), "{e}");
+        let e = parse(&format!(
+            "{}[session]\nrekey_after_time = 10\nreject_after_time = 5\n",
+            base()
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "session.reject_after_time", "{e}");
+        assert!(e.to_string().starts_with("/etc/bc/x.toml:"));
+    }
+
+    #[test]
+    fn peers_and_duplicates() {
+        let p = format!("[[peer]]\nid = \"{ID}\"\nendpoint = \"198.18.0.2:51820\"\n");
+        let c = parse(&format!("{}{p}", base())).unwrap();
+        assert_eq!(c.peers.len(), 1);
+        let e = parse(&format!("{}{p}{p}", base())).unwrap_err();
+        assert!(e.msg.contains("twice"), "{e}");
+    }
+}

@@ -1,0 +1,120 @@
+//! The control socket: newline-delimited JSON requests from the CLI, answered by the daemon's
+//! event loop. Invariant: the socket is mode 0660 (root and the `bitcloud` group only), and a
+//! slow or broken client can only stall its own connection task, never the data path.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// A request from the CLI with the channel for its answer.
+pub struct Request {
+    /// The parsed request object.
+    pub body: serde_json::Value,
+    /// Where the event loop puts the answer.
+    pub reply: oneshot::Sender<serde_json::Value>,
+}
+
+/// Bind the control socket (replacing a stale one) with mode 0660 and the `bitcloud` group.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "{} is in use: is another bitcloud daemon running with this config?",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = group_id("bitcloud") {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("chgrp bitcloud {}", path.display()))?;
+    }
+    Ok(l)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+/// Accept connections forever, forwarding each request line to the event loop.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Request>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, tx).await {
+                        tracing::debug!("control client: {e:#}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r.take(MAX_REQUEST as u64)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let answer = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(body) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Request { body, reply })
+                    .await
+                    .map_err(|_| anyhow::anyhow!("daemon stopping"))?;
+                rx.await?
+            }
+            Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
+        };
+        let mut out = serde_json::to_vec(&answer)?;
+        out.push(b'\n');
+        w.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// Client side: send one request and read one answer.
+pub fn call(path: &Path, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "connecting to the daemon at {} (is `bitcloud up` running?)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut req = serde_json::to_vec(body)?;
+    req.push(b'\n');
+    s.write_all(&req)?;
+    let mut line = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut line)
+        .context("reading the daemon's answer")?;
+    let v: serde_json::Value = serde_json::from_str(&line).context("daemon sent invalid JSON")?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("daemon: {e}");
+    }
+    Ok(v)
+}
