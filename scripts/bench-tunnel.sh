@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions called indirectly ("layout_$layout", traps)
 # Tunnel throughput / latency / CPU benchmark: bitcloud vs wireguard-go vs
 # boringtun (and a plain veth baseline), in throw-away network namespaces.
 #
@@ -35,7 +36,7 @@ REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 . "$SCRIPT_DIR/lib-netns.sh"
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    sed -n '3,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 case "${1:-}" in
 -h | --help)
@@ -416,6 +417,10 @@ start_bitcloud() {
         "$BITCLOUD_BIN" init -c "$cfg" --listen "$listen" --tun bc0 --force >"$dir/init.log" 2>&1 ||
             { dump_log_tail "$dir/init.log"; fail "bitcloud init failed (role $r)"; }
         [[ -s $cfg ]] || fail "bitcloud init did not write $cfg"
+        # Every node needs its own control socket and data dir (several daemons
+        # run on this host at once), whatever defaults `init` wrote.
+        toml_node_set "$cfg" control_socket '"bitcloud.sock"'
+        toml_node_set "$cfg" data_dir '"data"'
         json=$("$BITCLOUD_BIN" id -c "$cfg" --json 2>"$dir/id.log") ||
             { dump_log_tail "$dir/id.log"; fail "bitcloud id --json failed (role $r)"; }
         BCID[$r]=$(jq -er .id <<<"$json" 2>/dev/null) || fail "bitcloud id --json: no .id in: ${json:0:200}"
@@ -439,11 +444,25 @@ start_bitcloud() {
         fi
     fi
     for r in "${roles[@]}"; do
-        netns_spawn "${NS[$r]}" "$CASE_DIR/tunnel-$r.log" env RUST_LOG="${RUST_LOG:-info}" \
+        netns_spawn "${NS[$r]}" "$CASE_DIR/tunnel-$r.log" env RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
             "$BITCLOUD_BIN" up -c "${BCCFG[$r]}"
         TUN_PIDS+=("$NETNS_SPAWNED_PID")
         ln -sf "tunnel-$r.log" "$CASE_DIR/tunnel-$NETNS_SPAWNED_PID.log"
     done
+}
+# toml_node_set FILE KEY VALUE: set KEY = VALUE (VALUE already TOML-quoted) in
+# the [node] table: replace an existing line there, or add one right after [node].
+toml_node_set() {
+    local f=$1 k=$2 v=$3
+    awk -v k="$k" -v v="$v" '
+        /^[[:space:]]*\[/ { if (innode && !done) { print k " = " v; done = 1 }
+                            innode = ($0 ~ /^[[:space:]]*\[node\][[:space:]]*(#.*)?$/) }
+        innode && !done && $0 ~ "^[[:space:]]*" k "[[:space:]]*=" { print k " = " v; done = 1; next }
+        { print }
+        END { if (innode && !done) print k " = " v; if (!seen_node && !done) exit 3 }
+        /^[[:space:]]*\[node\]/ { seen_node = 1 }
+    ' "$f" >"$f.tmp" || fail "$f has no [node] table"
+    mv "$f.tmp" "$f"
 }
 bc_peer() { # role id endpoint("" = none)
     {
@@ -561,6 +580,12 @@ run_case() {
     [[ $layout == relay ]] && relay_assert_isolated
     measure "$layout" "$impl"
     check_alive
+    if [[ $impl == bitcloud ]]; then # for the record; never fatal
+        local r
+        for r in "${!NS[@]}"; do
+            timeout 5 "$BITCLOUD_BIN" status -c "${BCCFG[$r]}" --json >"$CASE_DIR/status-$r.json" 2>&1 || true
+        done
+    fi
 }
 
 # --------------------------------------------------------------------------
@@ -582,6 +607,7 @@ fi
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 HEADER="# Bitcloud tunnel benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 # host: $(uname -r), $(nproc) CPU(s)${CPU_MODEL:+ ($CPU_MODEL)}
+# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews every figure)
 # iperf3 TCP ${BENCH_DURATION}s x ${BENCH_RUNS} run(s); ping ${BENCH_PINGS} x ${BENCH_PING_INTERVAL}s; tunnel MTU 1420, veth MTU 1500
 # versions: $(wireguard-go --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BORINGTUN_BIN:+, $("$BORINGTUN_BIN" --version 2>/dev/null)}, $(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BITCLOUD_BIN:+, bitcloud $BITCLOUD_VERSION}"
 echo "$HEADER" >&2
@@ -623,18 +649,15 @@ done
     printf '| %-6s | %-14s | %15s | %15s | %13s | %10s | %8s |\n' \
         layout implementation "1-stream Gbit/s" "4-stream Gbit/s" "RTT median ms" "RTT p99 ms" "CPU-s/GB"
     printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------" "----------------" "----------------:" "----------------:" "--------------:" "-----------:" "---------:"
-    n=0
     while IFS='|' read -r layout impl m1 m4 rmed rp99 cpu note; do
         printf '| %-6s | %-14s | %15s | %15s | %13s | %10s | %8s |\n' "$layout" "$impl" "$m1" "$m4" "$rmed" "$rp99" "$cpu"
         if [[ -n $note ]]; then
-            n=$((n + 1))
             NOTES+=("$layout/$impl: $note")
         fi
     done <"$RESULTS"
-    if ((${#NOTES[@]})); then
-        echo
-        for note in "${NOTES[@]}"; do echo "- $note"; done
-    fi
+    echo
+    for note in "${NOTES[@]}"; do echo "- $note"; done
+    echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$WORK/table.md"
 
 echo

@@ -88,13 +88,13 @@ netns_pid_alive() {
 }
 
 _netns_stop_pid() {
-    local pid=$1 want=$2 st i
+    local pid=$1 want=$2 st
     st=$(proc_starttime "$pid") || return 0
     if [[ $want != "?" && $st != "$want" ]]; then
         return 0 # PID reused by someone else: not ours, leave it alone
     fi
     kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 30); do
+    for _ in $(seq 1 30); do
         proc_stat_fields "$pid" || return 0
         [[ ${PROC_STAT[0]} == Z ]] && return 0
         sleep 0.1

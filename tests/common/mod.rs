@@ -1,0 +1,401 @@
+//! Test lab on real network namespaces: unique names, veth links on 198.18.0.0/15 only, real
+//! `bitcloud up` daemons, and cleanup by name and PID even when a test panics.
+#![allow(dead_code)] // each test binary uses a different part of the lab
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The built daemon binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_bitcloud");
+
+/// True if namespace tests can run here. Without root they are skipped loudly, except
+/// under CI, where skipping would hide a broken test run, so they fail instead.
+pub fn root_or_skip(test: &str) -> bool {
+    let root = unsafe_free_euid_is_root();
+    if root {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: CI is set but the test is not running as root; namespace tests must run in CI"
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: needs root for network namespaces and TUN devices (run with sudo, or set CI to force)"
+    );
+    false
+}
+
+fn unsafe_free_euid_is_root() -> bool {
+    // /proc/self/status "Uid: real effective saved fs": no libc call needed.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A set of namespaces, links and daemons for one test, removed on drop.
+pub struct Lab {
+    /// Unique name prefix.
+    pub prefix: String,
+    /// Scratch directory for configs and keys.
+    pub dir: PathBuf,
+    namespaces: Vec<String>,
+    links: u32,
+}
+
+impl Lab {
+    /// A new, empty lab.
+    pub fn new() -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("bc{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("bitcloud-test-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Lab {
+            prefix,
+            dir,
+            namespaces: vec![],
+            links: 0,
+        }
+    }
+
+    /// Create a namespace `<prefix><tag>` with loopback up.
+    pub fn ns(&mut self, tag: &str) -> String {
+        let name = format!("{}{tag}", self.prefix);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        sh(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// Join two namespaces with a veth pair and give each end an address (198.18.0.0/15 only).
+    pub fn link(&mut self, a: &str, a_addr: &str, b: &str, b_addr: &str) -> (String, String) {
+        for addr in [a_addr, b_addr] {
+            assert!(
+                addr.starts_with("198.18.") || addr.starts_with("198.19."),
+                "underlay must be 198.18.0.0/15"
+            );
+        }
+        self.links += 1;
+        let (ia, ib) = (
+            format!("{}v{}a", self.prefix, self.links),
+            format!("{}v{}b", self.prefix, self.links),
+        );
+        assert!(ia.len() <= 15, "interface name {ia} too long");
+        sh(&[
+            "ip", "link", "add", &ia, "type", "veth", "peer", "name", &ib,
+        ]);
+        sh(&["ip", "link", "set", &ia, "netns", a]);
+        sh(&["ip", "link", "set", &ib, "netns", b]);
+        sh(&["ip", "-n", a, "addr", "add", a_addr, "dev", &ia]);
+        sh(&["ip", "-n", b, "addr", "add", b_addr, "dev", &ib]);
+        sh(&["ip", "-n", a, "link", "set", &ia, "up"]);
+        sh(&["ip", "-n", b, "link", "set", &ib, "up"]);
+        (ia, ib)
+    }
+
+    /// Write a node config (via `bitcloud init`) for namespace `ns`, listening on `listen`.
+    pub fn node(&self, ns: &str, tag: &str, listen: &str) -> Node {
+        let dir = self.dir.join(tag);
+        let cfg = dir.join("bitcloud.toml");
+        let out = Command::new(BIN)
+            .args([
+                "init",
+                "-c",
+                cfg.to_str().unwrap(),
+                "--listen",
+                listen,
+                "--tun",
+                "bc0",
+            ])
+            .args(["--control-socket", "bitcloud.sock", "--data-dir", "data"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id: serde_json::Value =
+            serde_json::from_str(&sh(&[BIN, "id", "-c", cfg.to_str().unwrap(), "--json"])).unwrap();
+        Node {
+            ns: ns.to_string(),
+            cfg,
+            listen: listen.parse().unwrap(),
+            id: id["id"].as_str().unwrap().to_string(),
+            ipv4: id["ipv4"].as_str().unwrap().parse().unwrap(),
+            ipv6: id["ipv6"].as_str().unwrap().parse().unwrap(),
+            child: None,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!(
+                "test failed: configs and daemon logs kept in {}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// One node: its config, addresses, and (while running) its daemon process.
+pub struct Node {
+    /// Namespace it runs in.
+    pub ns: String,
+    /// Its config file.
+    pub cfg: PathBuf,
+    /// Its underlay listen address.
+    pub listen: SocketAddr,
+    /// Node id (hex).
+    pub id: String,
+    /// Overlay IPv4.
+    pub ipv4: IpAddr,
+    /// Overlay IPv6.
+    pub ipv6: IpAddr,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Append text to the config file.
+    pub fn append_config(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.cfg)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Configure `other` as a neighbour at its listen address.
+    pub fn add_peer(&self, other: &Node) {
+        self.append_config(&format!(
+            "\n[[peer]]\nid = \"{}\"\nendpoint = \"{}\"\n",
+            other.id, other.listen
+        ));
+    }
+
+    /// Start the daemon and wait (at most 10 s) until its control socket answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.cfg.with_file_name("daemon.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                BIN,
+                "up",
+                "-c",
+                self.cfg.to_str().unwrap(),
+            ])
+            .env("BITCLOUD_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.try_status().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon in {} did not come up: see {}",
+                self.ns,
+                self.log_path().display()
+            );
+            if let Some(Some(st)) = self.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "daemon exited with {st}: {}",
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.cfg.with_file_name("daemon.log")
+    }
+
+    /// PID of the running daemon (`ip netns exec` execs it, so it is the daemon's PID).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the daemon process is still alive.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL the daemon (by PID) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM the daemon and wait (at most 5 s) for a clean exit; returns its exit success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `status --json`, or None if the daemon does not answer.
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "-c", self.cfg.to_str().unwrap()])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// `status --json`, panicking if the daemon does not answer.
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|| panic!("no status from daemon in {}", self.ns))
+    }
+
+    /// Run `ping` from this node's namespace; true if all `count` replies came back.
+    pub fn ping(&self, dst: IpAddr, count: u32) -> bool {
+        ping(&self.ns, dst, count, "0.2")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// ping from a namespace: `count` echoes at `interval` seconds, 1 s timeout each.
+pub fn ping(ns: &str, dst: IpAddr, count: u32, interval: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+        ])
+        .arg(dst.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run `f` on a thread inside network namespace `ns` (only that thread changes namespace).
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        setns_net(&file);
+        f()
+    })
+}
+
+fn setns_net(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns(2) on a valid namespace fd we own; it only changes this thread's network
+    // namespace, which is what the spawned test thread is for.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Counter helper: a peer's number field from `status --json`.
+pub fn peer_u64(status: &serde_json::Value, key: &str) -> u64 {
+    status["peers"][0][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+/// A drop counter from `status --json`.
+pub fn drop_count(status: &serde_json::Value, reason: &str) -> u64 {
+    status["drops"][reason]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no drop reason {reason} in {status}"))
+}
+
+/// The kernel's own byte counters of the TUN device `bc0` in `ns`: (rx, tx) as the kernel
+/// sees them, i.e. rx = what the daemon wrote in, tx = what the daemon read out.
+pub fn tun_counters(ns: &str) -> (u64, u64) {
+    let out = sh(&["ip", "-n", ns, "-s", "-j", "link", "show", "bc0"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let st = &v[0]["stats64"];
+    (
+        st["rx"]["bytes"].as_u64().unwrap(),
+        st["tx"]["bytes"].as_u64().unwrap(),
+    )
+}
