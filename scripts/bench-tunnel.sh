@@ -32,7 +32,7 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
-# shellcheck source=lib-netns.sh
+# shellcheck source-path=SCRIPTDIR source=lib-netns.sh
 . "$SCRIPT_DIR/lib-netns.sh"
 
 usage() {
@@ -185,8 +185,10 @@ ensure_boringtun() {
 }
 
 BITCLOUD_UNAVAILABLE=""
+BITCLOUD_VERSION=""
 ensure_bitcloud() {
     if [[ -n $BITCLOUD_BIN ]]; then
+        BITCLOUD_VERSION="($BITCLOUD_BIN)"
         [[ -x $BITCLOUD_BIN ]] || BITCLOUD_UNAVAILABLE="BITCLOUD_BIN=$BITCLOUD_BIN is not executable"
         return 0
     fi
@@ -195,6 +197,8 @@ ensure_bitcloud() {
         return 0
     fi
     log "building bitcloud (cargo build --release)"
+    BITCLOUD_VERSION="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || BITCLOUD_VERSION+="+dirty"
     if (cd "$REPO_DIR" && cargo build --release --bin bitcloud) >"$WORK/bitcloud-build.log" 2>&1; then
         BITCLOUD_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/bitcloud"
         [[ $BITCLOUD_BIN == /* ]] || BITCLOUD_BIN="$REPO_DIR/$BITCLOUD_BIN"
@@ -239,6 +243,14 @@ nsx() { local r=$1; shift; ip netns exec "${NS[$r]}" "$@"; }
 ping_ok() { # role addr
     nsx "$1" ping -n -q -c 1 -W 1 "$2" >/dev/null 2>&1
 }
+ping6_ok() { # role addr: a few tries, the first packet may wait for a route/ND
+    local i
+    for i in 1 2 3; do
+        nsx "$1" ping -6 -n -q -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+V6NOTE=""
 
 # ----- layouts -------------------------------------------------------------
 layout_direct() {
@@ -316,6 +328,9 @@ relay_forward_tunnel_only() { # tunnel ifname on R
     # Hub traffic leaves on the interface it came in on; no ICMP redirects.
     nsx r sysctl -qw net.ipv4.conf.all.send_redirects=0
     nsx r sysctl -qw "net.ipv4.conf.$ifn.send_redirects=0"
+    # IPv6: the underlay has only link-local addresses (never forwarded), so
+    # turning forwarding on only affects the fd00::/8 tunnel addresses.
+    nsx r sysctl -qw net.ipv6.conf.all.forwarding=1
 }
 
 # ----- implementations -----------------------------------------------------
@@ -352,6 +367,7 @@ start_wg() { # impl: wireguard-go | boringtun
         echo "/var/run/wireguard/$ifn.sock" >>"$SOCKS_FILE"
         local logf=$CASE_DIR/tunnel-$r.log
         if [[ $impl == wireguard-go ]]; then
+            # The PREFER_BUGGY variable only matters to very old builds.
             netns_spawn "${NS[$r]}" "$logf" env WG_PROCESS_FOREGROUND=1 \
                 WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error \
                 wireguard-go "$ifn"
@@ -541,6 +557,7 @@ measure() { # layout impl
     local rtt note=""
     rtt=$(median_p99_file "$CASE_DIR/rtts")
     ((n < BENCH_PINGS)) && note="$((BENCH_PINGS - n))/$BENCH_PINGS pings lost"
+    [[ -n $V6NOTE ]] && note="${note:+$note; }$V6NOTE"
     local m1 m4 cpu="-"
     m1=$(awk -v b="$(median "${g1[@]}")" 'BEGIN { printf "%.2f", b / 1e9 }')
     m4=$(awk -v b="$(median "${g4[@]}")" 'BEGIN { printf "%.2f", b / 1e9 }')
@@ -578,6 +595,11 @@ run_case() {
     esac
     wait_tunnel "$t0"
     [[ $layout == relay ]] && relay_assert_isolated
+    V6NOTE=""
+    if [[ $impl != veth ]] && ! ping6_ok a "${T6[$FAR]}"; then
+        V6NOTE="IPv6 overlay ${T6[$FAR]} did not answer pings"
+        log "warning: $V6NOTE"
+    fi
     measure "$layout" "$impl"
     check_alive
     if [[ $impl == bitcloud ]]; then # for the record; never fatal
@@ -595,15 +617,6 @@ ensure_tools
 has_impl boringtun && ensure_boringtun
 has_impl bitcloud && ensure_bitcloud
 
-BITCLOUD_VERSION=""
-if [[ -n $BITCLOUD_BIN ]]; then
-    if [[ $BITCLOUD_BIN == "${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/bitcloud" ]]; then
-        BITCLOUD_VERSION="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')"
-        git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || BITCLOUD_VERSION+="+dirty"
-    else
-        BITCLOUD_VERSION="($BITCLOUD_BIN)"
-    fi
-fi
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 HEADER="# Bitcloud tunnel benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 # host: $(uname -r), $(nproc) CPU(s)${CPU_MODEL:+ ($CPU_MODEL)}
