@@ -1,0 +1,1 @@
+//! Channel pair simulations.
