@@ -153,8 +153,7 @@ impl FromStr for Amount {
         if whole.is_empty() && frac.is_empty() {
             return Err(syntax());
         }
-        if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(syntax());
         }
         if frac.len() > DECIMALS as usize {
@@ -270,8 +269,14 @@ mod tests {
     fn arithmetic_checked_and_saturating() {
         assert_eq!(Amount::MAX.checked_add(Amount::from_units(1)), None);
         assert_eq!(Amount::ZERO.checked_sub(Amount::from_units(1)), None);
-        assert_eq!(Amount::ZERO.saturating_sub(Amount::from_units(1)), Amount::ZERO);
-        assert_eq!(Amount::MAX.saturating_add(Amount::from_units(1)), Amount::MAX);
+        assert_eq!(
+            Amount::ZERO.saturating_sub(Amount::from_units(1)),
+            Amount::ZERO
+        );
+        assert_eq!(
+            Amount::MAX.saturating_add(Amount::from_units(1)),
+            Amount::MAX
+        );
         assert_eq!(Amount::from_units(100).mul_ratio(5, 4).units(), 125);
         assert_eq!(Amount::MAX.mul_ratio(5, 4), Amount::MAX);
         assert_eq!(Amount::MAX.signed_diff(Amount::ZERO), None);

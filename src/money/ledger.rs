@@ -213,7 +213,9 @@ mod tests {
         let t0 = Instant::now();
         let mut l = NullLedger::new(Duration::from_secs(60));
         assert!(!l.is_backed());
-        let id = l.open_channel(&params, Amount::from_units(100), t0).unwrap();
+        let id = l
+            .open_channel(&params, Amount::from_units(100), t0)
+            .unwrap();
         assert_eq!(
             l.open_channel(&params, Amount::ZERO, t0),
             Err(LedgerError::AlreadyOpen(id))
@@ -240,7 +242,10 @@ mod tests {
         );
         let at = l.close(&id, t0).unwrap();
         assert_eq!(at, t0 + Duration::from_secs(60));
-        assert_eq!(l.top_up(&id, Amount::from_units(1)), Err(LedgerError::Closing(id)));
+        assert_eq!(
+            l.top_up(&id, Amount::from_units(1)),
+            Err(LedgerError::Closing(id))
+        );
         // The payee can still claim during the settle delay.
         assert_eq!(l.claim(&v(5, 120)).unwrap().units(), 120);
         assert_eq!(

@@ -42,12 +42,17 @@ pub struct VoucherAck {
     pub metered_amount: Amount,
 }
 
-/// Either direction, after each handshake: the sender's latest voucher on the channel. Both
-/// sides keep the maximum.
+/// Either direction, after each handshake: the sender's latest voucher on the channel and its
+/// meter totals. Both sides keep the maximum, so a side that restarted from an older checkpoint
+/// or backup catches up instead of disputing every later voucher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resync {
     /// The channel.
     pub channel_id: ChannelId,
     /// The latest voucher the sender holds, if any.
     pub latest: Option<Voucher>,
+    /// The sender's metered data bytes on this channel.
+    pub meter_bytes: u64,
+    /// What the sender's meter says those bytes cost.
+    pub meter_amount: Amount,
 }

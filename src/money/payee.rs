@@ -22,6 +22,10 @@ pub struct PayeeConfig {
     pub max_cumulative: Amount,
     /// How many bytes a voucher may claim beyond our meter (data in flight or reordered).
     pub tolerance_bytes: u64,
+    /// Link loss (percent, capped at 90) under which the payer's count may exceed ours: the
+    /// payer meters what it sent, we meter what arrived. Vouchers beyond it are drift and are
+    /// rejected as [`Reject::OverMetered`].
+    pub max_loss_percent: u8,
 }
 
 impl Default for PayeeConfig {
@@ -30,6 +34,7 @@ impl Default for PayeeConfig {
             enforce: EnforceConfig::default(),
             max_cumulative: Amount::from_cc(10),
             tolerance_bytes: 4 * MIB,
+            max_loss_percent: 10,
         }
     }
 }
@@ -148,7 +153,10 @@ impl PayeeChannel {
     /// Metered cost not covered by credited vouchers.
     #[inline]
     pub fn unpaid(&self) -> Amount {
-        self.state.meter.total_cost().saturating_sub(self.credited())
+        self.state
+            .meter
+            .total_cost()
+            .saturating_sub(self.credited())
     }
 
     /// The service level now (read-only).
@@ -201,6 +209,8 @@ impl PayeeChannel {
         Resync {
             channel_id: self.state.id,
             latest: self.state.latest,
+            meter_bytes: self.state.meter.total_bytes(),
+            meter_amount: self.state.meter.total_cost(),
         }
     }
 
@@ -238,41 +248,39 @@ impl PayeeChannel {
         }
     }
 
-    /// The payer's resync. A newer voucher is verified like any other (without the metered
-    /// check: the payer's signature admits the debt, and our meter is raised to it so it buys
-    /// no prepaid credit) and returned for commit. Older ones are kept out: we keep the max.
+    /// The payer's resync. Our meter is raised to the payer's totals (its own admission, so
+    /// it buys no credit; this heals an interval we lost in a restart). A newer voucher is
+    /// verified like any other, without the metered check since the meter now covers it, and
+    /// returned for commit. Older ones are kept out: we keep the max.
     pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
+        let res = self.check_resync(r);
+        if let Err(e) = res {
+            self.stats.rejects.bump(e);
+        }
+        let new = res?;
+        let m = &mut self.state.meter;
+        m.raise_to(r.meter_bytes, r.meter_amount);
+        let Some(v) = new else { return Ok(None) };
+        m.raise_to(v.cumulative_bytes, v.cumulative_amount);
+        self.state.pending = Some(v);
+        Ok(Some(Action::CommitThenCredit(v)))
+    }
+
+    fn check_resync(&self, r: &Resync) -> Result<Option<Voucher>, Reject> {
         if r.channel_id != self.state.id {
-            self.stats.rejects.bump(Reject::WrongChannel);
             return Err(Reject::WrongChannel);
         }
         let Some(v) = r.latest else { return Ok(None) };
         match self.check_voucher(&v, false) {
-            Err(Reject::StaleSeq) => {
-                // The payer is behind us; our own resync tells it. Not an error unless its
-                // voucher contradicts ours.
-                if self
-                    .state
-                    .latest
-                    .is_some_and(|l| v.cumulative_amount > l.cumulative_amount)
-                {
-                    self.stats.rejects.bump(Reject::NonMonotonic);
-                    return Err(Reject::NonMonotonic);
-                }
-                Ok(None)
-            }
-            Err(e) => {
-                self.stats.rejects.bump(e);
-                Err(e)
-            }
+            // The payer is behind us; our own resync tells it. Not an error unless its voucher
+            // contradicts ours.
+            Err(Reject::StaleSeq) => match self.state.latest {
+                Some(l) if v.cumulative_amount > l.cumulative_amount => Err(Reject::NonMonotonic),
+                _ => Ok(None),
+            },
+            Err(e) => Err(e),
             Ok(Check::DuplicateLatest | Check::DuplicatePending) => Ok(None),
-            Ok(Check::New) => {
-                self.state
-                    .meter
-                    .raise_to(v.cumulative_bytes, v.cumulative_amount);
-                self.state.pending = Some(v);
-                Ok(Some(Action::CommitThenCredit(v)))
-            }
+            Ok(Check::New) => Ok(Some(v)),
         }
     }
 
@@ -327,14 +335,26 @@ impl PayeeChannel {
         }
         if metered {
             let m = &s.meter;
-            if v.cumulative_bytes > m.total_bytes().saturating_add(self.cfg.tolerance_bytes) {
+            let max_bytes = self
+                .with_loss(u128::from(m.total_bytes()))
+                .saturating_add(u128::from(self.cfg.tolerance_bytes));
+            if u128::from(v.cumulative_bytes) > max_bytes {
                 return Err(Reject::OverMetered);
             }
-            if v.cumulative_amount > m.total_cost().saturating_add(self.amount_tolerance()) {
+            let max_amount = self
+                .with_loss(m.total_cost().units())
+                .saturating_add(self.amount_tolerance().units());
+            if v.cumulative_amount.units() > max_amount {
                 return Err(Reject::OverMetered);
             }
         }
         Ok(Check::New)
+    }
+
+    /// What the payer may have counted for `x` arrived: x / (1 - loss), rounded up.
+    fn with_loss(&self, x: u128) -> u128 {
+        let keep = 100 - u128::from(self.cfg.max_loss_percent.min(90));
+        x.saturating_mul(100).div_ceil(keep)
     }
 
     /// Amount slack matching the byte tolerance: the tolerance bytes at the current price, plus

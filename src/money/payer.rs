@@ -168,6 +168,12 @@ impl PayerChannel {
             .map_or(Amount::ZERO, |v| v.cumulative_amount)
     }
 
+    /// The most we will sign in total: our spend cap and the payee's channel limit.
+    fn cap(&self) -> Amount {
+        let limit = self.state.grant.map_or(Amount::MAX, |g| g.max_cumulative);
+        self.state.spend_cap.min(limit)
+    }
+
     fn window(&self) -> Amount {
         self.state
             .grant
@@ -186,11 +192,12 @@ impl PayerChannel {
         self.state.meter.record(self.state.current, bytes);
     }
 
-    /// Self-throttle: true if data should not be sent now, because the spend cap is reached
-    /// or the payee has acknowledged so little that it is already shaping us.
+    /// Self-throttle: true if data should not be sent now, because the spend cap or the
+    /// payee's channel limit is reached, or the payee has acknowledged so little that it is
+    /// already shaping us.
     pub fn throttled(&self) -> bool {
         let owed = self.owed();
-        if owed >= self.state.spend_cap {
+        if owed >= self.cap() {
             return true;
         }
         let acked = self.state.acked.map_or(Amount::ZERO, |a| a.credited);
@@ -204,7 +211,7 @@ impl PayerChannel {
         if s.pending.is_some() {
             return None;
         }
-        let amount = self.owed().min(s.spend_cap).max(self.paid());
+        let amount = self.owed().min(self.cap()).max(self.paid());
         let bytes = s
             .meter
             .total_bytes()
@@ -312,9 +319,7 @@ impl PayerChannel {
     pub fn on_ack(&mut self, a: &VoucherAck) -> Result<(), Reject> {
         let r = if a.channel_id != self.state.id {
             Err(Reject::WrongChannel)
-        } else if self.state.latest.is_none_or(|l| a.seq > l.seq)
-            || a.credited > self.paid()
-        {
+        } else if self.state.latest.is_none_or(|l| a.seq > l.seq) || a.credited > self.paid() {
             Err(Reject::Malformed)
         } else if self.state.acked.is_some_and(|p| a.seq < p.seq) {
             Err(Reject::StaleSeq)
@@ -337,17 +342,26 @@ impl PayerChannel {
         Resync {
             channel_id: self.state.id,
             latest: self.state.latest,
+            meter_bytes: self.state.meter.total_bytes(),
+            meter_amount: self.state.meter.total_cost(),
         }
     }
 
     /// The payee's resync. If it holds a newer voucher that we signed (we restored an old
-    /// backup), adopt it: seq continues above it and the meter is raised to it. Keep the max.
+    /// backup), adopt it: seq continues above it and the meter is raised to it. If its meter
+    /// is ahead of ours (we lost a checkpoint interval), raise ours to it, but by at most one
+    /// credit window: that much we trusted it with anyway, more would be an unsigned claim.
     pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
         let res = self.check_resync(r);
         if let Err(e) = res {
             self.stats.rejects.bump(e);
         }
-        let Some(v) = res? else { return Ok(None) };
+        let adopt = res?;
+        let window = self.window();
+        let m = &mut self.state.meter;
+        let amount = r.meter_amount.min(m.total_cost().saturating_add(window));
+        m.raise_to(r.meter_bytes, amount);
+        let Some(v) = adopt else { return Ok(None) };
         let s = &mut self.state;
         s.meter.raise_to(v.cumulative_bytes, v.cumulative_amount);
         s.latest = Some(v);

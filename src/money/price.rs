@@ -165,7 +165,11 @@ impl Meter {
 
     /// Highest price epoch with a bucket (0 if none).
     pub fn max_epoch(&self) -> u32 {
-        self.buckets.iter().map(|b| b.price.epoch).max().unwrap_or(0)
+        self.buckets
+            .iter()
+            .map(|b| b.price.epoch)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Fold buckets of epochs before `epoch` into the base (exact, total unchanged), so a
