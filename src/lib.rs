@@ -4,3 +4,4 @@
 
 pub mod identity;
 pub mod money;
+pub mod wire;
