@@ -4,4 +4,5 @@
 
 pub mod identity;
 pub mod money;
+pub mod wallet;
 pub mod wire;

@@ -178,6 +178,18 @@ impl FromStr for Amount {
     }
 }
 
+impl serde::Serialize for Amount {
+    /// As an exact decimal string of cloudcoins, e.g. `"1.250000000"` (JSON numbers are
+    /// doubles and would round).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!(
+            "{}.{:09}",
+            self.0 / UNITS_PER_CC,
+            self.0 % UNITS_PER_CC
+        ))
+    }
+}
+
 /// A signed net position (e.g. wallet balance = received - paid), in smallest units.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SignedAmount(pub i128);
@@ -221,6 +233,19 @@ impl fmt::Debug for SignedAmount {
     }
 }
 
+impl serde::Serialize for SignedAmount {
+    /// As an exact decimal string of cloudcoins, e.g. `"-0.500000000"`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let mag = self.0.unsigned_abs();
+        s.collect_str(&format_args!(
+            "{sign}{}.{:09}",
+            mag / UNITS_PER_CC,
+            mag % UNITS_PER_CC
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +261,14 @@ mod tests {
         assert_eq!(Amount::ZERO.to_string(), "0.000000000 CC");
         assert_eq!(SignedAmount(-500_000_000).to_string(), "-0.500000000 CC");
         assert!(SignedAmount(i128::MIN).to_string().starts_with('-'));
+        assert_eq!(
+            serde_json::to_string(&SignedAmount(-1_500_000_001)).unwrap(),
+            "\"-1.500000001\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Amount::from_units(7)).unwrap(),
+            "\"0.000000007\""
+        );
     }
 
     #[test]

@@ -36,6 +36,13 @@ impl fmt::Debug for ChannelId {
     }
 }
 
+impl serde::Serialize for ChannelId {
+    /// As 64 lowercase hex digits.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What defines a unidirectional channel: who pays, who is paid, and which instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChannelParams {
