@@ -5,10 +5,10 @@
 //! Signatures are verified by the sans-IO channel before anything reaches here
 //! ([`Wallet::integrity_check`] re-verifies the stored latest vouchers).
 
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Row, SqliteConnection};
 
-use super::{Direction, Wallet, WalletError, now_ms, parse_amount, signed, to_i64};
-use crate::money::{ChannelId, MeterSnapshot, SignedAmount, Voucher};
+use super::{Direction, Totals, Wallet, WalletError, now_ms, parse_amount, signed, to_i64};
+use crate::money::{Amount, ChannelId, MeterSnapshot, SignedAmount, Voucher};
 
 /// Result of committing a voucher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,107 +53,39 @@ impl Wallet {
         dir: Direction,
         enforce_limit: bool,
     ) -> Result<CommitOutcome, WalletError> {
-        let seq = to_i64(v.seq, "voucher seq")?;
-        let bytes = to_i64(v.cumulative_bytes, "voucher bytes")?;
-        let cid = v.channel_id.0.to_vec();
-        let non_monotonic = || WalletError::NonMonotonic {
-            channel: v.channel_id,
-            seq: v.seq,
-        };
-        // IMMEDIATE takes the write lock up front, so the read below cannot go stale.
+        // IMMEDIATE takes the write lock up front, so the reads in `stage` cannot go stale.
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "SELECT direction, latest_seq, latest_amount, latest_bytes FROM channels WHERE id = ?",
-        )
-        .bind(cid.clone())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(WalletError::UnknownChannel(v.channel_id))?;
-        if Direction::parse(&row.try_get::<String, _>("direction")?)? != dir {
-            return Err(WalletError::ChannelMismatch(v.channel_id));
-        }
-        let latest_seq: i64 = row.try_get("latest_seq")?;
-        let latest_amount = parse_amount(&row.try_get::<String, _>("latest_amount")?)?;
-        let latest_bytes: i64 = row.try_get("latest_bytes")?;
-
-        if seq <= latest_seq {
-            let old = sqlx::query(
-                "SELECT cumulative_amount, cumulative_bytes, price_epoch FROM vouchers
-                 WHERE channel_id = ? AND seq = ?",
-            )
-            .bind(cid.clone())
-            .bind(seq)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let same = match old {
-                Some(o) => {
-                    parse_amount(&o.try_get::<String, _>("cumulative_amount")?)?
-                        == v.cumulative_amount
-                        && o.try_get::<i64, _>("cumulative_bytes")? == bytes
-                        && o.try_get::<i64, _>("price_epoch")? == i64::from(v.price_epoch)
-                }
-                None => false,
-            };
-            return if same {
-                Ok(CommitOutcome::AlreadyCommitted)
-            } else {
-                Err(non_monotonic())
-            };
-        }
-        if v.cumulative_amount < latest_amount || bytes < latest_bytes {
-            return Err(non_monotonic());
-        }
-        let delta = v.cumulative_amount.saturating_sub(latest_amount);
-
         let mut totals = self.totals;
-        let slot = match dir {
-            Direction::Outgoing => &mut totals.paid,
-            Direction::Incoming => &mut totals.received,
-        };
-        *slot = slot
-            .checked_add(delta)
-            .ok_or(WalletError::OutOfRange("wallet total"))?;
-        if enforce_limit {
-            let balance_after = signed(totals.received, totals.paid);
-            let floor = SignedAmount::from_amount(self.cfg.spend_limit)
-                .map_or(i128::MIN, |l| l.0.saturating_neg());
-            if balance_after.0 < floor {
-                return Err(WalletError::SpendLimit {
-                    balance_after,
-                    limit: self.cfg.spend_limit,
-                });
-            }
-        }
-
-        let amount = v.cumulative_amount.to_db_text();
-        sqlx::query(
-            "INSERT INTO vouchers (channel_id, seq, cumulative_amount, cumulative_bytes,
-                                   price_epoch, signature, delta, committed_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(cid.clone())
-        .bind(seq)
-        .bind(amount.clone())
-        .bind(bytes)
-        .bind(i64::from(v.price_epoch))
-        .bind(v.signature.to_vec())
-        .bind(delta.to_db_text())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE channels SET latest_seq = ?, latest_amount = ?, latest_bytes = ? WHERE id = ?",
-        )
-        .bind(seq)
-        .bind(amount)
-        .bind(bytes)
-        .bind(cid)
-        .execute(&mut *tx)
-        .await?;
+        let limit = enforce_limit.then_some(self.cfg.spend_limit);
+        let out = stage(&mut tx, v, dir, limit, &mut totals).await?;
         tx.commit().await?;
         // Only now, with the commit durable, does the in-memory view move.
         self.totals = totals;
-        Ok(CommitOutcome::Committed)
+        Ok(out)
+    }
+
+    /// Payee side, many vouchers (e.g. from several channels) in one durable transaction:
+    /// one fsync instead of one per voucher. Each voucher gets its own outcome; a refused one
+    /// writes nothing and does not affect the others. Credit each only after this returns
+    /// `Ok`. An outer error means nothing was committed.
+    pub async fn commit_incoming_vouchers(
+        &mut self,
+        vs: &[Voucher],
+    ) -> Result<Vec<Result<CommitOutcome, WalletError>>, WalletError> {
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut totals = self.totals;
+        let mut out = Vec::with_capacity(vs.len());
+        for v in vs {
+            match stage(&mut tx, v, Direction::Incoming, None, &mut totals).await {
+                // A database failure may have left a statement half done: abandon the batch
+                // (dropping `tx` rolls it back).
+                Err(e @ WalletError::Db(_)) => return Err(e),
+                r => out.push(r),
+            }
+        }
+        tx.commit().await?;
+        self.totals = totals;
+        Ok(out)
     }
 
     /// Store meter checkpoints in one transaction. A snapshot whose totals are below the stored
@@ -214,4 +146,111 @@ impl Wallet {
         tx.commit().await?;
         Ok(stored)
     }
+}
+
+/// Check `v` against the stored channel and, if it is new and monotonic, write it, all inside
+/// the caller's transaction. Every refusal happens before the first write, so a refused voucher
+/// leaves the transaction as it was. `totals` moves only when the voucher is written.
+async fn stage(
+    conn: &mut SqliteConnection,
+    v: &Voucher,
+    dir: Direction,
+    spend_limit: Option<Amount>,
+    totals: &mut Totals,
+) -> Result<CommitOutcome, WalletError> {
+    let seq = to_i64(v.seq, "voucher seq")?;
+    let bytes = to_i64(v.cumulative_bytes, "voucher bytes")?;
+    let cid = v.channel_id.0.to_vec();
+    let non_monotonic = || WalletError::NonMonotonic {
+        channel: v.channel_id,
+        seq: v.seq,
+    };
+    let row = sqlx::query(
+        "SELECT direction, latest_seq, latest_amount, latest_bytes FROM channels WHERE id = ?",
+    )
+    .bind(cid.clone())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(WalletError::UnknownChannel(v.channel_id))?;
+    if Direction::parse(&row.try_get::<String, _>("direction")?)? != dir {
+        return Err(WalletError::ChannelMismatch(v.channel_id));
+    }
+    let latest_seq: i64 = row.try_get("latest_seq")?;
+    let latest_amount = parse_amount(&row.try_get::<String, _>("latest_amount")?)?;
+    let latest_bytes: i64 = row.try_get("latest_bytes")?;
+
+    if seq <= latest_seq {
+        let old = sqlx::query(
+            "SELECT cumulative_amount, cumulative_bytes, price_epoch FROM vouchers
+                 WHERE channel_id = ? AND seq = ?",
+        )
+        .bind(cid.clone())
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let same = match old {
+            Some(o) => {
+                parse_amount(&o.try_get::<String, _>("cumulative_amount")?)? == v.cumulative_amount
+                    && o.try_get::<i64, _>("cumulative_bytes")? == bytes
+                    && o.try_get::<i64, _>("price_epoch")? == i64::from(v.price_epoch)
+            }
+            None => false,
+        };
+        return if same {
+            Ok(CommitOutcome::AlreadyCommitted)
+        } else {
+            Err(non_monotonic())
+        };
+    }
+    if v.cumulative_amount < latest_amount || bytes < latest_bytes {
+        return Err(non_monotonic());
+    }
+    let delta = v.cumulative_amount.saturating_sub(latest_amount);
+
+    let mut new_totals = *totals;
+    let slot = match dir {
+        Direction::Outgoing => &mut new_totals.paid,
+        Direction::Incoming => &mut new_totals.received,
+    };
+    *slot = slot
+        .checked_add(delta)
+        .ok_or(WalletError::OutOfRange("wallet total"))?;
+    if let Some(limit) = spend_limit {
+        let balance_after = signed(new_totals.received, new_totals.paid);
+        let floor = SignedAmount::from_amount(limit).map_or(i128::MIN, |l| l.0.saturating_neg());
+        if balance_after.0 < floor {
+            return Err(WalletError::SpendLimit {
+                balance_after,
+                limit,
+            });
+        }
+    }
+
+    let amount = v.cumulative_amount.to_db_text();
+    sqlx::query(
+        "INSERT INTO vouchers (channel_id, seq, cumulative_amount, cumulative_bytes,
+                               price_epoch, signature, delta, committed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(cid.clone())
+    .bind(seq)
+    .bind(amount.clone())
+    .bind(bytes)
+    .bind(i64::from(v.price_epoch))
+    .bind(v.signature.to_vec())
+    .bind(delta.to_db_text())
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE channels SET latest_seq = ?, latest_amount = ?, latest_bytes = ? WHERE id = ?",
+    )
+    .bind(seq)
+    .bind(amount)
+    .bind(bytes)
+    .bind(cid)
+    .execute(&mut *conn)
+    .await?;
+    *totals = new_totals;
+    Ok(CommitOutcome::Committed)
 }

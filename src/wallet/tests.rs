@@ -161,6 +161,42 @@ async fn replay_is_idempotent_and_non_monotonic_is_refused() {
 }
 
 #[tokio::test]
+async fn batch_commit_gives_each_voucher_its_outcome() {
+    let d = TempDir::new("batch");
+    let mut w = Wallet::open(&d.db()).await.unwrap();
+    let f = fx();
+    w.ensure_channel(&f.params, Direction::Incoming)
+        .await
+        .unwrap();
+    let other = Voucher::sign(&f.a, ChannelId([1; 32]), 1, Amount::ZERO, 0, 1);
+    let r = w
+        .commit_incoming_vouchers(&[
+            f.v(1, 100, 10),
+            f.v(1, 100, 10),
+            f.v(2, 50, 20),
+            f.v(2, 150, 20),
+            other,
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.as_slice(),
+        [
+            Ok(CommitOutcome::Committed),
+            Ok(CommitOutcome::AlreadyCommitted),
+            Err(WalletError::NonMonotonic { seq: 2, .. }),
+            Ok(CommitOutcome::Committed),
+            Err(WalletError::UnknownChannel(_)),
+        ]
+    ));
+    assert_eq!(w.balance().await.unwrap().earned.units(), 150);
+    assert_eq!(w.integrity_check().await.unwrap().vouchers, 2);
+    w.close().await.unwrap();
+    let mut w = Wallet::open(&d.db()).await.unwrap();
+    assert_eq!(w.balance().await.unwrap().earned.units(), 150);
+}
+
+#[tokio::test]
 async fn sql_triggers_and_integrity_check_catch_tampering() {
     let d = TempDir::new("tamper");
     let mut w = Wallet::open(&d.db()).await.unwrap();
