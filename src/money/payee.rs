@@ -77,6 +77,8 @@ impl PayeeChannel {
     }
 
     /// Rebuild after a restart: the latest committed voucher and the last meter checkpoint.
+    /// `price` is our current price; its epoch must never go back across restarts (vouchers
+    /// naming a later epoch than we know are malformed).
     /// Debt is not forgiven: unpaid = metered - credited, as before the restart (less at most
     /// one checkpoint interval of metering).
     pub fn restore(
@@ -312,7 +314,7 @@ impl PayeeChannel {
         if !v.verify(&s.params.payer) {
             return Err(Reject::ForgedSignature);
         }
-        if v.seq == 0 || v.price_epoch > self.price().epoch {
+        if v.seq == 0 || v.price_epoch > self.price().epoch.max(s.meter.max_epoch()) {
             return Err(Reject::Malformed);
         }
         if let Some(b) = latest_of(s.latest, s.pending) {

@@ -240,16 +240,17 @@ impl PayerChannel {
         None
     }
 
-    /// When [`PayerChannel::poll`] next wants to run, if anything is owed or unacked.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`PayerChannel::poll`] next wants to run (`now` if at once), if anything payable
+    /// is owed or a voucher is unacknowledged. The driver also calls `poll` after sending data
+    /// (per batch), since reaching half the window pays at once.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let s = &self.state;
-        let pay = (!self.unpaid().is_zero())
-            .then(|| s.last_paid_at.map(|t| t + self.cfg.pay_interval))
-            .flatten();
+        let payable = self.owed().min(self.cap()) > self.paid() && s.pending.is_none();
+        let pay = payable.then(|| s.last_paid_at.map_or(now, |t| t + self.cfg.pay_interval));
         let resend = s
             .latest
             .filter(|v| s.acked.is_none_or(|a| a.seq < v.seq))
-            .and_then(|_| s.last_sent_at.map(|t| t + self.cfg.resend_after));
+            .map(|_| s.last_sent_at.map_or(now, |t| t + self.cfg.resend_after));
         match (pay, resend) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -361,19 +362,24 @@ impl PayerChannel {
         let m = &mut self.state.meter;
         let amount = r.meter_amount.min(m.total_cost().saturating_add(window));
         m.raise_to(r.meter_bytes, amount);
-        let Some(v) = adopt else { return Ok(None) };
         let s = &mut self.state;
+        // The payee holds (has credited) its voucher: that is as good as an ack for it, so
+        // we neither resend it nor count it as unacknowledged debt.
+        if let Some(v) = r.latest
+            && s.acked.is_none_or(|a| a.seq < v.seq)
+        {
+            s.acked = Some(VoucherAck {
+                channel_id: s.id,
+                seq: v.seq,
+                credited: v.cumulative_amount,
+                metered_bytes: r.meter_bytes,
+                metered_amount: r.meter_amount,
+            });
+        }
+        let Some(v) = adopt else { return Ok(None) };
         s.meter.raise_to(v.cumulative_bytes, v.cumulative_amount);
         s.latest = Some(v);
         s.next_seq = s.next_seq.max(v.seq.saturating_add(1));
-        // The payee holds it, so it needs no resend.
-        s.acked = Some(VoucherAck {
-            channel_id: s.id,
-            seq: v.seq,
-            credited: v.cumulative_amount,
-            metered_bytes: v.cumulative_bytes,
-            metered_amount: v.cumulative_amount,
-        });
         Ok(Some(Action::Commit(v)))
     }
 

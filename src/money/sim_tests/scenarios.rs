@@ -55,7 +55,13 @@ fn payer_pays_at_half_window_and_on_interval() {
     p.now += Duration::from_millis(1);
     p.pump_payer();
     assert_eq!(p.payer_wallet.vouchers.len(), 3);
-    assert!(p.payer.poll_timeout().is_some());
+    // Paid up: only the (unacked) resend timer remains, then nothing once acked.
+    let t = p.payer.poll_timeout(p.now).unwrap();
+    assert_eq!(t, p.now + PayerConfig::default().resend_after);
+    p.settle();
+    assert_eq!(p.payer.poll_timeout(p.now), None);
+    p.data(1, false);
+    assert!(p.payer.poll_timeout(p.now).unwrap() <= p.now + Duration::from_secs(2));
 }
 
 #[test]
@@ -234,6 +240,9 @@ fn restore_from_old_backup_costs_nothing_and_resync_keeps_max() {
     p.restart(true, false);
     assert_eq!(p.payer.latest(), Some(newest));
     assert_eq!(p.payer_wallet.latest(), Some(newest));
+    // The payee's resync counts as an ack: no spurious self-throttle, nothing to resend.
+    assert!(!p.payer.throttled());
+    assert_eq!(p.payer.poll(p.now, &p.a), None);
     p.data(MIB, false);
     p.settle();
     let l = p.payee.latest().unwrap();
