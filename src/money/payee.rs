@@ -253,7 +253,8 @@ impl PayeeChannel {
     /// The payer's resync. Our meter is raised to the payer's totals (its own admission, so
     /// it buys no credit; this heals an interval we lost in a restart). A newer voucher is
     /// verified like any other, without the metered check since the meter now covers it, and
-    /// returned for commit. Older ones are kept out: we keep the max.
+    /// returned for commit. Older ones are kept out: we keep the max. Only for the resync
+    /// that opens a session, before data flows: bytes in flight would otherwise count twice.
     pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
         let res = self.check_resync(r);
         if let Err(e) = res {
@@ -277,7 +278,12 @@ impl PayeeChannel {
             // The payer is behind us; our own resync tells it. Not an error unless its voucher
             // contradicts ours.
             Err(Reject::StaleSeq) => match self.state.latest {
-                Some(l) if v.cumulative_amount > l.cumulative_amount => Err(Reject::NonMonotonic),
+                Some(l)
+                    if v.cumulative_amount > l.cumulative_amount
+                        || v.cumulative_bytes > l.cumulative_bytes =>
+                {
+                    Err(Reject::NonMonotonic)
+                }
                 _ => Ok(None),
             },
             Err(e) => Err(e),

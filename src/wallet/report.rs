@@ -138,7 +138,7 @@ impl Wallet {
         let rows = sqlx::query(CHANNEL_SELECT)
             .fetch_all(&mut self.conn)
             .await?;
-        let mut buckets = self.buckets().await?;
+        let mut buckets = self.buckets(None).await?;
         rows.iter()
             .map(|r| channel_record(r, &mut buckets))
             .collect()
@@ -151,17 +151,27 @@ impl Wallet {
             .fetch_optional(&mut self.conn)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut buckets = self.buckets().await?;
+        let mut buckets = self.buckets(Some(id)).await?;
         channel_record(&row, &mut buckets).map(Some)
     }
 
-    async fn buckets(&mut self) -> Result<HashMap<Vec<u8>, Vec<(Price, u64)>>, WalletError> {
-        let rows = sqlx::query(
-            "SELECT channel_id, epoch, units_per_mib, bytes FROM meter_buckets
-             ORDER BY channel_id, epoch, units_per_mib",
-        )
-        .fetch_all(&mut self.conn)
-        .await?;
+    /// Checkpointed meter buckets of one channel, or of all channels.
+    async fn buckets(
+        &mut self,
+        only: Option<&ChannelId>,
+    ) -> Result<HashMap<Vec<u8>, Vec<(Price, u64)>>, WalletError> {
+        let q = match only {
+            Some(id) => sqlx::query(
+                "SELECT channel_id, epoch, units_per_mib, bytes FROM meter_buckets
+                 WHERE channel_id = ? ORDER BY epoch, units_per_mib",
+            )
+            .bind(id.0.to_vec()),
+            None => sqlx::query(
+                "SELECT channel_id, epoch, units_per_mib, bytes FROM meter_buckets
+                 ORDER BY channel_id, epoch, units_per_mib",
+            ),
+        };
+        let rows = q.fetch_all(&mut self.conn).await?;
         let mut m: HashMap<Vec<u8>, Vec<(Price, u64)>> = HashMap::new();
         for r in rows {
             let rate: String = r.try_get("units_per_mib")?;
