@@ -23,7 +23,7 @@ use crate::identity::NodeId;
 use crate::money::{Amount, ChannelId, ChannelParams, SignedAmount};
 
 pub use commit::CommitOutcome;
-pub use report::{Balance, ChannelRecord, HistoryEntry};
+pub use report::{Balance, ChannelRecord, HistoryEntry, IntegrityReport};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
