@@ -7,6 +7,8 @@ pub mod config;
 pub mod daemon;
 pub mod drops;
 pub mod identity;
+pub mod money;
 pub mod node;
 pub mod session;
+pub mod wallet;
 pub mod wire;

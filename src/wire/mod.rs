@@ -1,4 +1,5 @@
 //! Every byte format Bitcloud puts on the wire. Parsers here check every length before
 //! reading and never panic on any input.
 
+pub mod channel;
 pub mod outer;

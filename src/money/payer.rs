@@ -1,0 +1,415 @@
+//! The paying side of one unidirectional channel. Owns the payer's meter of data handed to
+//! the payee, the decision when to pay, voucher production and self-throttling. Invariants:
+//! seq strictly increases and cumulative totals never decrease across everything this side
+//! signs (even across restarts, via [`PayerChannel::restore`] and resync); a voucher is only
+//! released for sending after the caller confirms it is committed; nothing is ever signed above
+//! the spend cap.
+
+use std::time::{Duration, Instant};
+
+use super::amount::Amount;
+use super::messages::{CreditGrant, PriceQuote, Resync, VoucherAck};
+use super::price::{BucketId, Meter, MeterSnapshot, Price};
+use super::voucher::{ChannelId, ChannelParams, Voucher};
+use super::{Action, Reject, RejectCounts};
+use crate::identity::Identity;
+
+/// Payer tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayerConfig {
+    /// Pay at least this often while anything is owed.
+    pub pay_interval: Duration,
+    /// Resend an unacknowledged voucher after this long.
+    pub resend_after: Duration,
+    /// The credit window assumed until the payee grants one.
+    pub default_window: Amount,
+}
+
+impl Default for PayerConfig {
+    fn default() -> Self {
+        PayerConfig {
+            pay_interval: Duration::from_secs(2),
+            resend_after: Duration::from_secs(1),
+            default_window: Amount::from_units(10_000_000),
+        }
+    }
+}
+
+/// Everything that defines the payer's channel state (compared in tests; counters live apart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayerState {
+    params: ChannelParams,
+    id: ChannelId,
+    meter: Meter,
+    current: BucketId,
+    /// Latest voucher known committed (ours, or adopted from a resync).
+    latest: Option<Voucher>,
+    /// Produced and handed out for commit, not yet confirmed.
+    pending: Option<Voucher>,
+    next_seq: u64,
+    grant: Option<CreditGrant>,
+    acked: Option<VoucherAck>,
+    spend_cap: Amount,
+    last_paid_at: Option<Instant>,
+    last_sent_at: Option<Instant>,
+}
+
+/// Payer counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PayerStats {
+    /// Rejected incoming messages by reason.
+    pub rejects: RejectCounts,
+    /// Acks whose metered bytes exceed what we ever sent (the payee over-counts).
+    pub drift_flags: u64,
+}
+
+/// The payer's half of a channel.
+#[derive(Clone, Debug)]
+pub struct PayerChannel {
+    cfg: PayerConfig,
+    state: PayerState,
+    stats: PayerStats,
+}
+
+impl PayerChannel {
+    /// A fresh channel at price `price` (until the payee quotes another).
+    pub fn new(params: ChannelParams, cfg: PayerConfig, price: Price) -> Self {
+        Self::restore(params, cfg, price, None, &MeterSnapshot::default())
+    }
+
+    /// Rebuild after a restart from the wallet: the latest committed voucher and the last
+    /// meter checkpoint. The meter is raised to the voucher, so nothing signed is re-billed
+    /// lower and seq continues above it.
+    pub fn restore(
+        params: ChannelParams,
+        cfg: PayerConfig,
+        price: Price,
+        latest: Option<Voucher>,
+        meter: &MeterSnapshot,
+    ) -> Self {
+        let mut m = Meter::from_snapshot(meter);
+        if let Some(v) = latest {
+            m.raise_to(v.cumulative_bytes, v.cumulative_amount);
+        }
+        let current = m.bucket(price);
+        PayerChannel {
+            cfg,
+            state: PayerState {
+                params,
+                id: params.id(),
+                meter: m,
+                current,
+                latest,
+                pending: None,
+                next_seq: latest.map_or(1, |v| v.seq.saturating_add(1)),
+                grant: None,
+                acked: None,
+                spend_cap: Amount::MAX,
+                last_paid_at: None,
+                last_sent_at: None,
+            },
+            stats: PayerStats::default(),
+        }
+    }
+
+    /// The channel id.
+    pub fn id(&self) -> ChannelId {
+        self.state.id
+    }
+
+    /// The channel parameters.
+    pub fn params(&self) -> &ChannelParams {
+        &self.state.params
+    }
+
+    /// The state (for comparisons and inspection).
+    pub fn state(&self) -> &PayerState {
+        &self.state
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PayerStats {
+        &self.stats
+    }
+
+    /// The meter of data handed to the payee.
+    pub fn meter(&self) -> &Meter {
+        &self.state.meter
+    }
+
+    /// The latest committed voucher.
+    pub fn latest(&self) -> Option<Voucher> {
+        self.state.latest
+    }
+
+    /// The payee's latest ack.
+    pub fn acked(&self) -> Option<VoucherAck> {
+        self.state.acked
+    }
+
+    /// The price new data is billed at.
+    pub fn price(&self) -> Price {
+        self.state.current.price()
+    }
+
+    /// Everything owed so far by our meter.
+    pub fn owed(&self) -> Amount {
+        self.state.meter.total_cost()
+    }
+
+    /// Owed but not yet covered by a committed voucher.
+    pub fn unpaid(&self) -> Amount {
+        self.owed().saturating_sub(self.paid())
+    }
+
+    fn paid(&self) -> Amount {
+        self.state
+            .latest
+            .map_or(Amount::ZERO, |v| v.cumulative_amount)
+    }
+
+    /// The most we will sign in total: our spend cap and the payee's channel limit.
+    fn cap(&self) -> Amount {
+        let limit = self.state.grant.map_or(Amount::MAX, |g| g.max_cumulative);
+        self.state.spend_cap.min(limit)
+    }
+
+    fn window(&self) -> Amount {
+        self.state
+            .grant
+            .map_or(self.cfg.default_window, |g| g.credit_window)
+    }
+
+    /// Set the most this channel may ever sign in total (the wallet computes it from its spend
+    /// limit). Vouchers are capped at it and data self-throttles when it is reached.
+    pub fn set_spend_cap(&mut self, cap: Amount) {
+        self.state.spend_cap = cap;
+    }
+
+    /// Hot path: `bytes` of data were handed to the payee.
+    #[inline]
+    pub fn on_data_sent(&mut self, bytes: u64) {
+        self.state.meter.record(self.state.current, bytes);
+    }
+
+    /// Self-throttle: true if data should not be sent now, because the spend cap or the
+    /// payee's channel limit is reached, or the payee has acknowledged so little that it is
+    /// already shaping us.
+    pub fn throttled(&self) -> bool {
+        let owed = self.owed();
+        if owed >= self.cap() {
+            return true;
+        }
+        let acked = self.state.acked.map_or(Amount::ZERO, |a| a.credited);
+        owed.saturating_sub(acked) > self.window()
+    }
+
+    /// Decide whether to pay (or resend) now. Pays when unpaid reaches half the credit window
+    /// or the pay interval has passed; one voucher is in flight to the wallet at a time.
+    pub fn poll(&mut self, now: Instant, me: &Identity) -> Option<Action> {
+        let s = &self.state;
+        if s.pending.is_some() {
+            return None;
+        }
+        let amount = self.owed().min(self.cap()).max(self.paid());
+        let bytes = s
+            .meter
+            .total_bytes()
+            .max(s.latest.map_or(0, |v| v.cumulative_bytes));
+        let unpaid = amount.saturating_sub(self.paid());
+        let interval_due = s
+            .last_paid_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.pay_interval);
+        if !unpaid.is_zero() && (unpaid >= self.window().mul_ratio(1, 2) || interval_due) {
+            let epoch = s.meter.max_epoch().max(s.current.price().epoch);
+            let v = Voucher::sign(me, s.id, s.next_seq, amount, bytes, epoch);
+            self.state.next_seq = s.next_seq.saturating_add(1);
+            self.state.pending = Some(v);
+            self.state.last_paid_at = Some(now);
+            return Some(Action::CommitThenSend(v));
+        }
+        let latest = s.latest?;
+        let acked = s.acked.is_some_and(|a| a.seq >= latest.seq);
+        let resend_due = s
+            .last_sent_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.resend_after);
+        if !acked && resend_due {
+            self.state.last_sent_at = Some(now);
+            return Some(Action::Resend(latest));
+        }
+        None
+    }
+
+    /// When [`PayerChannel::poll`] next wants to run (`now` if at once), if anything payable
+    /// is owed or a voucher is unacknowledged. The driver also calls `poll` after sending data
+    /// (per batch), since reaching half the window pays at once.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        let s = &self.state;
+        let payable = self.owed().min(self.cap()) > self.paid() && s.pending.is_none();
+        let pay = payable.then(|| s.last_paid_at.map_or(now, |t| t + self.cfg.pay_interval));
+        let resend = s
+            .latest
+            .filter(|v| s.acked.is_none_or(|a| a.seq < v.seq))
+            .map(|_| s.last_sent_at.map_or(now, |t| t + self.cfg.resend_after));
+        match (pay, resend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The wallet committed `v`: it becomes the latest. Returns true if it should now be sent
+    /// (false if a resync already superseded it).
+    pub fn committed(&mut self, v: &Voucher, now: Instant) -> bool {
+        if self.state.pending.as_ref() == Some(v) {
+            self.state.pending = None;
+        }
+        if self.state.latest.is_some_and(|l| l.seq >= v.seq) {
+            return false;
+        }
+        self.state.latest = Some(*v);
+        self.state.last_sent_at = Some(now);
+        true
+    }
+
+    /// The wallet refused or failed to commit `v`: it must not be sent. Its seq stays used,
+    /// so a voucher that might have reached the disk is never contradicted by another.
+    pub fn commit_failed(&mut self, v: &Voucher) {
+        if self.state.pending.as_ref() == Some(v) {
+            self.state.pending = None;
+        }
+    }
+
+    /// A new price from the payee. Older epochs are ignored; two prices for one epoch are
+    /// malformed. Buckets two or more epochs old are folded (late frames are still counted).
+    pub fn on_price_quote(&mut self, q: &PriceQuote) -> Result<(), Reject> {
+        let cur = self.state.current.price();
+        let r = if q.price.epoch < cur.epoch {
+            Err(Reject::StaleSeq)
+        } else if q.price.epoch == cur.epoch && q.price != cur {
+            Err(Reject::Malformed)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
+            self.stats.rejects.bump(e);
+            return r;
+        }
+        self.state
+            .meter
+            .close_epochs_before(q.price.epoch.saturating_sub(1));
+        self.state.current = self.state.meter.bucket(q.price);
+        Ok(())
+    }
+
+    /// The payee's credit grant for this channel.
+    pub fn on_credit_grant(&mut self, g: &CreditGrant) -> Result<(), Reject> {
+        let p = ChannelParams {
+            nonce: g.nonce,
+            ..self.state.params
+        };
+        if g.channel_id != self.state.id || p.id() != self.state.id {
+            self.stats.rejects.bump(Reject::WrongChannel);
+            return Err(Reject::WrongChannel);
+        }
+        self.state.grant = Some(*g);
+        Ok(())
+    }
+
+    /// The payee's ack. Acks of vouchers we never committed, or that credit more than we
+    /// signed, are malformed; older acks are stale.
+    pub fn on_ack(&mut self, a: &VoucherAck) -> Result<(), Reject> {
+        let r = if a.channel_id != self.state.id {
+            Err(Reject::WrongChannel)
+        } else if self.state.latest.is_none_or(|l| a.seq > l.seq) || a.credited > self.paid() {
+            Err(Reject::Malformed)
+        } else if self.state.acked.is_some_and(|p| a.seq < p.seq) {
+            Err(Reject::StaleSeq)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
+            self.stats.rejects.bump(e);
+            return r;
+        }
+        if a.metered_bytes > self.state.meter.total_bytes() {
+            self.stats.drift_flags += 1;
+        }
+        self.state.acked = Some(*a);
+        Ok(())
+    }
+
+    /// Our resync message: the latest committed voucher.
+    pub fn resync(&self) -> Resync {
+        Resync {
+            channel_id: self.state.id,
+            latest: self.state.latest,
+            meter_bytes: self.state.meter.total_bytes(),
+            meter_amount: self.state.meter.total_cost(),
+        }
+    }
+
+    /// The payee's resync. If it holds a newer voucher that we signed (we restored an old
+    /// backup), adopt it: seq continues above it and the meter is raised to it. If its meter
+    /// is ahead of ours (we lost a checkpoint interval), raise ours to it, but by at most one
+    /// credit window: that much we trusted it with anyway, more would be an unsigned claim.
+    pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
+        let res = self.check_resync(r);
+        if let Err(e) = res {
+            self.stats.rejects.bump(e);
+        }
+        let adopt = res?;
+        let window = self.window();
+        let m = &mut self.state.meter;
+        let amount = r.meter_amount.min(m.total_cost().saturating_add(window));
+        m.raise_to(r.meter_bytes, amount);
+        let s = &mut self.state;
+        // The payee holds (has credited) its voucher: that is as good as an ack for it, so
+        // we neither resend it nor count it as unacknowledged debt.
+        if let Some(v) = r.latest
+            && s.acked.is_none_or(|a| a.seq < v.seq)
+        {
+            s.acked = Some(VoucherAck {
+                channel_id: s.id,
+                seq: v.seq,
+                credited: v.cumulative_amount,
+                metered_bytes: r.meter_bytes,
+                metered_amount: r.meter_amount,
+            });
+        }
+        let Some(v) = adopt else { return Ok(None) };
+        s.meter.raise_to(v.cumulative_bytes, v.cumulative_amount);
+        s.latest = Some(v);
+        s.next_seq = s.next_seq.max(v.seq.saturating_add(1));
+        Ok(Some(Action::Commit(v)))
+    }
+
+    fn check_resync(&self, r: &Resync) -> Result<Option<Voucher>, Reject> {
+        if r.channel_id != self.state.id {
+            return Err(Reject::WrongChannel);
+        }
+        let Some(v) = r.latest else { return Ok(None) };
+        if v.channel_id != self.state.id {
+            return Err(Reject::WrongChannel);
+        }
+        if !v.verify(&self.state.params.payer) {
+            return Err(Reject::ForgedSignature);
+        }
+        if v.seq == 0 {
+            return Err(Reject::Malformed);
+        }
+        // Compare with what is committed only: a pending voucher below `v` is superseded
+        // (its commit will report it not to be sent).
+        match self.state.latest {
+            Some(o) if v.seq < o.seq => Ok(None),
+            Some(o) if v.seq == o.seq => {
+                if v.body_bytes() == o.body_bytes() {
+                    Ok(None)
+                } else {
+                    Err(Reject::NonMonotonic)
+                }
+            }
+            Some(o) if !v.is_monotonic_successor_of(&o) => Err(Reject::NonMonotonic),
+            _ => Ok(Some(v)),
+        }
+    }
+}
