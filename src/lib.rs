@@ -12,3 +12,4 @@ pub mod node;
 pub mod session;
 pub mod wallet;
 pub mod wire;
+pub mod icmp;

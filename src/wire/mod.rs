@@ -2,4 +2,5 @@
 //! reading and never panic on any input.
 
 pub mod channel;
+pub mod mesh;
 pub mod outer;
