@@ -3,3 +3,4 @@
 //! and `gateway` do the I/O around it.
 
 pub mod identity;
+pub mod wire;
