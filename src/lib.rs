@@ -3,4 +3,5 @@
 //! and `gateway` do the I/O around it.
 
 pub mod identity;
+pub mod route;
 pub mod wire;
