@@ -41,7 +41,7 @@ fn hundred_nodes_converge_and_never_loop_under_link_churn() {
         .expect("initial convergence within two update intervals");
     let initial_total = sim.now - sim.start;
 
-    // Each change is followed by checks every 500 ms (each asserts no loop) until every
+    // Each change is followed by checks every second (each asserts no loop) until every
     // connected pair is routed and no disconnected pair still has a route.
     let bound = update * 3;
     let mut worst = Duration::ZERO;
@@ -51,7 +51,7 @@ fn hundred_nodes_converge_and_never_loop_under_link_churn() {
         let n = if round % 8 == 7 { 3 } else { 1 };
         let what: Vec<String> = (0..n).map(|_| random_change(&mut sim)).collect();
         let took = sim
-            .converge(Duration::from_millis(500), bound)
+            .converge(Duration::from_secs(1), bound)
             .unwrap_or_else(|| panic!("round {round} ({what:?}) not converged: {:?}", sim.check()));
         worst = worst.max(took);
         rounds += 1;
@@ -82,7 +82,7 @@ fn hundred_nodes_converge_and_never_loop_under_link_churn() {
     }
     assert_eq!(bad, 0);
     eprintln!(
-        "100 nodes, {} links: initial convergence {:?} after the last boot ({:?} from t=0); \
+        "100 nodes, {} links: all pairs routed {:?} after the boot window ({:?} from t=0); \
          {rounds} churn rounds, worst reconvergence {:?} ({:.2} update intervals, bound {}); \
          {} messages, {} bytes, {requests} seqno requests, {bumps} seqno bumps; wall {:?}",
         sim.links.len(),

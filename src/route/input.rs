@@ -92,9 +92,12 @@ impl Router {
             .dests
             .get(&key)
             .is_some_and(|d| d.has_verified(u.seqno, &u.signature));
-        if !verified && !u.verify_signature() {
-            self.stats.bad_signature += 1;
-            return;
+        if !verified {
+            self.stats.signatures_checked += 1;
+            if !u.verify_signature() {
+                self.stats.bad_signature += 1;
+                return;
+            }
         }
         let feasible = table::is_feasible(self.sources.get(&key), u.seqno, u.metric);
         if !feasible {
@@ -205,21 +208,19 @@ impl Router {
         let Some(dest) = self.dests.get(&key) else {
             return;
         };
-        let usable = |n: &NodeId| {
-            *n != from
-                && dest.route(n).is_some_and(|r| {
-                    table::add_metric(r.refmetric, self.link_cost(n)) < routing::INFINITY
-                })
+        let usable = |r: &&RouteEntry| {
+            r.neighbour != from
+                && table::add_metric(r.refmetric, self.link_cost(&r.neighbour)) < routing::INFINITY
         };
-        let target = dest.selected.filter(&usable).or_else(|| {
-            dest.routes
-                .iter()
-                .map(|r| r.neighbour)
+        let target =
+            dest.selected_route()
                 .filter(&usable)
-                .min_by_key(|n| {
-                    table::add_metric(dest.route(n).map_or(0, |r| r.refmetric), self.link_cost(n))
+                .or_else(|| {
+                    dest.routes.iter().filter(&usable).min_by_key(|r| {
+                        table::add_metric(r.refmetric, self.link_cost(&r.neighbour))
+                    })
                 })
-        });
+                .map(|r| r.neighbour);
         let Some(target) = target else {
             return;
         };

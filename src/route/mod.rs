@@ -151,6 +151,8 @@ pub struct RouterStats {
     pub unknown_neighbour: u64,
     /// TLVs skipped: unknown types or prefix kinds.
     pub skipped_tlvs: u64,
+    /// Signatures verified (copies of an already verified announcement are not re-verified).
+    pub signatures_checked: u64,
     /// Updates dropped because the originator's signature did not verify.
     pub bad_signature: u64,
     /// Updates received that were not feasible.

@@ -127,6 +127,8 @@ pub struct Sim {
     pub messages: u64,
     /// Bytes delivered.
     pub bytes: u64,
+    /// Real time spent inside `run_until` (routers and event queue; checks excluded).
+    pub busy: Duration,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -158,6 +160,7 @@ impl Sim {
             rng,
             messages: 0,
             bytes: 0,
+            busy: Duration::ZERO,
         }
     }
 
@@ -305,6 +308,7 @@ impl Sim {
 
     /// Process every event up to `until`, then set the clock to it.
     pub fn run_until(&mut self, until: Instant) {
+        let wall = Instant::now();
         while let Some(Reverse(item)) = self.queue.peek() {
             if item.at > until {
                 break;
@@ -356,6 +360,7 @@ impl Sim {
             }
         }
         self.now = until;
+        self.busy += wall.elapsed();
     }
 
     /// Run for `d` of virtual time.
