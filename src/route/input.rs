@@ -61,7 +61,7 @@ impl Router {
         }
     }
 
-    /// RFC 8966 §3.5.3-3.5.4, with the signature check added in front.
+    /// Route acquisition (RFC 8966 §3.5.3), with the signature check added in front.
     fn on_update(&mut self, from: NodeId, u: Update, now: Instant) {
         self.stats.updates_received += 1;
         let key = RouteKey {
@@ -111,7 +111,7 @@ impl Router {
             // would hand a replaying neighbour a cheap way to cut us off.
             Some(r) if !feasible && r.seqno.is_newer_than(u.seqno) => {}
             Some(r) => {
-                // RFC 8966 §3.5.4: the entry is updated even when unfeasible; selection below
+                // RFC 8966 §3.5.3: the entry is updated even when unfeasible; selection below
                 // then refuses to use it.
                 r.seqno = u.seqno;
                 r.refmetric = u.metric;
@@ -131,7 +131,7 @@ impl Router {
                 expires: now + expiry,
                 updated: now,
             }),
-            // RFC 8966 §3.5.4: an unfeasible update for a route we do not have is ignored...
+            // RFC 8966 §3.5.3: an unfeasible update for a route we do not have is ignored...
             None => {
                 if dest.routes.is_empty() && dest.advertised.is_none() && dest.retractions_left == 0
                 {

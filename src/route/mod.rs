@@ -25,8 +25,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use crate::identity::{Identity, NodeId};
-use crate::wire::routing::{INFINITY, PrefixKind, SIGNATURE_LEN, Seqno, Tlv, WireError};
+use crate::wire::routing::{INFINITY, SIGNATURE_LEN, Seqno, Tlv, WireError};
 
+pub use crate::wire::routing::PrefixKind;
 pub use neighbour::RttCost;
 pub use table::{RouteKey, SelectionPolicy};
 
@@ -34,15 +35,16 @@ use fib::Fib;
 use neighbour::Neighbour;
 use table::{Dest, Source};
 
-/// Hop count of a seqno request we originate (RFC 8966 §3.8.2.1 suggests a value "such as 64").
+/// Hop count of a seqno request we originate (RFC 8966 §4.6.11): how far it may be forwarded.
+/// 64 is beyond any plausible mesh diameter yet still bounds a request that cannot be satisfied.
 const REQUEST_HOP_COUNT: u8 = 64;
 
 /// How often a seqno request is resent while unanswered (RFC 8966 Appendix B: a few times,
 /// doubling the timeout each time).
 const REQUEST_RESENDS: u8 = 3;
 
-/// How many times a retraction is sent in total; repeating it is how Babel makes "urgent"
-/// updates likely to arrive without acknowledgements (RFC 8966 §3.7.2).
+/// How many times a retraction is sent in total. We use no acknowledgements (RFC 8966 §3.3),
+/// so repetition is what makes a lost retraction, and the black hole it leaves, unlikely.
 const RETRACTION_SENDS: u8 = 3;
 
 /// Events kept for the caller before the oldest are dropped (and counted).

@@ -17,15 +17,17 @@ const DEAD_AFTER_MISSED: u8 = 3;
 /// Receive/transmit cost of a loss-free link (RFC 8966 Appendix A.2.2, ETX).
 pub(crate) const NOMINAL_COST: u16 = 256;
 
-/// How RTT adds to link cost, as in the Babel RTT extension (draft-ietf-babel-rtt-extension
-/// §4.1): nothing below `rtt_min`, `max_penalty` above `rtt_max`, linear in between.
+/// How RTT adds to link cost, as in the Babel RTT extension (draft-ietf-babel-rtt-extension)
+/// with babeld's defaults for tunnels: nothing below `rtt_min`, `max_penalty` above `rtt_max`,
+/// linear in between. The bound keeps RTT from dominating loss and hop count; with selection
+/// hysteresis it keeps RTT noise from making routes oscillate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RttCost {
-    /// RTT that costs nothing extra (draft default 10 ms).
+    /// RTT that costs nothing extra (default 10 ms).
     pub rtt_min: Duration,
-    /// RTT from which the full penalty applies (draft default 120 ms).
+    /// RTT from which the full penalty applies (default 120 ms).
     pub rtt_max: Duration,
-    /// The full penalty in metric units (draft default 150).
+    /// The full penalty in metric units (default 150).
     pub max_penalty: u16,
 }
 
@@ -125,7 +127,8 @@ impl Neighbour {
         self.push(true);
         self.expected = Some(seqno.next());
         self.hello_interval = interval;
-        // Half an interval of slack before a hello counts as missed (RFC 8966 Appendix A.1).
+        // The hello timer runs for 1.5 advertised intervals (RFC 8966 §3.4.1) before a hello
+        // counts as missed.
         self.hello_deadline = (!interval.is_zero()).then(|| now + interval + interval / 2);
     }
 
@@ -162,7 +165,7 @@ impl Neighbour {
         }
     }
 
-    /// Feed an RTT sample; `None` forgets the RTT. Smoothed with gain 1/8 as in RFC 6298 §2.
+    /// Feed an RTT sample; `None` forgets the RTT. Smoothed with gain 1/8 as in RFC 6298 §2.3.
     pub fn set_rtt(&mut self, sample: Option<Duration>) {
         self.srtt = match (self.srtt, sample) {
             (_, None) => None,
@@ -198,13 +201,16 @@ impl Neighbour {
         self.txcost
     }
 
-    /// Recompute the link cost: ETX `txcost * rxcost / 256` (RFC 8966 Appendix A.2.2) plus the
-    /// RTT penalty. Returns true if it changed.
+    /// Recompute the link cost: ETX `max(txcost, 256) * rxcost / 256` (RFC 8966 Appendix
+    /// A.2.2) plus the RTT penalty. Returns true if it changed.
     pub fn recompute(&mut self, rtt: &RttCost) -> bool {
         let (rx, tx) = (self.rxcost(), self.txcost);
         let cost = if rx == INFINITY || tx == INFINITY {
             INFINITY
         } else {
+            // The floor at 256 keeps a neighbour from claiming a better than loss-free link
+            // (and so attracting traffic) by reporting a tiny receive cost in its IHUs.
+            let tx = tx.max(NOMINAL_COST);
             let etx = u32::from(rx) * u32::from(tx) / u32::from(NOMINAL_COST);
             let pen = self.srtt.map_or(0, |r| rtt.penalty(r));
             let c = etx.max(1) + u32::from(pen);
@@ -299,6 +305,16 @@ mod tests {
         n.tick(t + S * 4);
         n.recompute(&RttCost::default());
         assert_eq!(n.cost, INFINITY, "IHU held 3.5 intervals only");
+    }
+
+    #[test]
+    fn a_neighbour_cannot_claim_a_better_than_lossless_link() {
+        let t = Instant::now();
+        let mut n = Neighbour::new();
+        n.on_hello(Seqno(0), S, t);
+        n.on_ihu(1, S, S, t);
+        n.recompute(&RttCost::default());
+        assert_eq!(n.cost, NOMINAL_COST);
     }
 
     #[test]

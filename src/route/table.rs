@@ -4,6 +4,7 @@
 //! is feasible against the source table, whatever the policy weights, which is what keeps the
 //! network loop-free.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use crate::identity::NodeId;
@@ -16,6 +17,23 @@ pub struct RouteKey {
     pub originator: NodeId,
     /// What it announced.
     pub kind: PrefixKind,
+}
+
+impl RouteKey {
+    /// The prefixes this key stands for, as (address, prefix length): the originator's /128 and
+    /// /32, or `::/0` and `0.0.0.0/0`.
+    pub fn prefixes(&self) -> [(IpAddr, u8); 2] {
+        match self.kind {
+            PrefixKind::Node => [
+                (IpAddr::V6(self.originator.ipv6()), 128),
+                (IpAddr::V4(self.originator.ipv4()), 32),
+            ],
+            PrefixKind::Default => [
+                (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+                (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            ],
+        }
+    }
 }
 
 /// How selection weighs price against metric, and how much better a route must be to replace
@@ -59,7 +77,7 @@ impl SelectionPolicy {
 pub(crate) struct RouteEntry {
     pub neighbour: NodeId,
     pub seqno: Seqno,
-    /// The metric the neighbour advertised (RFC 8966 §3.2.5 "advertised metric").
+    /// The metric the neighbour advertised (RFC 8966 §3.2.6, the route's "advertised metric").
     pub refmetric: u16,
     pub price_per_mib: u64,
     pub price_epoch: u32,
@@ -113,7 +131,8 @@ impl Dest {
     }
 }
 
-/// A feasibility distance (RFC 8966 §3.2.6): the best (seqno, metric) we advertised.
+/// A source table entry (RFC 8966 §3.2.5): the feasibility distance, i.e. the best
+/// (seqno, metric) we advertised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Source {
     pub seqno: Seqno,

@@ -202,6 +202,13 @@ fn line_routes_through_the_middle_and_retracts_on_link_loss() {
         .filter(|r| r.key.originator == net.id(2))
         .collect();
     assert_eq!((r.len(), r[0].metric, r[0].selected), (1, 512, true));
+    assert_eq!(
+        r[0].key.prefixes(),
+        [
+            (IpAddr::V6(net.id(2).ipv6()), 128),
+            (IpAddr::V4(net.id(2).ipv4()), 32)
+        ]
+    );
     while net.routers[0].poll_event().is_some() {}
     net.unlink(1, 2);
     assert_eq!(net.hop(0, 2), None, "retraction propagated at once");
