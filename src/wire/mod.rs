@@ -4,3 +4,4 @@
 pub mod channel;
 pub mod mesh;
 pub mod outer;
+pub mod routing;

@@ -1,0 +1,462 @@
+//! The sans-IO routing core: a Babel-style (RFC 8966) distance-vector router over authenticated
+//! neighbour links, with originator-signed announcements and price-aware route selection. It
+//! takes bytes, link events and instants, and hands back bytes to send, events and a forwarding
+//! table; it never reads a clock, touches a socket or spawns a task. Invariants: only feasible
+//! routes (RFC 8966 §3.5.1) are ever selected, so next hops never form a loop; every accepted
+//! announcement carries a valid signature by its originator; the forwarding table always
+//! mirrors the selected routes.
+//!
+//! Driving it, quinn-proto style: feed [`Router::handle_message`], [`Router::add_neighbour`],
+//! [`Router::remove_neighbour`], [`Router::set_link_stats`] and [`Router::handle_timeout`] (at
+//! [`Router::poll_timeout`]); after each call drain [`Router::poll_transmit`] and
+//! [`Router::poll_event`].
+
+mod fib;
+mod input;
+mod maintain;
+mod neighbour;
+mod output;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::identity::{Identity, NodeId};
+use crate::wire::routing::{INFINITY, SIGNATURE_LEN, Seqno, Tlv, WireError};
+
+pub use crate::wire::routing::PrefixKind;
+pub use neighbour::RttCost;
+pub use table::{RouteKey, SelectionPolicy};
+
+use fib::Fib;
+use neighbour::Neighbour;
+use table::{Dest, Source};
+
+/// Hop count of a seqno request we originate (RFC 8966 §4.6.11): how far it may be forwarded.
+/// 64 is beyond any plausible mesh diameter yet still bounds a request that cannot be satisfied.
+const REQUEST_HOP_COUNT: u8 = 64;
+
+/// How often a seqno request is resent while unanswered (RFC 8966 Appendix B: a few times,
+/// doubling the timeout each time).
+const REQUEST_RESENDS: u8 = 3;
+
+/// How many times a retraction is sent in total. We use no acknowledgements (RFC 8966 §3.3),
+/// so repetition is what makes a lost retraction, and the black hole it leaves, unlikely.
+const RETRACTION_SENDS: u8 = 3;
+
+/// Events kept for the caller before the oldest are dropped (and counted).
+const MAX_EVENTS: usize = 4096;
+
+/// Timing and policy of a router. All durations are local; intervals are also announced on the
+/// wire so neighbours with other settings still agree on expiry.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Hellos and IHUs go out this often (RFC 8966 Appendix B: 4 s).
+    pub hello_interval: Duration,
+    /// Full route dumps go out this often (RFC 8966 Appendix B: 4 hello intervals, 16 s).
+    pub update_interval: Duration,
+    /// A route not refreshed for this long is dropped; at least 3.5 times the announced update
+    /// interval (RFC 8966 Appendix B: route expiry time).
+    pub route_expiry: Duration,
+    /// A feasibility distance is forgotten this long after it was last used (RFC 8966
+    /// Appendix B: source GC time, 3 min).
+    pub source_gc: Duration,
+    /// First resend delay of an unanswered seqno request, doubled each time (RFC 8966
+    /// Appendix B: 2 s).
+    pub request_timeout: Duration,
+    /// Largest routing message produced, in bytes.
+    pub max_message_len: usize,
+    /// How price is weighed against metric.
+    pub policy: SelectionPolicy,
+    /// How RTT adds to link cost.
+    pub rtt: RttCost,
+    /// Announce the default routes (this node is an exit).
+    pub exit: bool,
+    /// Our own fee per MiB, added to the price of every route we advertise (and the price of
+    /// our default route). Set by the money layer; 0 until then.
+    pub fee_per_mib: u64,
+    /// The price epoch of our own announcements.
+    pub price_epoch: u32,
+    /// Seqno of our own announcements at start; a random value avoids a restarted node's
+    /// announcements looking old until neighbours forget it.
+    pub initial_seqno: u16,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            hello_interval: Duration::from_secs(4),
+            update_interval: Duration::from_secs(16),
+            route_expiry: Duration::from_secs(56),
+            source_gc: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(2),
+            max_message_len: 1200,
+            policy: SelectionPolicy::default(),
+            rtt: RttCost::default(),
+            exit: false,
+            fee_per_mib: 0,
+            price_epoch: 0,
+            initial_seqno: 0,
+        }
+    }
+}
+
+/// Errors from [`Router::handle_message`]. The message was dropped and counted either way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The message could not be parsed.
+    #[error("malformed routing message: {0}")]
+    Wire(#[from] WireError),
+    /// The sender is not a neighbour (never added, or already removed).
+    #[error("routing message from {0}, which is not a neighbour")]
+    UnknownNeighbour(NodeId),
+}
+
+/// Something the caller may want to act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteEvent {
+    /// A neighbour's link became usable in both directions.
+    NeighbourUp(NodeId),
+    /// A neighbour's link stopped being usable (loss, or removed).
+    NeighbourDown(NodeId),
+    /// A destination got a route or a different next hop.
+    RouteChanged {
+        /// What the route leads to.
+        key: RouteKey,
+        /// The new next hop.
+        next_hop: NodeId,
+        /// Its metric.
+        metric: u16,
+    },
+    /// A destination lost its last route.
+    Unreachable(RouteKey),
+    /// Several node ids map to this IPv4 address; it is not routed until only one remains.
+    AddressCollision {
+        /// The address.
+        addr: Ipv4Addr,
+        /// The node ids claiming it (ours included if it is one of them).
+        nodes: Vec<NodeId>,
+    },
+}
+
+/// Counters, for the CLI and for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Messages handed to `handle_message`.
+    pub messages_received: u64,
+    /// Messages dropped because they did not parse.
+    pub malformed: u64,
+    /// Messages dropped because the sender was not a neighbour.
+    pub unknown_neighbour: u64,
+    /// TLVs skipped: unknown types or prefix kinds.
+    pub skipped_tlvs: u64,
+    /// Signatures verified (copies of an already verified announcement are not re-verified).
+    pub signatures_checked: u64,
+    /// Updates dropped because the originator's signature did not verify.
+    pub bad_signature: u64,
+    /// Updates received that were not feasible.
+    pub unfeasible: u64,
+    /// Updates received (retractions included).
+    pub updates_received: u64,
+    /// Update TLVs sent (retractions included).
+    pub updates_sent: u64,
+    /// Seqno requests we originated.
+    pub seqno_requests_sent: u64,
+    /// Seqno requests we forwarded for others.
+    pub seqno_requests_forwarded: u64,
+    /// Times our own seqno was increased.
+    pub seqno_bumps: u64,
+    /// Messages produced by `poll_transmit`.
+    pub messages_sent: u64,
+    /// Events dropped because the caller did not poll them.
+    pub events_dropped: u64,
+}
+
+/// One route, for display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// What the route leads to.
+    pub key: RouteKey,
+    /// The neighbour that announced it.
+    pub next_hop: NodeId,
+    /// Metric through that neighbour ([`INFINITY`] if unusable).
+    pub metric: u16,
+    /// The metric the neighbour advertised.
+    pub advertised_metric: u16,
+    /// The originator's seqno.
+    pub seqno: u16,
+    /// What the neighbour bills per MiB for this destination.
+    pub price_per_mib: u64,
+    /// The price epoch of that price.
+    pub price_epoch: u32,
+    /// Time since the neighbour last announced it.
+    pub age: Duration,
+    /// Whether it is the route in use.
+    pub selected: bool,
+    /// Whether it satisfies the feasibility condition.
+    pub feasible: bool,
+}
+
+/// One neighbour, for display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighbourInfo {
+    /// Its node id.
+    pub id: NodeId,
+    /// Link cost ([`INFINITY`] if unusable).
+    pub cost: u16,
+    /// Our receive cost from it (from hello loss).
+    pub rxcost: u16,
+    /// Its receive cost from us (from its IHUs).
+    pub txcost: u16,
+    /// Smoothed RTT, if the caller measured one.
+    pub rtt: Option<Duration>,
+    /// Hellos received among the last `hellos_expected`.
+    pub hellos_received: u8,
+    /// Size of the hello history window in use (up to 16).
+    pub hellos_expected: u8,
+}
+
+/// An outstanding seqno request of ours (RFC 8966 §3.8.2.1).
+#[derive(Clone, Copy, Debug)]
+struct PendingRequest {
+    seqno: Seqno,
+    resend_at: Instant,
+    backoff: Duration,
+    resends_left: u8,
+}
+
+/// A seqno request we forwarded, remembered to suppress duplicates (RFC 8966 §3.8.1.2).
+#[derive(Clone, Copy, Debug)]
+struct Forwarded {
+    seqno: Seqno,
+    until: Instant,
+}
+
+/// The routing state machine of one node.
+pub struct Router {
+    me: Identity,
+    id: NodeId,
+    cfg: RouterConfig,
+    seqno: Seqno,
+    /// Our signature over our [`PrefixKind::Node`] announcement at `seqno`.
+    own_sig_node: [u8; SIGNATURE_LEN],
+    /// Our signature over our [`PrefixKind::Default`] announcement at `seqno`.
+    own_sig_default: [u8; SIGNATURE_LEN],
+    neighbours: BTreeMap<NodeId, Neighbour>,
+    dests: BTreeMap<RouteKey, Dest>,
+    sources: BTreeMap<RouteKey, Source>,
+    requests: BTreeMap<RouteKey, PendingRequest>,
+    forwarded: BTreeMap<RouteKey, Forwarded>,
+    fib: Fib,
+    /// Destinations whose change is to be announced to every neighbour.
+    triggered: BTreeSet<RouteKey>,
+    /// TLVs waiting to be packed, per neighbour.
+    pending: BTreeMap<NodeId, Vec<Tlv>>,
+    outbox: VecDeque<(NodeId, Vec<u8>)>,
+    events: VecDeque<RouteEvent>,
+    stats: RouterStats,
+    next_hello: Instant,
+    next_update: Instant,
+}
+
+impl Router {
+    /// A router for `identity` (its signing key is copied in), starting at `now`.
+    pub fn new(identity: &Identity, cfg: RouterConfig, now: Instant) -> Self {
+        let me = Identity::from_secret(identity.secret());
+        let id = me.id();
+        let seqno = Seqno(cfg.initial_seqno);
+        let mut r = Router {
+            id,
+            seqno,
+            own_sig_node: [0; SIGNATURE_LEN],
+            own_sig_default: [0; SIGNATURE_LEN],
+            neighbours: BTreeMap::new(),
+            dests: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            fib: Fib::new(id),
+            triggered: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: RouterStats::default(),
+            next_hello: now + cfg.hello_interval,
+            next_update: now + cfg.update_interval,
+            me,
+            cfg,
+        };
+        r.sign_own();
+        r
+    }
+
+    /// Our node id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The seqno of our own announcements.
+    pub fn seqno(&self) -> u16 {
+        self.seqno.0
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// Start (or stop) announcing the default routes.
+    pub fn set_exit(&mut self, exit: bool, now: Instant) {
+        if exit == self.cfg.exit {
+            return;
+        }
+        self.cfg.exit = exit;
+        let key = RouteKey {
+            originator: self.id,
+            kind: PrefixKind::Default,
+        };
+        if exit {
+            self.triggered.insert(key);
+        } else {
+            self.queue_retraction_to_all(key, self.seqno);
+        }
+        self.flush(now);
+    }
+
+    /// A link to `id` came up (session established). Idempotent.
+    pub fn add_neighbour(&mut self, id: NodeId, now: Instant) {
+        if id == self.id || self.neighbours.contains_key(&id) {
+            return;
+        }
+        self.neighbours.insert(id, Neighbour::new());
+        // Say hello at once so the link is usable within one round trip, not one interval.
+        self.queue_hello(id, now);
+        self.flush(now);
+    }
+
+    /// The link to `id` went down: forget it and every route through it.
+    pub fn remove_neighbour(&mut self, id: NodeId, now: Instant) {
+        let Some(n) = self.neighbours.remove(&id) else {
+            return;
+        };
+        self.pending.remove(&id);
+        self.outbox.retain(|(to, _)| *to != id);
+        if n.cost < INFINITY {
+            self.push_event(RouteEvent::NeighbourDown(id));
+        }
+        let affected: Vec<RouteKey> = self
+            .dests
+            .iter_mut()
+            .filter_map(|(k, d)| {
+                let before = d.routes.len();
+                d.routes.retain(|r| r.neighbour != id);
+                (d.routes.len() != before).then_some(*k)
+            })
+            .collect();
+        for key in affected {
+            self.reselect(key, now);
+        }
+        self.flush(now);
+    }
+
+    /// Feed a measured RTT for the link to `id` (`None`: no measurement any more).
+    pub fn set_link_stats(&mut self, id: NodeId, rtt: Option<Duration>, now: Instant) {
+        if let Some(n) = self.neighbours.get_mut(&id) {
+            n.set_rtt(rtt);
+            self.refresh_link(id, now);
+            self.flush(now);
+        }
+    }
+
+    /// When [`Router::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_hello.min(self.next_update))
+    }
+
+    /// Next hop towards node `dest`, if routed. A hash lookup; no allocation.
+    pub fn next_hop(&self, dest: &NodeId) -> Option<NodeId> {
+        self.fib.next_hop(dest)
+    }
+
+    /// (destination node, next hop) for a packet to `ip`: a node's overlay address, or outside
+    /// the overlay ranges the chosen exit. Our own addresses are not routed. Hash lookups only.
+    pub fn lookup_addr(&self, ip: IpAddr) -> Option<(NodeId, NodeId)> {
+        self.fib.lookup(ip)
+    }
+
+    /// The exit the default route goes to, and the next hop towards it.
+    pub fn default_route(&self) -> Option<(NodeId, NodeId)> {
+        self.fib.default_route()
+    }
+
+    /// Number of destination nodes with a selected route.
+    pub fn routed_nodes(&self) -> usize {
+        self.fib.len()
+    }
+
+    /// Every route entry (selected or not), for display.
+    pub fn routes(&self, now: Instant) -> impl Iterator<Item = RouteInfo> + '_ {
+        self.dests.iter().flat_map(move |(key, d)| {
+            let source = self.sources.get(key);
+            d.routes.iter().map(move |r| RouteInfo {
+                key: *key,
+                next_hop: r.neighbour,
+                metric: table::add_metric(r.refmetric, self.link_cost(&r.neighbour)),
+                advertised_metric: r.refmetric,
+                seqno: r.seqno.0,
+                price_per_mib: r.price_per_mib,
+                price_epoch: r.price_epoch,
+                age: now.saturating_duration_since(r.updated),
+                selected: d.selected == Some(r.neighbour),
+                feasible: table::is_feasible(source, r.seqno, r.refmetric),
+            })
+        })
+    }
+
+    /// Every neighbour, for display.
+    pub fn neighbours(&self) -> impl Iterator<Item = NeighbourInfo> + '_ {
+        self.neighbours.iter().map(|(id, n)| {
+            let (hellos_received, hellos_expected) = n.hello_stats();
+            NeighbourInfo {
+                id: *id,
+                cost: n.cost,
+                rxcost: n.rxcost(),
+                txcost: n.txcost(),
+                rtt: n.rtt(),
+                hellos_received,
+                hellos_expected,
+            }
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<RouteEvent> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, e: RouteEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    fn link_cost(&self, id: &NodeId) -> u16 {
+        self.neighbours.get(id).map_or(INFINITY, |n| n.cost)
+    }
+
+    fn sign_own(&mut self) {
+        use crate::wire::routing::sign_announcement;
+        self.own_sig_node = sign_announcement(&self.me, self.seqno, PrefixKind::Node);
+        self.own_sig_default = sign_announcement(&self.me, self.seqno, PrefixKind::Default);
+    }
+}
