@@ -39,6 +39,11 @@ reasons! {
     NotIp => "not_ip": "Packet from the TUN that is not IPv4 or IPv6.",
     StagedOverflow => "staged_overflow": "Packet waiting for a handshake when the queue was full.",
     CookieUnsupported => "cookie_unsupported": "Cookie reply (not used yet).",
+    TtlExpired => "ttl_expired": "Relayed frame whose TTL ran out.",
+    RelayNoRoute => "relay_no_route": "Relayed frame for a destination we have no route to.",
+    TooBig => "too_big": "Packet too big for the mesh overhead; an ICMP error went back to the sender.",
+    BadMeshFrame => "bad_mesh_frame": "Mesh frame too short or with a malformed end-to-end message.",
+    RoutingRejected => "routing_rejected": "Routing message the router refused (details in route stats).",
 }
 
 /// Counts per reason.

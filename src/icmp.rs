@@ -19,8 +19,11 @@ pub fn too_big(orig: &[u8], mtu: u16, reporter: IpAddr) -> Option<Vec<u8>> {
         (6, IpAddr::V6(r)) => {
             let h = etherparse::Ipv6HeaderSlice::from_slice(orig).ok()?;
             let quote = orig.get(..orig.len().min(IPV6_MIN_MTU - 40 - 8))?;
-            let b = PacketBuilder::ipv6(r.octets(), h.source_addr().octets(), 64)
-                .icmpv6(Icmpv6Type::PacketTooBig { mtu: u32::from(mtu) });
+            let b = PacketBuilder::ipv6(r.octets(), h.source_addr().octets(), 64).icmpv6(
+                Icmpv6Type::PacketTooBig {
+                    mtu: u32::from(mtu),
+                },
+            );
             let mut out = Vec::with_capacity(b.size(quote.len()));
             b.write(&mut out, quote).ok()?;
             Some(out)
@@ -31,7 +34,10 @@ pub fn too_big(orig: &[u8], mtu: u16, reporter: IpAddr) -> Option<Vec<u8>> {
                 return None;
             }
             let quote = orig.get(..orig.len().min(ICMPV4_QUOTE))?;
-            let t = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu });
+            let t =
+                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: mtu,
+                });
             let b = PacketBuilder::ipv4(r.octets(), h.source(), 64).icmpv4(t);
             let mut out = Vec::with_capacity(b.size(quote.len()));
             b.write(&mut out, quote).ok()?;
@@ -54,21 +60,35 @@ mod tests {
         let out = too_big(&p, 1360, reporter).unwrap();
         assert!(out.len() <= IPV6_MIN_MTU);
         let s = etherparse::SlicedPacket::from_ip(&out).unwrap();
-        let Some(etherparse::NetSlice::Ipv6(ip)) = s.net else { panic!() };
+        let Some(etherparse::NetSlice::Ipv6(ip)) = s.net else {
+            panic!()
+        };
         assert_eq!(ip.header().destination(), [0xfd; 16]);
-        let Some(etherparse::TransportSlice::Icmpv6(icmp)) = s.transport else { panic!() };
+        let Some(etherparse::TransportSlice::Icmpv6(icmp)) = s.transport else {
+            panic!()
+        };
         assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1360 });
     }
 
     #[test]
     fn ipv4_only_with_df() {
-        let mut h = etherparse::Ipv4Header::new(1000, 64, etherparse::IpNumber::UDP, [100, 64, 0, 1], [100, 64, 0, 2]).unwrap();
+        let mut h = etherparse::Ipv4Header::new(
+            1000,
+            64,
+            etherparse::IpNumber::UDP,
+            [100, 64, 0, 1],
+            [100, 64, 0, 2],
+        )
+        .unwrap();
         h.dont_fragment = false;
         let mut p = Vec::new();
         h.write(&mut p).unwrap();
         p.extend_from_slice(&[0u8; 1000]);
         let r: IpAddr = "100.64.0.9".parse().unwrap();
-        assert!(too_big(&p, 1360, r).is_none(), "no DF: the kernel may fragment");
+        assert!(
+            too_big(&p, 1360, r).is_none(),
+            "no DF: the kernel may fragment"
+        );
         h.dont_fragment = true;
         p.clear();
         h.write(&mut p).unwrap();
@@ -76,6 +96,9 @@ mod tests {
         let out = too_big(&p, 1360, r).unwrap();
         assert!(out.len() <= 20 + 8 + ICMPV4_QUOTE);
         assert!(too_big(&[0x45], 1360, r).is_none());
-        assert!(too_big(&p, 1360, "fd00::1".parse().unwrap()).is_none(), "family mismatch");
+        assert!(
+            too_big(&p, 1360, "fd00::1".parse().unwrap()).is_none(),
+            "family mismatch"
+        );
     }
 }

@@ -1,178 +1,26 @@
 //! Deterministic simulation of two (or three) in-process nodes over a virtual network with
 //! loss, reordering and duplication, on a virtual clock. No sockets, no sleeping.
 
+mod sim;
+
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitcloud::drops::DropReason;
-use bitcloud::identity::Identity;
-use bitcloud::node::{HEADROOM, Node, PeerConfig, TAILROOM};
+use bitcloud::node::{Node, PeerConfig};
 use bitcloud::session::timers::Timers;
+use sim::{Link, Net, PERFECT, addr, ident, make_node, node_cfg, packet, seqs};
 
-const STEP: Duration = Duration::from_millis(10);
-
-struct Link {
-    loss: f64,
-    dup: f64,
-    /// Max extra delay, which reorders packets.
-    jitter_ms: u64,
-}
-
-struct SimNode {
-    node: Node,
-    addr: SocketAddr,
-    delivered: Vec<Vec<u8>>,
-}
-
-struct Net {
-    nodes: Vec<SimNode>,
-    in_flight: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
-    now: Instant,
+fn two(
     link: Link,
-    rng: u64,
+    t: Timers,
+) -> (
+    Net,
+    bitcloud::identity::Identity,
+    bitcloud::identity::Identity,
+) {
+    (Net::new(2, &[(0, 1)], link, t), ident(0), ident(1))
 }
-
-impl Net {
-    fn rand(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
-        if self.rand() < self.link.loss {
-            return;
-        }
-        let copies = if self.rand() < self.link.dup { 2 } else { 1 };
-        for _ in 0..copies {
-            let delay =
-                Duration::from_millis(1 + (self.rand() * self.link.jitter_ms as f64) as u64);
-            self.in_flight
-                .push((self.now + delay, from, to, data.clone()));
-        }
-    }
-
-    fn flush(&mut self, i: usize) {
-        let from = self.nodes[i].addr;
-        while let Some(t) = self.nodes[i].node.poll_transmit() {
-            self.send(from, t.dst, t.data);
-        }
-    }
-
-    /// Inject an IP packet into node i's TUN.
-    fn tun(&mut self, i: usize, pkt: &[u8]) {
-        let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
-        let now = self.now;
-        if let Some((n, dst)) = self.nodes[i].node.handle_tun(now, &mut buf, pkt.len()) {
-            let from = self.nodes[i].addr;
-            self.send(from, dst, buf[..n].to_vec());
-        }
-        self.flush(i);
-    }
-
-    fn step(&mut self) {
-        self.now += STEP;
-        let now = self.now;
-        let (due, rest): (Vec<_>, Vec<_>) = self.in_flight.drain(..).partition(|p| p.0 <= now);
-        self.in_flight = rest;
-        for (_, from, to, mut data) in due {
-            let Some(i) = self.nodes.iter().position(|n| n.addr == to) else {
-                continue;
-            };
-            if let Some(r) = self.nodes[i].node.handle_udp(now, from, &mut data) {
-                self.nodes[i].delivered.push(data[r].to_vec());
-            }
-            self.flush(i);
-        }
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].node.poll_timeout().is_some_and(|t| t <= now) {
-                self.nodes[i].node.handle_timeout(now);
-            }
-            self.flush(i);
-        }
-    }
-
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.step();
-        }
-    }
-}
-
-fn ids() -> (Identity, Identity, Identity) {
-    (
-        Identity::from_secret([1; 32]),
-        Identity::from_secret([2; 32]),
-        Identity::from_secret([3; 32]),
-    )
-}
-
-fn addr(last: u8) -> SocketAddr {
-    SocketAddr::new(IpAddr::from([198, 18, 0, last]), 51820)
-}
-
-fn node(me: &Identity, peer: &Identity, ep: Option<SocketAddr>, t: Timers, now: Instant) -> Node {
-    let peers = [PeerConfig {
-        id: peer.id(),
-        endpoint: ep,
-    }];
-    Node::new(me, &peers, t, now, 1_700_000_000_000_000_000, 42).unwrap()
-}
-
-fn two(link: Link, t: Timers) -> (Net, Identity, Identity) {
-    let (a, b, _) = ids();
-    let now = Instant::now();
-    let nodes = vec![
-        SimNode {
-            node: node(&a, &b, Some(addr(2)), t, now),
-            addr: addr(1),
-            delivered: vec![],
-        },
-        SimNode {
-            node: node(&b, &a, Some(addr(1)), t, now),
-            addr: addr(2),
-            delivered: vec![],
-        },
-    ];
-    (
-        Net {
-            nodes,
-            in_flight: vec![],
-            now,
-            link,
-            rng: 0x1234_5678,
-        },
-        a,
-        b,
-    )
-}
-
-/// An IPv4 UDP packet from `src` to `dst` whose payload is `seq`.
-fn packet(src: &Identity, dst: &Identity, seq: u32) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ipv4(src.id().ipv4().octets(), dst.id().ipv4().octets(), 64)
-        .udp(1000, 2000);
-    let payload = seq.to_be_bytes();
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, &payload).unwrap();
-    out
-}
-
-fn seqs(delivered: &[Vec<u8>]) -> Vec<u32> {
-    delivered
-        .iter()
-        .map(|p| u32::from_be_bytes(p[p.len() - 4..].try_into().unwrap()))
-        .collect()
-}
-
-const PERFECT: Link = Link {
-    loss: 0.0,
-    dup: 0.0,
-    jitter_ms: 0,
-};
 
 #[test]
 fn handshake_and_data_both_ways() {
@@ -293,7 +141,7 @@ fn restarted_peer_is_reachable_again_quickly() {
     net.nodes[0].node.start(net.now);
     net.run(Duration::from_millis(100));
     // B loses all state (kill -9) and starts again.
-    net.nodes[1].node = node(&b, &a, Some(addr(1)), Timers::default(), net.now);
+    net.nodes[1].node = make_node(1, &[0], Timers::default(), net.now);
     net.nodes[1].node.start(net.now);
     net.run(Duration::from_millis(100));
     net.tun(0, &packet(&a, &b, 9));
@@ -307,7 +155,11 @@ fn silent_restart_recovers_by_the_unanswered_timer() {
     let (mut net, a, b) = two(PERFECT, Timers::default());
     net.nodes[0].node.start(net.now);
     net.run(Duration::from_millis(100));
-    net.nodes[1].node = node(&b, &a, None, Timers::default(), net.now);
+    let peers = [PeerConfig {
+        id: a.id(),
+        endpoint: None,
+    }];
+    net.nodes[1].node = Node::new(&b, &peers, node_cfg(Timers::default()), net.now, 1, 7).unwrap();
     for s in 0..300u32 {
         net.tun(0, &packet(&a, &b, s));
         net.run(Duration::from_millis(100));
@@ -322,28 +174,12 @@ fn silent_restart_recovers_by_the_unanswered_timer() {
 
 #[test]
 fn unknown_key_is_refused_and_counted() {
-    let (a, b, c) = ids();
-    let now = Instant::now();
-    let nodes = vec![
-        SimNode {
-            node: node(&a, &b, Some(addr(2)), Timers::default(), now),
-            addr: addr(1),
-            delivered: vec![],
-        },
-        SimNode {
-            node: node(&c, &a, Some(addr(1)), Timers::default(), now),
-            addr: addr(3),
-            delivered: vec![],
-        },
-    ];
-    let mut net = Net {
-        nodes,
-        in_flight: vec![],
-        now,
-        link: PERFECT,
-        rng: 9,
-    };
-    net.tun(1, &packet(&c, &a, 1));
+    // Node 2 knows node 0; node 0 knows only node 1.
+    let mut net = Net::new(3, &[(0, 1)], PERFECT, Timers::default());
+    net.nodes[2].node = make_node(2, &[0], Timers::default(), net.now);
+    net.set_link(0, 2, true);
+    let (a, c) = (ident(0), ident(2));
+    net.tun(2, &packet(&c, &a, 1));
     net.run(Duration::from_millis(100));
     assert!(net.nodes[0].delivered.is_empty());
     assert_eq!(net.nodes[0].node.drops().get(DropReason::UnknownPeer), 1);
@@ -352,7 +188,7 @@ fn unknown_key_is_refused_and_counted() {
 #[test]
 fn spoofed_inner_source_is_dropped() {
     let (mut net, a, b) = two(PERFECT, Timers::default());
-    let (_, _, c) = ids();
+    let c = ident(2);
     net.nodes[0].node.start(net.now);
     net.run(Duration::from_millis(100));
     // B sends a packet claiming C's source address to A.

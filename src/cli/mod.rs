@@ -3,6 +3,7 @@
 //! them, never rename.
 
 mod output;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the routing table: destination, originator, next hop, metric, seqno, price, age.
+    Routes {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show neighbours: endpoint, link quality, RTT, how they were found.
+    Peers {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Run a parsed command line.
@@ -91,17 +104,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(crate::daemon::run(cfg))
         }
-        Cmd::Status { json } => {
-            let cfg = Config::load(&cli.config)?;
-            let v = crate::daemon::control::call(&cfg.control_socket, &json!({"cmd": "status"}))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{}", output::status(&v));
-            }
-            Ok(())
-        }
+        Cmd::Status { json } => query(&cli.config, "status", json, output::status),
+        Cmd::Routes { json } => query(&cli.config, "routes", json, output::routes),
+        Cmd::Peers { json } => query(&cli.config, "peers", json, output::peers),
     }
+}
+
+/// Ask the daemon and print its answer as JSON or through `human`.
+fn query(
+    config: &Path,
+    cmd: &str,
+    json: bool,
+    human: fn(&serde_json::Value) -> String,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let v = crate::daemon::control::call(&cfg.control_socket, &json!({ "cmd": cmd }))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", human(&v));
+    }
+    Ok(())
 }
 
 fn init(

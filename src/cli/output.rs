@@ -107,3 +107,83 @@ pub fn status(v: &Value) -> String {
     );
     out
 }
+
+fn short(v: &Value) -> String {
+    let id = s(v);
+    id.get(..16).map(|x| format!("{x}…")).unwrap_or(id)
+}
+
+/// `bitcloud routes` as text.
+pub fn routes(v: &Value) -> String {
+    let mut rows = vec![
+        [
+            "destination",
+            "originator",
+            "next hop",
+            "metric",
+            "seqno",
+            "price/MiB",
+            "age",
+            "",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in v["routes"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(&r["destination"]),
+            short(&r["originator"]),
+            short(&r["next_hop"]),
+            if r["metric"].is_null() {
+                "unreachable".into()
+            } else {
+                s(&r["metric"])
+            },
+            s(&r["seqno"]),
+            if r["price"].is_null() {
+                "-".into()
+            } else {
+                s(&r["price"])
+            },
+            format!("{} s", s(&r["age_secs"])),
+            if r["selected"].as_bool() == Some(true) {
+                "*".into()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    table(&rows)
+}
+
+/// `bitcloud peers` as text.
+pub fn peers(v: &Value) -> String {
+    let mut rows = vec![
+        [
+            "peer", "endpoint", "found", "up", "cost", "hellos", "rtt", "rx", "tx",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in v["peers"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            short(&p["id"]),
+            s(&p["endpoint"]),
+            s(&p["found"]),
+            if p["connected"].as_bool() == Some(true) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            s(&p["link_cost"]),
+            s(&p["hellos"]),
+            p["rtt_ms"]
+                .as_f64()
+                .map(|r| format!("{r:.2} ms"))
+                .unwrap_or_else(|| "-".into()),
+            bytes(p["rx_bytes"].as_u64().unwrap_or(0)),
+            bytes(p["tx_bytes"].as_u64().unwrap_or(0)),
+        ]);
+    }
+    table(&rows)
+}

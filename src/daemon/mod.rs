@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::node::{HEADROOM, Node, PeerConfig, TAILROOM};
+use crate::node::{HEADROOM, Node, NodeConfig, PeerConfig, TAILROOM, UdpOut};
+use crate::route::RouterConfig;
 
 /// How often the event loop runs node timers (handshake retries, keepalives, expiry).
 const TICK: Duration = Duration::from_millis(100);
@@ -57,10 +58,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .unwrap_or(0);
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).context("OS random number generator")?;
+    let node_cfg = NodeConfig {
+        timers: cfg.timers,
+        router: router_config(&seed),
+        mtu: cfg.mtu,
+        accept_discovered: true,
+    };
     let mut node: Node = Node::new(
         &identity,
         &peers,
-        cfg.timers,
+        node_cfg,
         started,
         unix_nanos,
         u64::from_le_bytes(seed),
@@ -78,18 +85,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::select! {
             r = tun.recv(&mut tbuf[HEADROOM..HEADROOM + BUF_LEN]) => {
                 let n = r.context("reading TUN")?;
-                if let Some((len, dst)) = node.handle_tun(Instant::now(), &mut tbuf, n) {
-                    send(&udp, &tbuf[..len], dst).await;
+                if let Some((range, dst)) = node.handle_tun(Instant::now(), &mut tbuf, n)
+                    && let Some(d) = tbuf.get(range) {
+                    send(&udp, d, dst).await;
                 }
             }
             r = udp.recv_from(&mut ubuf) => {
                 match r {
                     Ok((n, from)) => {
                         let Some(msg) = ubuf.get_mut(..n) else { continue };
-                        if let Some(range) = node.handle_udp(Instant::now(), from, msg)
-                            && let Some(pkt) = msg.get(range)
-                            && let Err(e) = tun.send(pkt).await {
-                            tracing::debug!("TUN write: {e}");
+                        match node.handle_udp(Instant::now(), from, msg) {
+                            UdpOut::Tun(range) => {
+                                if let Some(pkt) = msg.get(range)
+                                    && let Err(e) = tun.send(pkt).await {
+                                    tracing::debug!("TUN write: {e}");
+                                }
+                            }
+                            UdpOut::Forward(len, dst) => {
+                                if let Some(d) = msg.get(..len) {
+                                    send(&udp, d, dst).await;
+                                }
+                            }
+                            UdpOut::None => {}
                         }
                     }
                     // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
@@ -110,10 +127,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
         }
         flush(&mut node, &udp).await;
+        while let Some(p) = node.poll_tun() {
+            let _ = tun.send(&p).await;
+        }
     }
     ctl_task.abort();
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+/// Routing timers for a daemon: faster than RFC 8966's wireless-oriented defaults, so a dead
+/// link is noticed in about 3 s (three missed hellos) and failover stays well under 10 s.
+fn router_config(seed: &[u8; 8]) -> RouterConfig {
+    RouterConfig {
+        hello_interval: Duration::from_secs(1),
+        update_interval: Duration::from_secs(4),
+        route_expiry: Duration::from_secs(14),
+        request_timeout: Duration::from_secs(1),
+        // A restarted node starts from a random seqno so its announcements are not ignored.
+        initial_seqno: u16::from_le_bytes([seed[0], seed[1]]),
+        ..RouterConfig::default()
+    }
 }
 
 fn bind_udp(listen: SocketAddr) -> anyhow::Result<UdpSocket> {
@@ -158,9 +192,12 @@ fn answer(
                 "mtu": cfg.mtu,
                 "uptime_secs": now.saturating_duration_since(started).as_secs(),
                 "peers": node.peer_status(now),
+                "sessions": node.session_status(now),
                 "drops": node.drops().to_map(),
             })
         }
+        Some("routes") => json!({ "routes": crate::cli::views::routes(node.router(), now) }),
+        Some("peers") => json!({ "peers": crate::cli::views::peers(node, now) }),
         Some(other) => json!({"error": format!("unknown command {other:?}")}),
         None => json!({"error": "request needs a \"cmd\""}),
     }

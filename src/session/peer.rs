@@ -73,6 +73,7 @@ pub struct Peer<A> {
     /// Start a new handshake if we have received nothing by then (peer may have restarted).
     unanswered_at: Option<Instant>,
     last_sent: Option<Instant>,
+    init_sent_at: Option<Instant>,
     /// When the latest handshake completed.
     pub last_handshake: Option<Instant>,
     staged: VecDeque<Vec<u8>>,
@@ -100,6 +101,7 @@ impl<A: TransportAead> Peer<A> {
             keepalive_at: None,
             unanswered_at: None,
             last_sent: None,
+            init_sent_at: None,
             last_handshake: None,
             staged: VecDeque::new(),
             stats: PeerStats::default(),
@@ -135,8 +137,14 @@ impl<A: TransportAead> Peer<A> {
             (t.rekey_timeout * 2u32.pow(doublings + 1)).min(HANDSHAKE_BACKOFF_MAX)
         };
         self.pending = Some(p);
+        self.init_sent_at = Some(now);
         self.retry_at = Some(now + delay + jitter);
         self.mark_sent(now);
+    }
+
+    /// When our latest initiation went out (its response gives an RTT sample).
+    pub fn last_initiation(&self) -> Option<Instant> {
+        self.init_sent_at
     }
 
     /// Is `index` the index of our initiation in flight?
@@ -241,7 +249,7 @@ impl<A: TransportAead> Peer<A> {
         let ep = self.endpoint?;
         let k = self.current.as_mut().filter(|k| Self::usable(k, now, t))?;
         let n = k.seal(kind, buf, len)?;
-        if len > 0 {
+        if len > 0 && kind != Kind::Routing {
             self.stats.tx_bytes += len as u64;
             self.stats.tx_packets += 1;
             // Data expects an answer; if none comes, the peer may have lost the session.

@@ -29,13 +29,21 @@ pub struct Truncated;
 /// Parse the header at the start of `frame`; the e2e message is `frame[MESH_HEADER_LEN..]`.
 pub fn parse(frame: &[u8]) -> Result<MeshHeader, Truncated> {
     let (&ttl, rest) = frame.split_first().ok_or(Truncated)?;
-    let dst: [u8; 16] = rest.get(..16).and_then(|d| d.try_into().ok()).ok_or(Truncated)?;
-    Ok(MeshHeader { ttl, dst: Ipv6Addr::from(dst) })
+    let dst: [u8; 16] = rest
+        .get(..16)
+        .and_then(|d| d.try_into().ok())
+        .ok_or(Truncated)?;
+    Ok(MeshHeader {
+        ttl,
+        dst: Ipv6Addr::from(dst),
+    })
 }
 
 /// Write a header into `out[..MESH_HEADER_LEN]`; false if `out` is too short.
 pub fn write(out: &mut [u8], h: &MeshHeader) -> bool {
-    let Some(hdr) = out.get_mut(..MESH_HEADER_LEN) else { return false };
+    let Some(hdr) = out.get_mut(..MESH_HEADER_LEN) else {
+        return false;
+    };
     hdr[0] = h.ttl;
     hdr[1..].copy_from_slice(&h.dst.octets());
     true
@@ -58,11 +66,18 @@ mod tests {
 
     #[test]
     fn roundtrip_and_edges() {
-        let h = MeshHeader { ttl: 3, dst: "fd00::1".parse().unwrap() };
+        let h = MeshHeader {
+            ttl: 3,
+            dst: "fd00::1".parse().unwrap(),
+        };
         let mut b = [0u8; MESH_HEADER_LEN + 4];
         assert!(write(&mut b, &h));
         assert_eq!(parse(&b), Ok(h));
-        assert_eq!(parse(&b[..MESH_HEADER_LEN]), Ok(h), "empty e2e part parses; the e2e layer refuses it");
+        assert_eq!(
+            parse(&b[..MESH_HEADER_LEN]),
+            Ok(h),
+            "empty e2e part parses; the e2e layer refuses it"
+        );
         assert_eq!(parse(&b[..MESH_HEADER_LEN - 1]), Err(Truncated));
         assert_eq!(parse(&[]), Err(Truncated));
         assert!(!write(&mut [0u8; 5], &h));

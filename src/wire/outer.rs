@@ -38,6 +38,10 @@ pub const TRANSPORT_MIN_LEN: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
 pub enum Kind {
     /// An IP packet for (or from) the neighbour itself.
     Packet = 0,
+    /// A routing message (`wire::routing`).
+    Routing = 1,
+    /// A mesh frame (`wire::mesh`): an end-to-end message to relay or deliver.
+    Mesh = 2,
 }
 
 impl Kind {
@@ -45,6 +49,8 @@ impl Kind {
     pub fn from_u8(b: u8) -> Option<Kind> {
         match b {
             0 => Some(Kind::Packet),
+            1 => Some(Kind::Routing),
+            2 => Some(Kind::Mesh),
             _ => None,
         }
     }

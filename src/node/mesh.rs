@@ -1,0 +1,358 @@
+//! Routed traffic: end-to-end sessions with distant nodes (same session code as links,
+//! carried inside mesh frames), relaying, and delivery. Invariants: a relay touches only the
+//! mesh header (TTL) and reseals the frame in place for the next hop; it never holds an
+//! end-to-end key for traffic it forwards. A routed packet reaches the TUN only after its
+//! end-to-end session authenticated it and its inner source belongs to that session's node.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::link::seal_copy;
+use super::{MESH_OVERHEAD, Node, UdpOut, ip_src_dst};
+use crate::drops::DropReason;
+use crate::identity::NodeId;
+use crate::session::aead::TransportAead;
+use crate::session::handshake::{self, PeerKeys};
+use crate::session::keypair::OpenError;
+use crate::session::peer::Peer;
+use crate::wire::mesh::{self, DEFAULT_TTL, MESH_HEADER_LEN, MeshHeader};
+use crate::wire::outer::{self, Kind, Message, TRANSPORT_HEADER_LEN};
+
+/// The "endpoint" of an end-to-end session: it has none, frames go by route.
+const ROUTED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+/// Where the end-to-end message starts in a link datagram carrying a mesh frame.
+const E2E_AT: usize = TRANSPORT_HEADER_LEN + MESH_HEADER_LEN;
+
+impl<A: TransportAead> Node<A> {
+    fn e2e_peer(&mut self, dest: NodeId) -> Option<&mut Peer<A>> {
+        match self.e2e.entry(dest) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let keys = PeerKeys::new(&dest).ok()?;
+                Some(v.insert(Peer::new(dest, keys, Some(ROUTED))))
+            }
+        }
+    }
+
+    /// Seal a TUN packet end to end for `dest` and hand it to `next_hop` in a mesh frame.
+    pub(super) fn send_routed(
+        &mut self,
+        dest: NodeId,
+        next_hop: NodeId,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(Range<usize>, SocketAddr)> {
+        let max = usize::from(self.cfg.mtu).saturating_sub(MESH_OVERHEAD);
+        if len > max {
+            let reporter = match buf.get(super::HEADROOM).map(|b| b >> 4) {
+                Some(4) => IpAddr::V4(self.v4),
+                _ => IpAddr::V6(self.v6),
+            };
+            let pkt = buf.get(super::HEADROOM..super::HEADROOM + len)?;
+            if let Some(icmp) = crate::icmp::too_big(pkt, max as u16, reporter) {
+                self.tun_out.push_back(icmp);
+            }
+            self.drops.add(DropReason::TooBig);
+            return None;
+        }
+        let timers = self.cfg.timers;
+        let e = self.e2e_peer(dest)?;
+        let want_rekey = e.rekey_wanted(now, &timers) && e.handshake_due(now);
+        let sealed = e.seal(Kind::Packet, buf.get_mut(E2E_AT..)?, len, now, &timers);
+        if sealed.is_none()
+            && !buf
+                .get(super::HEADROOM..super::HEADROOM + len)
+                .is_some_and(|p| e.stage(p))
+        {
+            self.drops.add(DropReason::StagedOverflow);
+        }
+        if want_rekey {
+            self.initiate_e2e(dest, now);
+        }
+        let (m, _) = sealed?;
+        mesh::write(
+            buf.get_mut(TRANSPORT_HEADER_LEN..)?,
+            &MeshHeader {
+                ttl: DEFAULT_TTL,
+                dst: dest.ipv6(),
+            },
+        );
+        let pi = *self.by_id.get(&next_hop)?;
+        let peer = self.peers.get_mut(pi)?;
+        match peer.seal(Kind::Mesh, buf, MESH_HEADER_LEN + m, now, &timers) {
+            Some((n, ep)) => Some((0..n, ep)),
+            None => {
+                self.drop_for(Some(pi), DropReason::RelayNoRoute);
+                None
+            }
+        }
+    }
+
+    fn initiate_e2e(&mut self, dest: NodeId, now: Instant) {
+        let idx = self.fresh_index();
+        let ts = self.tai64n(now);
+        let jitter = Duration::from_millis(self.next_rand() % 334);
+        let timers = self.cfg.timers;
+        let local = &self.local;
+        let Some(e) = self.e2e.get_mut(&dest) else {
+            return;
+        };
+        let Ok((pending, msg)) = handshake::initiate(local, &e.keys, idx, ts) else {
+            return;
+        };
+        e.initiation_sent(pending, now, &timers, jitter);
+        self.e2e_indices.insert(idx, dest);
+        self.send_mesh(dest, &msg, now);
+    }
+
+    /// Wrap an end-to-end message in a mesh frame and send it towards `dest`.
+    fn send_mesh(&mut self, dest: NodeId, e2e_msg: &[u8], now: Instant) -> bool {
+        let Some(nh) = self.router.next_hop(&dest) else {
+            return false;
+        };
+        let Some(&pi) = self.by_id.get(&nh) else {
+            return false;
+        };
+        let mut frame = vec![0u8; MESH_HEADER_LEN + e2e_msg.len()];
+        mesh::write(
+            &mut frame,
+            &MeshHeader {
+                ttl: DEFAULT_TTL,
+                dst: dest.ipv6(),
+            },
+        );
+        frame[MESH_HEADER_LEN..].copy_from_slice(e2e_msg);
+        self.send_link_copy(pi, Kind::Mesh, &frame, now)
+    }
+
+    /// A mesh frame arrived from neighbour `from_pi`; its plaintext is `msg[16..16 + n]`.
+    pub(super) fn handle_mesh(
+        &mut self,
+        from_pi: usize,
+        now: Instant,
+        msg: &mut [u8],
+        n: usize,
+    ) -> UdpOut {
+        let Some(h) = msg
+            .get(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n)
+            .and_then(|f| mesh::parse(f).ok())
+        else {
+            self.drop_for(Some(from_pi), DropReason::BadMeshFrame);
+            return UdpOut::None;
+        };
+        if h.dst == self.v6 {
+            return self.deliver(now, msg, n);
+        }
+        if msg
+            .get_mut(TRANSPORT_HEADER_LEN..)
+            .and_then(mesh::decrement_ttl)
+            .is_none()
+        {
+            self.drop_for(Some(from_pi), DropReason::TtlExpired);
+            return UdpOut::None;
+        }
+        let next = self
+            .router
+            .lookup_addr(IpAddr::V6(h.dst))
+            .and_then(|(_, nh)| self.by_id.get(&nh).copied());
+        let timers = self.cfg.timers;
+        match next.and_then(|pi| self.peers.get_mut(pi)) {
+            // Reseal in place: the plaintext stays where it is, only header and tag change.
+            Some(p) => match p.seal(Kind::Mesh, msg, n, now, &timers) {
+                Some((len, ep)) => UdpOut::Forward(len, ep),
+                None => {
+                    self.drops.add(DropReason::RelayNoRoute);
+                    UdpOut::None
+                }
+            },
+            None => {
+                self.drop_for(Some(from_pi), DropReason::RelayNoRoute);
+                UdpOut::None
+            }
+        }
+    }
+
+    /// A mesh frame for us: open its end-to-end message.
+    fn deliver(&mut self, now: Instant, msg: &mut [u8], n: usize) -> UdpOut {
+        let Some(e2e_msg) = msg.get_mut(E2E_AT..TRANSPORT_HEADER_LEN + n) else {
+            self.drops.add(DropReason::BadMeshFrame);
+            return UdpOut::None;
+        };
+        match outer::parse(e2e_msg) {
+            Ok(Message::Transport(h)) => self
+                .deliver_transport(now, h, e2e_msg)
+                .map_or(UdpOut::None, |r| {
+                    UdpOut::Tun(E2E_AT + r.start..E2E_AT + r.end)
+                }),
+            Ok(Message::Init(i)) => {
+                self.e2e_init(now, &i);
+                UdpOut::None
+            }
+            Ok(Message::Resp(r)) => {
+                self.e2e_resp(now, &r);
+                UdpOut::None
+            }
+            _ => {
+                self.drops.add(DropReason::BadMeshFrame);
+                UdpOut::None
+            }
+        }
+    }
+
+    fn deliver_transport(
+        &mut self,
+        now: Instant,
+        h: outer::TransportHeader,
+        m: &mut [u8],
+    ) -> Option<Range<usize>> {
+        let Some(&dest) = self.e2e_indices.get(&h.receiver) else {
+            self.drops.add(DropReason::UnknownIndex);
+            return None;
+        };
+        let timers = self.cfg.timers;
+        let e = self.e2e.get_mut(&dest)?;
+        let k = match e.open(&h, m, ROUTED, now, &timers) {
+            Ok(k) => k,
+            Err(err) => {
+                self.drops.add(match err {
+                    OpenError::Decrypt => DropReason::DecryptFailed,
+                    OpenError::Replayed => DropReason::Replayed,
+                    OpenError::TooOld => DropReason::TooOld,
+                    OpenError::Exhausted => DropReason::ExpiredKey,
+                });
+                return None;
+            }
+        };
+        let (v4, v6, staged) = (e.addr_v4, e.addr_v6, e.has_staged());
+        if staged {
+            self.flush_e2e(dest, now);
+        }
+        if k == 0 {
+            return None;
+        }
+        let range = TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + k;
+        match m.get(range.clone()).and_then(ip_src_dst) {
+            None => self.drops.add(DropReason::BadInnerPacket),
+            Some((src, _)) if src != IpAddr::V4(v4) && src != IpAddr::V6(v6) => {
+                self.drops.add(DropReason::SpoofedSource)
+            }
+            Some(_) => {
+                if let Some(e) = self.e2e.get_mut(&dest) {
+                    e.stats.rx_bytes += k as u64;
+                    e.stats.rx_packets += 1;
+                }
+                return Some(range);
+            }
+        }
+        None
+    }
+
+    fn e2e_init(&mut self, now: Instant, init: &outer::Init<'_>) {
+        let r = match handshake::consume_init(&self.local, init) {
+            Ok(r) => r,
+            Err(handshake::HandshakeError::BadMac) => return self.drops.add(DropReason::BadMac),
+            Err(_) => return self.drops.add(DropReason::HandshakeFailed),
+        };
+        let dest = r.peer_id;
+        // Keys come from signed announcements: we answer only nodes the routing layer knows.
+        if self.router.next_hop(&dest).is_none() {
+            return self.drops.add(DropReason::RelayNoRoute);
+        }
+        let (remote, ts) = (r.remote_index, r.timestamp);
+        let idx = self.fresh_index();
+        let Some(e) = self.e2e_peer(dest) else { return };
+        if e.accept_initiation(ts, now).is_err() {
+            return self.drops.add(DropReason::StaleInitiation);
+        }
+        match handshake::respond(r, &e.keys, idx) {
+            Ok((keys, resp)) => {
+                e.responder_keys(&keys, idx, remote, now, ROUTED);
+                self.e2e_indices.insert(idx, dest);
+                self.send_mesh(dest, &resp, now);
+            }
+            Err(_) => self.drops.add(DropReason::HandshakeFailed),
+        }
+    }
+
+    fn e2e_resp(&mut self, now: Instant, resp: &outer::Resp<'_>) {
+        if !handshake::resp_mac_ok(&self.local, resp) {
+            return self.drops.add(DropReason::BadMac);
+        }
+        let Some(&dest) = self.e2e_indices.get(&resp.receiver) else {
+            return self.drops.add(DropReason::UnknownIndex);
+        };
+        let Some(e) = self
+            .e2e
+            .get_mut(&dest)
+            .filter(|e| e.pending_index() == Some(resp.receiver))
+        else {
+            return self.drops.add(DropReason::UnknownIndex);
+        };
+        let Some(pending) = e.take_pending() else {
+            return;
+        };
+        match handshake::consume_resp(&self.local, pending, resp) {
+            Ok(keys) => {
+                e.initiator_keys(&keys, resp.receiver, resp.sender, now, ROUTED);
+                if !self.flush_e2e(dest, now) {
+                    self.e2e_keepalive(dest, now);
+                }
+            }
+            Err(_) => self.drops.add(DropReason::HandshakeFailed),
+        }
+    }
+
+    /// Send packets that waited for the end-to-end session; true if any.
+    fn flush_e2e(&mut self, dest: NodeId, now: Instant) -> bool {
+        let timers = self.cfg.timers;
+        let Some(e) = self
+            .e2e
+            .get_mut(&dest)
+            .filter(|e| e.has_session(now, &timers))
+        else {
+            return false;
+        };
+        let staged = e.take_staged();
+        let sealed: Vec<_> = staged
+            .iter()
+            .filter_map(|p| seal_copy(e, Kind::Packet, p, now, &timers))
+            .collect();
+        for t in &sealed {
+            self.send_mesh(dest, &t.data, now);
+        }
+        !staged.is_empty()
+    }
+
+    fn e2e_keepalive(&mut self, dest: NodeId, now: Instant) {
+        let timers = self.cfg.timers;
+        if let Some(t) = self
+            .e2e
+            .get_mut(&dest)
+            .and_then(|e| seal_copy(e, Kind::Packet, &[], now, &timers))
+        {
+            self.send_mesh(dest, &t.data, now);
+        }
+    }
+
+    /// End-to-end session timers: handshake retries, keepalives, expiry.
+    pub(super) fn e2e_timers(&mut self, now: Instant) {
+        let timers = self.cfg.timers;
+        let mut work = Vec::new();
+        for (id, e) in self.e2e.iter_mut() {
+            if e.next_deadline(&timers).is_some_and(|d| d <= now) {
+                let due = e.due(now, &timers);
+                work.push((*id, due.handshake && e.handshake_due(now), due.keepalive));
+            }
+        }
+        for (id, hs, ka) in work {
+            if hs {
+                self.initiate_e2e(id, now);
+            }
+            if ka {
+                self.e2e_keepalive(id, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The whole node as one sans-IO state machine: `handle_tun`, `handle_udp`, `handle_timeout`
+//! in; sealed datagrams, packets for the TUN and `poll_transmit` out. No sockets, no clock:
+//! every call takes `now`. Invariants: a packet reaches the TUN only after it authenticated
+//! under a session (link for a neighbour's own packets, end-to-end for routed ones) whose node
+//! owns its inner source address; the data path seals, opens and relays in the caller's
+//! buffer without allocating.
+
+mod link;
+mod mesh;
+mod status;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::drops::{DropReason, Drops};
+use crate::identity::{Identity, NodeId};
+use crate::route::{Router, RouterConfig};
+use crate::session::aead::{DefaultAead, TAG_LEN, TransportAead};
+use crate::session::handshake::{self, PeerKeys, StaticKeys};
+use crate::session::peer::Peer;
+use crate::session::timers::Timers;
+use crate::wire::mesh::MESH_HEADER_LEN;
+use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
+
+pub use status::{Found, PeerStatus, SessionStatus};
+
+/// Bytes the caller leaves before a TUN packet: link header, mesh header, e2e header.
+pub const HEADROOM: usize = TRANSPORT_HEADER_LEN + MESH_HEADER_LEN + TRANSPORT_HEADER_LEN;
+/// Bytes the caller leaves after it: the e2e and link tags.
+pub const TAILROOM: usize = 2 * TAG_LEN;
+/// Bytes a routed packet costs beyond a direct one (mesh header + e2e header and tag).
+pub const MESH_OVERHEAD: usize = MESH_HEADER_LEN + TRANSPORT_HEADER_LEN + TAG_LEN;
+/// How often stale session indices are swept from the index tables.
+const INDEX_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A control datagram to send (handshakes, keepalives, routing, staged packets).
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub dst: SocketAddr,
+    /// The datagram.
+    pub data: Vec<u8>,
+}
+
+/// What to do with a received datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UdpOut {
+    /// Nothing (consumed or dropped).
+    None,
+    /// Write `buf[range]` to the TUN.
+    Tun(Range<usize>),
+    /// Relay: send `buf[..len]` to `dst`.
+    Forward(usize, SocketAddr),
+}
+
+/// A configured neighbour.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Its node id.
+    pub id: NodeId,
+    /// Where to reach it, if known.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Node-wide settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Session timers (link and end-to-end).
+    pub timers: Timers,
+    /// Routing protocol settings.
+    pub router: RouterConfig,
+    /// TUN MTU: routed packets above `mtu - MESH_OVERHEAD` get an ICMP "too big".
+    pub mtu: u16,
+    /// Whether discovered nodes become neighbours.
+    pub accept_discovered: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            timers: Timers::default(),
+            router: RouterConfig::default(),
+            mtu: 1420,
+            accept_discovered: true,
+        }
+    }
+}
+
+/// The sans-IO node.
+pub struct Node<A = DefaultAead> {
+    id: NodeId,
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+    local: StaticKeys,
+    peers: Vec<Peer<A>>,
+    peer_drops: Vec<Drops>,
+    found: Vec<Found>,
+    by_id: HashMap<NodeId, usize>,
+    by_v4: HashMap<Ipv4Addr, usize>,
+    by_v6: HashMap<Ipv6Addr, usize>,
+    indices: HashMap<u32, usize>,
+    e2e: HashMap<NodeId, Peer<A>>,
+    e2e_indices: HashMap<u32, NodeId>,
+    router: Router,
+    cfg: NodeConfig,
+    rng: u64,
+    epoch: Instant,
+    epoch_unix_nanos: u128,
+    next_sweep: Instant,
+    transmits: VecDeque<Transmit>,
+    tun_out: VecDeque<Vec<u8>>,
+    drops: Drops,
+}
+
+impl<A: TransportAead> Node<A> {
+    /// A node with its configured peers. `unix_nanos` is the wall clock at `now` (it only
+    /// feeds handshake timestamps); `seed` seeds session index allocation.
+    pub fn new(
+        identity: &Identity,
+        peers: &[PeerConfig],
+        cfg: NodeConfig,
+        now: Instant,
+        unix_nanos: u128,
+        seed: u64,
+    ) -> Result<Self, crate::identity::IdentityError> {
+        let id = identity.id();
+        let mut n = Node {
+            id,
+            v4: id.ipv4(),
+            v6: id.ipv6(),
+            local: StaticKeys::new(identity),
+            peers: Vec::new(),
+            peer_drops: Vec::new(),
+            found: Vec::new(),
+            by_id: HashMap::new(),
+            by_v4: HashMap::new(),
+            by_v6: HashMap::new(),
+            indices: HashMap::new(),
+            e2e: HashMap::new(),
+            e2e_indices: HashMap::new(),
+            router: Router::new(identity, cfg.router.clone(), now),
+            cfg,
+            rng: seed | 1,
+            epoch: now,
+            epoch_unix_nanos: unix_nanos,
+            next_sweep: now + INDEX_SWEEP_INTERVAL,
+            transmits: VecDeque::new(),
+            tun_out: VecDeque::new(),
+            drops: Drops::default(),
+        };
+        for p in peers {
+            n.insert_peer(p.id, p.endpoint, Found::Config)?;
+        }
+        Ok(n)
+    }
+
+    fn insert_peer(
+        &mut self,
+        id: NodeId,
+        ep: Option<SocketAddr>,
+        how: Found,
+    ) -> Result<usize, crate::identity::IdentityError> {
+        let i = self.peers.len();
+        self.peers.push(Peer::new(id, PeerKeys::new(&id)?, ep));
+        self.peer_drops.push(Drops::default());
+        self.found.push(how);
+        self.by_id.insert(id, i);
+        self.by_v4.insert(id.ipv4(), i);
+        self.by_v6.insert(id.ipv6(), i);
+        Ok(i)
+    }
+
+    /// Our node id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Begin handshakes with every peer whose endpoint we know (at startup, so a restarted
+    /// node is reachable again at once rather than after the peer's timeouts).
+    pub fn start(&mut self, now: Instant) {
+        for i in 0..self.peers.len() {
+            self.initiate(i, now);
+        }
+    }
+
+    /// LAN discovery saw node `id` at `endpoint`: make it a neighbour if policy allows
+    /// (a configured peer without an endpoint learns one). Returns whether it was accepted.
+    pub fn discovered(&mut self, id: NodeId, endpoint: SocketAddr, now: Instant) -> bool {
+        if id == self.id {
+            return false;
+        }
+        let pi = match self.by_id.get(&id) {
+            Some(&pi) => pi,
+            None if self.cfg.accept_discovered => {
+                match self.insert_peer(id, Some(endpoint), Found::Discovery) {
+                    Ok(pi) => pi,
+                    Err(_) => return false,
+                }
+            }
+            None => return false,
+        };
+        let Some(peer) = self.peers.get_mut(pi) else {
+            return false;
+        };
+        if peer.endpoint.is_none() {
+            peer.endpoint = Some(endpoint);
+        }
+        if !peer.has_session(now, &self.cfg.timers) && peer.handshake_due(now) {
+            self.initiate(pi, now);
+        }
+        true
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // splitmix64: index allocation and jitter need spread, not secrecy.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.next_rand() as u32;
+            if !self.indices.contains_key(&i) && !self.e2e_indices.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    fn tai64n(&self, now: Instant) -> [u8; 12] {
+        handshake::tai64n(
+            self.epoch_unix_nanos + now.saturating_duration_since(self.epoch).as_nanos(),
+        )
+    }
+
+    fn drop_for(&mut self, pi: Option<usize>, r: DropReason) {
+        self.drops.add(r);
+        if let Some(d) = pi.and_then(|i| self.peer_drops.get_mut(i)) {
+            d.add(r);
+        }
+    }
+
+    fn peer_for_addr(&self, a: IpAddr) -> Option<usize> {
+        match a {
+            IpAddr::V4(v4) => self.by_v4.get(&v4).copied(),
+            IpAddr::V6(v6) => self.by_v6.get(&v6).copied(),
+        }
+    }
+
+    /// An IP packet read from the TUN sits at `buf[HEADROOM..HEADROOM + len]`, with TAILROOM
+    /// spare bytes after it. Returns the range of `buf` holding the sealed datagram and where
+    /// to send it, or None if the packet was staged, answered with ICMP, or dropped.
+    pub fn handle_tun(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(Range<usize>, SocketAddr)> {
+        let Some((_, dst)) = buf.get(HEADROOM..HEADROOM + len).and_then(ip_src_dst) else {
+            self.drops.add(DropReason::NotIp);
+            return None;
+        };
+        // A neighbour's own address with a live link goes direct, with one layer of crypto.
+        if let Some(pi) = self.peer_for_addr(dst) {
+            let routed = self.router.lookup_addr(dst).is_some();
+            let live = self
+                .peers
+                .get(pi)
+                .is_some_and(|p| p.has_session(now, &self.cfg.timers));
+            if live || !routed {
+                return self.send_direct(pi, now, buf, len);
+            }
+        }
+        match self.router.lookup_addr(dst) {
+            Some((dest, next_hop)) => self.send_routed(dest, next_hop, now, buf, len),
+            None => {
+                self.drops.add(DropReason::NoRoute);
+                None
+            }
+        }
+    }
+
+    fn send_direct(
+        &mut self,
+        pi: usize,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(Range<usize>, SocketAddr)> {
+        let timers = self.cfg.timers;
+        let at = HEADROOM - TRANSPORT_HEADER_LEN;
+        let peer = self.peers.get_mut(pi)?;
+        let want_rekey = peer.rekey_wanted(now, &timers) && peer.handshake_due(now);
+        let sealed = peer.seal(Kind::Packet, buf.get_mut(at..)?, len, now, &timers);
+        if sealed.is_none() {
+            let staged = buf
+                .get(HEADROOM..HEADROOM + len)
+                .is_some_and(|p| peer.stage(p));
+            if !staged {
+                self.drop_for(Some(pi), DropReason::StagedOverflow);
+            }
+        }
+        if want_rekey {
+            self.initiate(pi, now);
+        }
+        sealed.map(|(n, ep)| (at..at + n, ep))
+    }
+
+    /// A datagram arrived from `from`. Handshake answers and routing go to `poll_transmit`.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, msg: &mut [u8]) -> UdpOut {
+        let out = match outer::parse(msg) {
+            Err(ParseError::UnknownType) => {
+                self.drops.add(DropReason::UnknownType);
+                UdpOut::None
+            }
+            Err(_) => {
+                self.drops.add(DropReason::Malformed);
+                UdpOut::None
+            }
+            Ok(Message::Transport(h)) => self.handle_transport(now, from, h, msg),
+            Ok(Message::Init(i)) => {
+                self.handle_init(now, from, &i);
+                UdpOut::None
+            }
+            Ok(Message::Resp(r)) => {
+                self.handle_resp(now, from, &r);
+                UdpOut::None
+            }
+            Ok(Message::Cookie(_)) => {
+                self.drops.add(DropReason::CookieUnsupported);
+                UdpOut::None
+            }
+        };
+        self.flush_router(now);
+        out
+    }
+
+    /// Run timers due at `now`: handshake retries, keepalives, key expiry, routing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timers = self.cfg.timers;
+        for pi in 0..self.peers.len() {
+            let Some(peer) = self.peers.get_mut(pi) else {
+                continue;
+            };
+            let due = peer.due(now, &timers);
+            if due.handshake && peer.handshake_due(now) {
+                self.initiate(pi, now);
+            }
+            if due.keepalive {
+                self.send_keepalive(pi, now);
+            }
+        }
+        self.e2e_timers(now);
+        self.router.handle_timeout(now);
+        self.flush_router(now);
+        if now >= self.next_sweep {
+            self.next_sweep = now + INDEX_SWEEP_INTERVAL;
+            let peers = &self.peers;
+            self.indices
+                .retain(|idx, pi| peers.get(*pi).is_some_and(|p| p.owns_index(*idx)));
+            let e2e = &self.e2e;
+            self.e2e_indices
+                .retain(|idx, id| e2e.get(id).is_some_and(|p| p.owns_index(*idx)));
+        }
+    }
+
+    /// The next instant `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = &self.cfg.timers;
+        self.peers
+            .iter()
+            .chain(self.e2e.values())
+            .filter_map(|p| p.next_deadline(t))
+            .chain([self.next_sweep])
+            .chain(self.router.poll_timeout())
+            .min()
+    }
+
+    /// The next control datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next packet the node itself writes to the TUN (ICMP errors).
+    pub fn poll_tun(&mut self) -> Option<Vec<u8>> {
+        self.tun_out.pop_front()
+    }
+
+    /// Node-wide drop counters.
+    pub fn drops(&self) -> &Drops {
+        &self.drops
+    }
+
+    /// The routing state machine (read-only, for `routes` and `peers`).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+/// Source and destination of an IPv4 or IPv6 packet, checked with etherparse.
+pub fn ip_src_dst(p: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match p.first()? >> 4 {
+        4 => {
+            let h = etherparse::Ipv4HeaderSlice::from_slice(p).ok()?;
+            Some((h.source_addr().into(), h.destination_addr().into()))
+        }
+        6 => {
+            let h = etherparse::Ipv6HeaderSlice::from_slice(p).ok()?;
+            Some((h.source_addr().into(), h.destination_addr().into()))
+        }
+        _ => None,
+    }
+}
