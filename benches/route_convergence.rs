@@ -2,8 +2,8 @@
 //! (average degree 4, 1-30 ms links). Prints one line per size; not a statistical benchmark.
 //! Run: `cargo bench --bench route_convergence [-- 100 500 1000]`.
 
-#[path = "../tests/sim/mod.rs"]
-mod sim;
+#[path = "../tests/routesim/mod.rs"]
+mod routesim;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bitcloud::route::RouterConfig;
 use rand::RngExt;
-use sim::Sim;
+use routesim::Sim;
 
 /// Counts live heap bytes so router memory can be measured exactly.
 struct Counting;
@@ -69,7 +69,7 @@ fn run(n: usize) {
     // Reconvergence after explicit link failures (the session layer reports them) and silent
     // ones (only hello loss reveals them), one at a time.
     let fail_once = |sim: &mut Sim, silent: bool| {
-        let up = sim.links_in(sim::LinkState::Up);
+        let up = sim.links_in(routesim::LinkState::Up);
         let (a, b) = up[sim.rng.random_range(0..up.len())];
         sim.link_down(a, b, silent);
         let step = Duration::from_millis(if silent { 250 } else { 10 });

@@ -2,14 +2,14 @@
 //! connected pair stays routed within a bounded number of update intervals after each random
 //! link failure or recovery, and walking next hops never finds a loop at any sampled instant.
 
-mod sim;
+mod routesim;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bitcloud::route::RouterConfig;
 use rand::RngExt;
-use sim::{LinkState, Sim};
+use routesim::{LinkState, Sim};
 
 /// Make one random change: fail an up link (silently 30 % of the time) or recover a down one.
 fn random_change(sim: &mut Sim) -> String {
