@@ -193,6 +193,7 @@ fn answer(
                 "uptime_secs": now.saturating_duration_since(started).as_secs(),
                 "peers": node.peer_status(now),
                 "sessions": node.session_status(now),
+                "routing": node.router().stats(),
                 "drops": node.drops().to_map(),
             })
         }

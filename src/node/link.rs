@@ -237,6 +237,21 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
+    /// Send one frame of any kind to neighbour `to` over its link session (the control path;
+    /// tests use it to play a misbehaving neighbour). False if there is no live session.
+    pub fn send_frame(
+        &mut self,
+        to: crate::identity::NodeId,
+        kind: Kind,
+        payload: &[u8],
+        now: Instant,
+    ) -> bool {
+        match self.by_id.get(&to).copied() {
+            Some(pi) => self.send_link_copy(pi, kind, payload, now),
+            None => false,
+        }
+    }
+
     /// Seal `frame` (a mesh frame) to neighbour `pi` into a new datagram.
     pub(super) fn send_link_copy(
         &mut self,

@@ -143,7 +143,7 @@ pub enum RouteEvent {
 }
 
 /// Counters, for the CLI and for tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RouterStats {
     /// Messages handed to `handle_message`.
     pub messages_received: u64,

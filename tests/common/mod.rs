@@ -210,6 +210,31 @@ impl Node {
         ));
     }
 
+    /// Configure `other` as a neighbour at an explicit endpoint.
+    pub fn add_peer_at(&self, other: &Node, endpoint: &str) {
+        self.append_config(&format!(
+            "\n[[peer]]\nid = \"{}\"\nendpoint = \"{endpoint}\"\n",
+            other.id
+        ));
+    }
+
+    /// Wait up to `limit` for one ping to `dst` to succeed; returns how long it took.
+    pub fn wait_ping(&self, dst: IpAddr, limit: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if ping(&self.ns, dst, 1, "0.2") {
+                return Some(t0.elapsed());
+            }
+        }
+        None
+    }
+
+    /// Run a bitcloud read command (`routes`, `peers`, `status`) with --json.
+    pub fn query(&self, cmd: &str) -> serde_json::Value {
+        let out = sh(&[BIN, cmd, "--json", "-c", self.cfg.to_str().unwrap()]);
+        serde_json::from_str(&out).unwrap()
+    }
+
     /// Start the daemon and wait (at most 10 s) until its control socket answers.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");

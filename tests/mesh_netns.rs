@@ -1,0 +1,397 @@
+//! Multi-hop mesh end to end: real daemons in network namespaces where each node reaches only
+//! its underlay neighbours. Chain, diamond failover under a live TCP connection, and a rogue
+//! neighbour (the library's own node on a real socket) that forges routes and sources.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Lab, Node, in_netns, root_or_skip};
+use sha2::{Digest, Sha256};
+
+/// Build nodes on `links` (pairs of node indices with their /30 subnet's two addresses).
+fn mesh(lab: &mut Lab, n: usize, links: &[(usize, usize)]) -> Vec<Node> {
+    let names: Vec<String> = (0..n)
+        .map(|i| lab.ns(&format!("{}", (b'a' + i as u8) as char)))
+        .collect();
+    let mut addrs = Vec::new();
+    for (k, &(x, y)) in links.iter().enumerate() {
+        let (ax, ay) = (
+            format!("198.18.{}.{}", k / 64, (k % 64) * 4 + 1),
+            format!("198.18.{}.{}", k / 64, (k % 64) * 4 + 2),
+        );
+        lab.link(
+            &names[x],
+            &format!("{ax}/30"),
+            &names[y],
+            &format!("{ay}/30"),
+        );
+        addrs.push((ax, ay));
+    }
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| {
+            lab.node(
+                &names[i],
+                &format!("{}", (b'a' + i as u8) as char),
+                "0.0.0.0:51820",
+            )
+        })
+        .collect();
+    for (k, &(x, y)) in links.iter().enumerate() {
+        nodes[x].add_peer_at(&nodes[y], &format!("{}:51820", addrs[k].1));
+        nodes[y].add_peer_at(&nodes[x], &format!("{}:51820", addrs[k].0));
+    }
+    nodes
+}
+
+/// Stream `len` pseudo-random bytes (or for `dur`) from `from` to `to`'s overlay address and
+/// compare hashes; the server records (time, bytes) of every read.
+fn tcp_transfer(
+    from: &Node,
+    to: &Node,
+    port: u16,
+    len: Option<usize>,
+    dur: Duration,
+) -> (usize, Vec<(Instant, usize)>) {
+    let listen = SocketAddr::new(to.ipv6, port);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    let server = in_netns(&to.ns, move || {
+        let l = TcpListener::bind(listen).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut h, mut n, mut buf) = (Sha256::new(), 0usize, vec![0u8; 1 << 16]);
+        loop {
+            let k = s.read(&mut buf).expect("connection survived");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+            log2.lock().unwrap().push((Instant::now(), k));
+        }
+        (n, h.finalize().to_vec())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let client = in_netns(&from.ns, move || {
+        let mut s = TcpStream::connect_timeout(&listen, Duration::from_secs(5)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut h, mut rng, mut buf) = (Sha256::new(), 0x9e37_79b9_u64, vec![0u8; 1 << 14]);
+        let (t0, mut sent) = (Instant::now(), 0usize);
+        while len.map_or(t0.elapsed() < dur, |l| sent < l) {
+            for c in buf.chunks_mut(8) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                c.copy_from_slice(&rng.to_le_bytes());
+            }
+            s.write_all(&buf).expect("connection survived");
+            h.update(&buf);
+            sent += buf.len();
+            if len.is_none() {
+                // Paced, so the test measures continuity rather than fills buffers.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        (sent, h.finalize().to_vec())
+    });
+    let (sent, sh) = client.join().expect("client");
+    let (got, gh) = server.join().expect("server");
+    assert_eq!(got, sent, "byte count");
+    assert_eq!(gh, sh, "hash");
+    let log = log.lock().unwrap().clone();
+    (got, log)
+}
+
+#[test]
+fn chain_a_b_c_d_ping_and_50mb_tcp() {
+    if !root_or_skip("chain_a_b_c_d_ping_and_50mb_tcp") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut n = mesh(&mut lab, 4, &[(0, 1), (1, 2), (2, 3)]);
+    for x in n.iter_mut() {
+        x.start();
+    }
+    let (a, d) = (&n[0], &n[3]);
+    let took = a
+        .wait_ping(d.ipv6, Duration::from_secs(20))
+        .expect("A reaches D over two relays");
+    eprintln!("A -> D routed after {took:?}");
+    assert!(a.ping(d.ipv6, 3) && a.ping(d.ipv4, 3) && d.ping(a.ipv6, 3));
+    let routes = a.query("routes");
+    let to_d = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["originator"] == d.id.as_str() && r["selected"] == true);
+    assert_eq!(to_d.expect("route to D")["next_hop"], n[1].id.as_str());
+    let (got, _) = tcp_transfer(a, d, 5002, Some(50 << 20), Duration::ZERO);
+    assert_eq!(got, 50 << 20);
+    let peers = n[1].query("peers");
+    assert_eq!(peers["peers"].as_array().unwrap().len(), 2);
+    // The relays B and C carried it; neither opened an end-to-end session for it.
+    for relay in &n[1..3] {
+        let st = relay.status();
+        assert!(
+            st["sessions"].as_array().unwrap().is_empty(),
+            "relay has no e2e session: {}",
+            st["sessions"]
+        );
+    }
+}
+
+#[test]
+fn diamond_failover_keeps_a_tcp_connection() {
+    if !root_or_skip("diamond_failover_keeps_a_tcp_connection") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // a=0, b=1, c=2, d=3: a-b, b-d, a-c, c-d.
+    let links = [(0, 1), (1, 3), (0, 2), (2, 3)];
+    let mut n = mesh(&mut lab, 4, &links);
+    for x in n.iter_mut() {
+        x.start();
+    }
+    assert!(n[0].wait_ping(n[3].ipv6, Duration::from_secs(20)).is_some());
+    let (a_ns, b_ns, c_ns, d_ns) = (
+        n[0].ns.clone(),
+        n[1].ns.clone(),
+        n[2].ns.clone(),
+        n[3].ns.clone(),
+    );
+    let (b_id, d_id) = (n[1].id.clone(), n[3].id.clone());
+    let a_cfg = n[0].cfg.clone();
+    let prefix = lab.prefix.clone();
+    // Cut the link in use 3 s into a 25 s transfer, restore it 8 s later.
+    let cutter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let out = common::sh(&[
+            common::BIN,
+            "routes",
+            "--json",
+            "-c",
+            a_cfg.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let r = v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["originator"] == d_id.as_str() && r["selected"] == true)
+            .cloned()
+            .unwrap();
+        // Link 2 is b-d, link 4 is c-d (veth ends named <prefix>v<k>a / b).
+        let (k, ns) = if r["next_hop"] == b_id.as_str() {
+            (2, &b_ns)
+        } else {
+            (4, &c_ns)
+        };
+        let ifname = format!("{prefix}v{k}a");
+        let cut = Instant::now();
+        common::sh(&["ip", "-n", ns, "link", "set", &ifname, "down"]);
+        std::thread::sleep(Duration::from_secs(8));
+        common::sh(&["ip", "-n", ns, "link", "set", &ifname, "up"]);
+        cut
+    });
+    let _ = (&a_ns, &d_ns);
+    let (got, log) = tcp_transfer(&n[0], &n[3], 5003, None, Duration::from_secs(25));
+    let cut = cutter.join().unwrap();
+    let mut last = cut;
+    let mut worst = Duration::ZERO;
+    for (t, _) in log.iter().filter(|(t, _)| *t > cut) {
+        worst = worst.max(t.duration_since(last));
+        last = *t;
+    }
+    eprintln!("diamond: {got} bytes, longest stall after the cut {worst:?}");
+    assert!(
+        worst <= Duration::from_secs(10),
+        "traffic stalled {worst:?} after the link went down"
+    );
+    assert!(
+        n[0].ping(n[3].ipv6, 3),
+        "still routed after the link came back"
+    );
+}
+
+#[test]
+fn rogue_neighbour_cannot_claim_an_address_or_spoof_a_source() {
+    if !root_or_skip("rogue_neighbour_cannot_claim_an_address_or_spoof_a_source") {
+        return;
+    }
+    use bitcloud::identity::Identity;
+    use bitcloud::node::{Node as SansIoNode, NodeConfig, PeerConfig, UdpOut};
+    use bitcloud::wire::outer::Kind;
+    use bitcloud::wire::routing::{self, PrefixKind, Seqno, Tlv, Update};
+
+    let mut lab = Lab::new();
+    let (r_ns, a_ns, c_ns) = (lab.ns("r"), lab.ns("a"), lab.ns("c"));
+    lab.link(&r_ns, "198.18.0.1/30", &a_ns, "198.18.0.2/30");
+    lab.link(&a_ns, "198.18.0.5/30", &c_ns, "198.18.0.6/30");
+    let mut a = lab.node(&a_ns, "a", "0.0.0.0:51820");
+    let mut c = lab.node(&c_ns, "c", "198.18.0.6:51820");
+    let rogue = Identity::generate();
+    a.append_config(&format!(
+        "\n[[peer]]\nid = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n",
+        rogue.id()
+    ));
+    a.add_peer_at(&c, "198.18.0.6:51820");
+    c.add_peer_at(&a, "198.18.0.5:51820");
+    a.start();
+    c.start();
+    assert!(a.wait_ping(c.ipv6, Duration::from_secs(10)).is_some());
+
+    let (a_id, c_id): (bitcloud::identity::NodeId, bitcloud::identity::NodeId) =
+        (a.id.parse().unwrap(), c.id.parse().unwrap());
+    let a_v4 = a.ipv4;
+    let rogue_thread = in_netns(&r_ns, move || {
+        let sock = UdpSocket::bind("198.18.0.1:51820").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let cfg = NodeConfig {
+            router: bitcloud::route::RouterConfig {
+                hello_interval: Duration::from_secs(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let peers = [PeerConfig {
+            id: a_id,
+            endpoint: Some("198.18.0.2:51820".parse().unwrap()),
+        }];
+        let mut node: SansIoNode = SansIoNode::new(
+            &rogue,
+            &peers,
+            cfg,
+            Instant::now(),
+            1_800_000_000_000_000_000,
+            5,
+        )
+        .unwrap();
+        node.start(Instant::now());
+        let (t0, mut attacked, mut buf) = (Instant::now(), None::<Instant>, vec![0u8; 2048]);
+        while t0.elapsed() < Duration::from_secs(20) {
+            let now = Instant::now();
+            if attacked.is_none() && node.router().next_hop(&c_id).is_some() {
+                // 1. Announce C's address, signed with our own key.
+                let forged = Update {
+                    kind: PrefixKind::Node,
+                    interval: Duration::from_secs(4),
+                    seqno: Seqno(40_000),
+                    metric: 0,
+                    price_per_mib: 0,
+                    price_epoch: 0,
+                    originator: c_id,
+                    signature: routing::sign_announcement(&rogue, Seqno(40_000), PrefixKind::Node),
+                };
+                assert!(node.send_frame(
+                    a_id,
+                    Kind::Routing,
+                    &routing::encode(&[Tlv::Update(forged)]),
+                    now
+                ));
+                // 2. Route packets to C: one honest, then ones claiming A's source address.
+                for (src, seq) in [
+                    (rogue.id().ipv4(), 1u8),
+                    (
+                        match a_v4 {
+                            IpAddr::V4(v) => v,
+                            _ => unreachable!(),
+                        },
+                        2,
+                    ),
+                ] {
+                    let b = etherparse::PacketBuilder::ipv4(src.octets(), c_id.ipv4().octets(), 64)
+                        .udp(4000, 4001);
+                    let mut p = Vec::new();
+                    b.write(&mut p, &[seq; 32]).unwrap();
+                    for _ in 0..3 {
+                        let mut tb =
+                            vec![
+                                0u8;
+                                bitcloud::node::HEADROOM + p.len() + bitcloud::node::TAILROOM
+                            ];
+                        tb[bitcloud::node::HEADROOM..bitcloud::node::HEADROOM + p.len()]
+                            .copy_from_slice(&p);
+                        if let Some((r, dst)) = node.handle_tun(now, &mut tb, p.len()) {
+                            sock.send_to(&tb[r], dst).unwrap();
+                        }
+                    }
+                }
+                attacked = Some(now);
+            }
+            if attacked.is_some_and(|t| now.duration_since(t) > Duration::from_secs(3)) {
+                break;
+            }
+            if node.poll_timeout().is_some_and(|t| t <= now) {
+                node.handle_timeout(now);
+            }
+            while let Some(t) = node.poll_transmit() {
+                let _ = sock.send_to(&t.data, t.dst);
+            }
+            if let Ok((k, from)) = sock.recv_from(&mut buf)
+                && let UdpOut::Forward(len, dst) =
+                    node.handle_udp(Instant::now(), from, &mut buf[..k])
+            {
+                let _ = sock.send_to(&buf[..len], dst);
+            }
+        }
+        attacked.is_some()
+    });
+    assert!(
+        rogue_thread.join().expect("rogue"),
+        "the rogue learned a route to C and attacked"
+    );
+    let st = a.status();
+    assert!(
+        st["routing"]["bad_signature"].as_u64().unwrap() >= 1,
+        "forged route counted: {}",
+        st["routing"]
+    );
+    let routes = a.query("routes");
+    for r in routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["originator"] == c.id.as_str() && r["selected"] == true)
+    {
+        assert_eq!(
+            r["next_hop"],
+            c.id.as_str(),
+            "A still routes C's address to C"
+        );
+    }
+    let cst = c.status();
+    assert!(
+        cst["drops"]["spoofed_source"].as_u64().unwrap() >= 1,
+        "spoofed source dropped: {}",
+        cst["drops"]
+    );
+    let honest = cst["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == rogue_id_str(&cst, &c.id))
+        .map(|s| s["rx_packets"].as_u64().unwrap());
+    assert!(
+        honest.unwrap_or(0) >= 1,
+        "the honest routed packet from the rogue's own address arrived: {}",
+        cst["sessions"]
+    );
+    assert!(a.ping(c.ipv6, 2), "A and C unaffected");
+}
+
+/// The one e2e session C has that is not with `c_id` (the rogue's).
+fn rogue_id_str(st: &serde_json::Value, c_id: &str) -> serde_json::Value {
+    st["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].clone())
+        .find(|id| id != c_id)
+        .unwrap_or_default()
+}
