@@ -11,8 +11,8 @@ const IPV6_MIN_MTU: usize = 1280;
 /// ICMPv4 errors quote the header and the first 8 bytes at least; we quote up to this.
 const ICMPV4_QUOTE: usize = 548;
 
-/// Build the ICMP error telling the sender of `orig` to use `mtu`, from `reporter` (one of
-/// our own overlay addresses, same family). None if `orig` is not IP, is itself ICMP error
+/// Build the ICMP error telling the sender of `orig` to use `mtu`, from `reporter` (the
+/// packet's destination: an address that routes back into the TUN, same family). None if `orig` is not IP, is itself ICMP error
 /// material we must not answer, or is IPv4 without DF (the kernel would fragment it).
 pub fn too_big(orig: &[u8], mtu: u16, reporter: IpAddr) -> Option<Vec<u8>> {
     match (orig.first()? >> 4, reporter) {

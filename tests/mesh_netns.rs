@@ -56,7 +56,16 @@ fn tcp_transfer(
     len: Option<usize>,
     dur: Duration,
 ) -> (usize, Vec<(Instant, usize)>) {
-    let listen = SocketAddr::new(to.ipv6, port);
+    tcp_transfer_to(from, to, SocketAddr::new(to.ipv6, port), len, dur)
+}
+
+fn tcp_transfer_to(
+    from: &Node,
+    to: &Node,
+    listen: SocketAddr,
+    len: Option<usize>,
+    dur: Duration,
+) -> (usize, Vec<(Instant, usize)>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
     let server = in_netns(&to.ns, move || {
@@ -132,6 +141,15 @@ fn chain_a_b_c_d_ping_and_50mb_tcp() {
     assert_eq!(to_d.expect("route to D")["next_hop"], n[1].id.as_str());
     let (got, _) = tcp_transfer(a, d, 5002, Some(50 << 20), Duration::ZERO);
     assert_eq!(got, 50 << 20);
+    // IPv4 too: full-size segments get ICMP "fragmentation needed" and the kernel adapts.
+    let (got, _) = tcp_transfer_to(
+        a,
+        d,
+        SocketAddr::new(d.ipv4, 5004),
+        Some(8 << 20),
+        Duration::ZERO,
+    );
+    assert_eq!(got, 8 << 20);
     let peers = n[1].query("peers");
     assert_eq!(peers["peers"].as_array().unwrap().len(), 2);
     // The relays B and C carried it; neither opened an end-to-end session for it.

@@ -46,10 +46,12 @@ impl<A: TransportAead> Node<A> {
     ) -> Option<(Range<usize>, SocketAddr)> {
         let max = usize::from(self.cfg.mtu).saturating_sub(MESH_OVERHEAD);
         if len > max {
-            let reporter = match buf.get(super::HEADROOM).map(|b| b >> 4) {
-                Some(4) => IpAddr::V4(self.v4),
-                _ => IpAddr::V6(self.v6),
-            };
+            // The error comes "from" the destination: a source that routes back into the TUN
+            // passes reverse-path filtering, where our own address would be a martian.
+            let reporter = buf
+                .get(super::HEADROOM..super::HEADROOM + len)
+                .and_then(ip_src_dst)
+                .map(|(_, d)| d)?;
             let pkt = buf.get(super::HEADROOM..super::HEADROOM + len)?;
             if let Some(icmp) = crate::icmp::too_big(pkt, max as u16, reporter) {
                 self.tun_out.push_back(icmp);

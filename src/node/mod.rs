@@ -91,7 +91,6 @@ impl Default for NodeConfig {
 /// The sans-IO node.
 pub struct Node<A = DefaultAead> {
     id: NodeId,
-    v4: Ipv4Addr,
     v6: Ipv6Addr,
     local: StaticKeys,
     peers: Vec<Peer<A>>,
@@ -128,7 +127,6 @@ impl<A: TransportAead> Node<A> {
         let id = identity.id();
         let mut n = Node {
             id,
-            v4: id.ipv4(),
             v6: id.ipv6(),
             local: StaticKeys::new(identity),
             peers: Vec::new(),
