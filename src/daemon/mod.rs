@@ -76,6 +76,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tbuf = vec![0u8; BUF_LEN + HEADROOM + TAILROOM];
@@ -84,33 +85,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             r = tun.recv(&mut tbuf[HEADROOM..HEADROOM + BUF_LEN]) => {
-                let n = r.context("reading TUN")?;
-                if let Some((range, dst)) = node.handle_tun(Instant::now(), &mut tbuf, n)
-                    && let Some(d) = tbuf.get(range) {
-                    send(&udp, d, dst).await;
+                let mut n = r.context("reading TUN")?;
+                // Drain what is already queued before going back to the poller: one wakeup,
+                // many packets.
+                for _ in 0..BATCH {
+                    on_tun(&mut node, &udp, &mut tbuf, n).await;
+                    match tun.try_recv(&mut tbuf[HEADROOM..HEADROOM + BUF_LEN]) {
+                        Ok(k) => n = k,
+                        Err(_) => break,
+                    }
                 }
             }
             r = udp.recv_from(&mut ubuf) => {
-                match r {
-                    Ok((n, from)) => {
-                        let Some(msg) = ubuf.get_mut(..n) else { continue };
-                        match node.handle_udp(Instant::now(), from, msg) {
-                            UdpOut::Tun(range) => {
-                                if let Some(pkt) = msg.get(range)
-                                    && let Err(e) = tun.send(pkt).await {
-                                    tracing::debug!("TUN write: {e}");
-                                }
-                            }
-                            UdpOut::Forward(len, dst) => {
-                                if let Some(d) = msg.get(..len) {
-                                    send(&udp, d, dst).await;
-                                }
-                            }
-                            UdpOut::None => {}
-                        }
+                let mut r = r;
+                for _ in 0..BATCH {
+                    match r {
+                        Ok((n, from)) => on_datagram(&mut node, &udp, &tun, &mut ubuf, n, from).await,
+                        // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
+                        Err(e) => tracing::trace!("UDP receive: {e}"),
                     }
-                    // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
-                    Err(e) => tracing::trace!("UDP receive: {e}"),
+                    r = udp.try_recv_from(&mut ubuf);
+                    if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                        break;
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -123,7 +120,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 let answer = answer(&cfg, &node, started, &req.body);
                 let _ = req.reply.send(answer);
             }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
         }
         flush(&mut node, &udp).await;
@@ -147,6 +144,43 @@ fn router_config(seed: &[u8; 8]) -> RouterConfig {
         // A restarted node starts from a random seqno so its announcements are not ignored.
         initial_seqno: u16::from_le_bytes([seed[0], seed[1]]),
         ..RouterConfig::default()
+    }
+}
+
+/// Packets handled per wakeup before other events get a turn.
+const BATCH: usize = 64;
+
+async fn on_tun(node: &mut Node, udp: &UdpSocket, tbuf: &mut [u8], n: usize) {
+    if let Some((range, dst)) = node.handle_tun(Instant::now(), tbuf, n)
+        && let Some(d) = tbuf.get(range)
+    {
+        send(udp, d, dst).await;
+    }
+}
+
+async fn on_datagram(
+    node: &mut Node,
+    udp: &UdpSocket,
+    tun: &tun_rs::AsyncDevice,
+    ubuf: &mut [u8],
+    n: usize,
+    from: SocketAddr,
+) {
+    let Some(msg) = ubuf.get_mut(..n) else { return };
+    match node.handle_udp(Instant::now(), from, msg) {
+        UdpOut::Tun(range) => {
+            if let Some(pkt) = msg.get(range)
+                && let Err(e) = tun.send(pkt).await
+            {
+                tracing::debug!("TUN write: {e}");
+            }
+        }
+        UdpOut::Forward(len, dst) => {
+            if let Some(d) = msg.get(..len) {
+                send(udp, d, dst).await;
+            }
+        }
+        UdpOut::None => {}
     }
 }
 
