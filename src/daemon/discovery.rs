@@ -300,6 +300,12 @@ fn refresh(links: &mut [Link], port: u16) {
             l.trouble("interface is down".into());
             continue;
         }
+        if st.ifindex == 0 {
+            // Index 0 would mean "no device" to SO_BINDTOIFINDEX: never bind unscoped.
+            l.open = None;
+            l.trouble("interface index unknown".into());
+            continue;
+        }
         if l.open
             .as_ref()
             .is_some_and(|o| o.ifindex == st.ifindex && o.addr == addr)
