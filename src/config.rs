@@ -19,6 +19,10 @@ pub const DEFAULT_MTU: u16 = 1420;
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bitcloud/bitcloud.sock";
 /// Default state directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/bitcloud";
+/// Default time between two LAN discovery beacons.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest beacon interval accepted, in seconds (an hour; longer is discovery in name only).
+pub const MAX_DISCOVERY_INTERVAL_SECS: u64 = 3600;
 
 /// A config error with its place.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,46 @@ pub struct Config {
     pub timers: Timers,
     /// Configured neighbours.
     pub peers: Vec<PeerEntry>,
+    /// LAN discovery (`[discovery]`).
+    pub discovery: DiscoveryConfig,
+}
+
+/// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Whether to send and receive beacons at all.
+    pub enabled: bool,
+    /// Interfaces to beacon on (valid names, no duplicates; non-empty when enabled).
+    pub interfaces: Vec<String>,
+    /// Which senders to report.
+    pub accept: DiscoveryAccept,
+    /// Time between two beacons (1 s ..= 1 h).
+    pub interval: Duration,
+    /// UDP port beacons go to and are received on (never 0).
+    pub port: u16,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: false,
+            interfaces: Vec::new(),
+            accept: DiscoveryAccept::Any,
+            interval: DEFAULT_DISCOVERY_INTERVAL,
+            port: crate::wire::discovery::BEACON_PORT,
+        }
+    }
+}
+
+/// `discovery.accept`: whose beacons are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryAccept {
+    /// Any node with a validly signed beacon (`"any"`).
+    #[default]
+    Any,
+    /// Only nodes listed as `[[peer]]` (`"configured"`): discovery just finds their endpoints.
+    Configured,
 }
 
 /// One `[[peer]]`.
@@ -74,6 +118,8 @@ struct Raw {
     session: RawSession,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    #[serde(default)]
+    discovery: RawDiscovery,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +142,18 @@ struct RawSession {
     keepalive_timeout: Option<Spanned<u64>>,
     rekey_timeout: Option<Spanned<u64>>,
     persistent_keepalive: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    enabled: Option<Spanned<bool>>,
+    #[serde(default)]
+    interfaces: Vec<Spanned<String>>,
+    #[serde(default)]
+    accept: DiscoveryAccept,
+    interval_secs: Option<Spanned<u64>>,
+    port: Option<Spanned<u16>>,
 }
 
 #[derive(Deserialize)]
@@ -142,12 +200,7 @@ impl Config {
         };
 
         let tun = raw.node.tun.get_ref().clone();
-        if tun.is_empty()
-            || tun.len() > 15
-            || !tun
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !valid_ifname(&tun) {
             return Err(at(
                 Some(raw.node.tun.span()),
                 format!("invalid interface name {tun:?}: 1-15 of [A-Za-z0-9._-]"),
@@ -214,6 +267,55 @@ impl Config {
                 endpoint: p.endpoint,
             });
         }
+
+        let d = &raw.discovery;
+        let mut discovery = DiscoveryConfig {
+            enabled: d.enabled.as_ref().is_some_and(|e| *e.get_ref()),
+            accept: d.accept,
+            ..DiscoveryConfig::default()
+        };
+        for i in &d.interfaces {
+            let name = i.get_ref();
+            if !valid_ifname(name) {
+                return Err(at(
+                    Some(i.span()),
+                    format!("invalid interface name {name:?}: 1-15 of [A-Za-z0-9._-]"),
+                ));
+            }
+            if discovery.interfaces.contains(name) {
+                return Err(at(
+                    Some(i.span()),
+                    format!("interface {name:?} is listed twice"),
+                ));
+            }
+            discovery.interfaces.push(name.clone());
+        }
+        if let Some(e) = &d.enabled
+            && *e.get_ref()
+            && discovery.interfaces.is_empty()
+        {
+            return Err(at(
+                Some(e.span()),
+                "discovery is enabled but discovery.interfaces is empty".into(),
+            ));
+        }
+        if let Some(x) = &d.interval_secs {
+            let v = *x.get_ref();
+            if !(1..=MAX_DISCOVERY_INTERVAL_SECS).contains(&v) {
+                return Err(at(
+                    Some(x.span()),
+                    format!("interval {v} s out of range 1..={MAX_DISCOVERY_INTERVAL_SECS}"),
+                ));
+            }
+            discovery.interval = Duration::from_secs(v);
+        }
+        if let Some(p) = &d.port {
+            if *p.get_ref() == 0 {
+                return Err(at(Some(p.span()), "port must not be 0".into()));
+            }
+            discovery.port = *p.get_ref();
+        }
+
         Ok(Config {
             path: path.to_path_buf(),
             key_file: abs(&raw.node.key_file),
@@ -232,8 +334,18 @@ impl Config {
                 .unwrap_or(Path::new(DEFAULT_DATA_DIR))),
             timers,
             peers,
+            discovery,
         })
     }
+}
+
+/// A Linux interface name: 1-15 of `[A-Za-z0-9._-]`.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// The 1-based line of byte `offset` and the dotted key written on that line, if any.
@@ -337,6 +449,91 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "session.reject_after_time", "{e}");
         assert!(e.to_string().starts_with("/etc/bc/x.toml:"));
+    }
+
+    #[test]
+    fn discovery_defaults_to_off() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.discovery, DiscoveryConfig::default());
+        assert!(!c.discovery.enabled);
+        assert_eq!(c.discovery.port, 51821);
+        assert_eq!(c.discovery.interval, Duration::from_secs(5));
+        assert_eq!(c.discovery.accept, DiscoveryAccept::Any);
+        // An empty table is the default too.
+        let c = parse(&format!("{}[discovery]\n", base())).unwrap();
+        assert_eq!(c.discovery, DiscoveryConfig::default());
+    }
+
+    #[test]
+    fn discovery_table_parses() {
+        let c = parse(&format!(
+            "{}[discovery]\nenabled = true\ninterfaces = [\"eth0\", \"br-lan.5\"]\n\
+             accept = \"configured\"\ninterval_secs = 2\nport = 40000\n",
+            base()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.discovery,
+            DiscoveryConfig {
+                enabled: true,
+                interfaces: vec!["eth0".into(), "br-lan.5".into()],
+                accept: DiscoveryAccept::Configured,
+                interval: Duration::from_secs(2),
+                port: 40000,
+            }
+        );
+        // Disabled with interfaces listed is fine (kept for later).
+        let c = parse(&format!(
+            "{}[discovery]\nenabled = false\ninterfaces = [\"eth0\"]\n",
+            base()
+        ))
+        .unwrap();
+        assert!(!c.discovery.enabled);
+    }
+
+    #[test]
+    fn discovery_errors_name_line_and_key() {
+        // base() is 13 lines, so `[discovery]` is line 14 and its first key line 15.
+        let bad = |body: &str| parse(&format!("{}[discovery]\n{body}", base())).unwrap_err();
+        let e = bad("interfaces = [\"eth0\", \"this-name-is-too-long\"]\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (15, "discovery.interfaces"),
+            "{e}"
+        );
+        assert!(e.msg.contains("invalid interface name"), "{e}");
+        let e = bad("interfaces = [\"eth/0\"]\n");
+        assert!(e.msg.contains("invalid interface name"), "{e}");
+        let e = bad("interfaces = [\"\"]\n");
+        assert!(e.msg.contains("invalid interface name"), "{e}");
+        let e = bad("interfaces = [\"eth0\", \"eth0\"]\n");
+        assert!(e.msg.contains("twice"), "{e}");
+        let e = bad("enabled = true\n");
+        assert_eq!((e.line, e.key.as_str()), (15, "discovery.enabled"), "{e}");
+        assert!(e.msg.contains("interfaces is empty"), "{e}");
+        let e = bad("interfaces = [\"eth0\"]\ninterval_secs = 0\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (16, "discovery.interval_secs"),
+            "{e}"
+        );
+        let e = bad("interval_secs = 3601\n");
+        assert_eq!(e.key, "discovery.interval_secs", "{e}");
+        let e = bad("port = 0\n");
+        assert_eq!((e.line, e.key.as_str()), (15, "discovery.port"), "{e}");
+        let e = bad("port = 70000\n");
+        assert_eq!(e.key, "discovery.port", "{e}");
+        let e = bad("accept = \"everyone\"\n");
+        assert_eq!((e.line, e.key.as_str()), (15, "discovery.accept"), "{e}");
+        let e = bad("enabled = \"yes\"\n");
+        assert_eq!(e.key, "discovery.enabled", "{e}");
+        let e = bad("bogus = 1\n");
+        assert_eq!((e.line, e.key.as_str()), (15, "discovery.bogus"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/bc/x.toml:15: discovery.bogus: "),
+            "{e}"
+        );
     }
 
     #[test]

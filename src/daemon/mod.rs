@@ -3,6 +3,7 @@
 //! moves bytes and instants between the OS and the node.
 
 pub mod control;
+pub mod discovery;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

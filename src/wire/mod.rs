@@ -2,6 +2,7 @@
 //! reading and never panic on any input.
 
 pub mod channel;
+pub mod discovery;
 pub mod mesh;
 pub mod outer;
 pub mod routing;

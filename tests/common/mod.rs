@@ -123,6 +123,39 @@ impl Lab {
         (ia, ib)
     }
 
+    /// Put a Linux bridge in namespace `br_ns` and join each `(namespace, address)` to it with
+    /// a veth pair (198.18.0.0/15 only). Returns the member-side interface names, in order.
+    pub fn bridge(&mut self, br_ns: &str, members: &[(&str, &str)]) -> Vec<String> {
+        let br = format!("{}br", self.prefix);
+        assert!(br.len() <= 15, "interface name {br} too long");
+        sh(&["ip", "-n", br_ns, "link", "add", &br, "type", "bridge"]);
+        sh(&["ip", "-n", br_ns, "link", "set", &br, "up"]);
+        let mut names = Vec::new();
+        for (ns, addr) in members {
+            assert!(
+                addr.starts_with("198.18.") || addr.starts_with("198.19."),
+                "underlay must be 198.18.0.0/15"
+            );
+            self.links += 1;
+            let (member, port) = (
+                format!("{}v{}a", self.prefix, self.links),
+                format!("{}v{}b", self.prefix, self.links),
+            );
+            assert!(member.len() <= 15, "interface name {member} too long");
+            sh(&[
+                "ip", "link", "add", &member, "type", "veth", "peer", "name", &port,
+            ]);
+            sh(&["ip", "link", "set", &member, "netns", ns]);
+            sh(&["ip", "link", "set", &port, "netns", br_ns]);
+            sh(&["ip", "-n", br_ns, "link", "set", &port, "master", &br]);
+            sh(&["ip", "-n", br_ns, "link", "set", &port, "up"]);
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", &member]);
+            sh(&["ip", "-n", ns, "link", "set", &member, "up"]);
+            names.push(member);
+        }
+        names
+    }
+
     /// Write a node config (via `bitcloud init`) for namespace `ns`, listening on `listen`.
     pub fn node(&self, ns: &str, tag: &str, listen: &str) -> Node {
         let dir = self.dir.join(tag);

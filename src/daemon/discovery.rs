@@ -1,0 +1,646 @@
+//! LAN discovery I/O (DESIGN.md §4, docs/discovery.md): sends a signed beacon to
+//! [`BEACON_GROUP`] on each configured interface at start and every interval, and reports
+//! verified senders as [`Discovered`]. Invariants: one socket per interface, bound to that
+//! interface by index, TTL 1, multicast loop off; a sender is reported only after its beacon's
+//! signature checks and only if its counter is newer than the last one accepted for its id;
+//! our own id is never reported; a missing interface or one without IPv4 is logged and retried
+//! every interval, never fatal. Which beacons to report is decided by the socket-free
+//! [`Tracker`]; this module's `run` only moves datagrams and instants.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::num::NonZeroU32;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::config::{DiscoveryAccept, DiscoveryConfig};
+use crate::identity::{Identity, NodeId};
+pub use crate::wire::discovery::{BEACON_GROUP, BEACON_PORT};
+use crate::wire::discovery::{Beacon, BeaconError};
+
+/// A sender already reported is reported again after this long, even if nothing changed.
+pub const REPORT_REFRESH: Duration = Duration::from_secs(60);
+/// A sender not heard from for this long is forgotten (its counter with it).
+pub const FORGET_AFTER: Duration = Duration::from_secs(180);
+/// At most this many senders are remembered; beyond it the least recently heard is dropped.
+pub const MAX_TRACKED: usize = 1024;
+/// Receive buffer: longer than a beacon, so oversized datagrams are seen as such.
+const RECV_BUF: usize = 512;
+
+/// A neighbour found on the LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// Its node id (proven by the beacon's signature).
+    pub id: NodeId,
+    /// Its UDP endpoint: the beacon's source IPv4 address with the beacon's port.
+    pub endpoint: SocketAddr,
+    /// The interface the beacon arrived on.
+    pub interface: String,
+}
+
+/// Why a received datagram was not reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    /// Not a well-formed beacon.
+    #[error("malformed beacon: {0}")]
+    Malformed(#[from] BeaconError),
+    /// The source address cannot be an endpoint (unspecified, multicast or broadcast).
+    #[error("unusable source address {0}")]
+    BadSource(Ipv4Addr),
+    /// Our own beacon.
+    #[error("our own beacon")]
+    Own,
+    /// `accept = "configured"` and the sender is not a configured peer.
+    #[error("sender {0} is not a configured peer")]
+    NotConfigured(NodeId),
+    /// The counter is not newer than the last accepted one for this id (replay or duplicate).
+    #[error("stale counter {counter} from {id} (have {newest})")]
+    Stale {
+        /// The sender.
+        id: NodeId,
+        /// The beacon's counter.
+        counter: u64,
+        /// The newest counter accepted for it.
+        newest: u64,
+    },
+    /// The signature does not verify under the claimed id.
+    #[error("bad signature for {0}")]
+    BadSignature(NodeId),
+}
+
+struct Seen {
+    counter: u64,
+    endpoint: SocketAddr,
+    heard: Instant,
+    reported: Instant,
+}
+
+/// Socket-free state of the receive side: filters, verifies and deduplicates beacons.
+pub struct Tracker {
+    own: NodeId,
+    accept: DiscoveryAccept,
+    configured: HashSet<NodeId>,
+    seen: HashMap<NodeId, Seen>,
+}
+
+impl Tracker {
+    /// A tracker for node `own`, reporting per `accept` (`configured` lists the `[[peer]]` ids).
+    pub fn new(
+        own: NodeId,
+        accept: DiscoveryAccept,
+        configured: impl IntoIterator<Item = NodeId>,
+    ) -> Self {
+        Tracker {
+            own,
+            accept,
+            configured: configured.into_iter().collect(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Handle one datagram from `src` on `interface`: `Ok(Some(_))` to report, `Ok(None)` for
+    /// a valid fresh beacon with nothing new, `Err(_)` for one that is ignored.
+    pub fn on_datagram(
+        &mut self,
+        bytes: &[u8],
+        src: SocketAddrV4,
+        interface: &str,
+        now: Instant,
+    ) -> Result<Option<Discovered>, Ignored> {
+        let b = Beacon::decode(bytes)?;
+        let ip = *src.ip();
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(Ignored::BadSource(ip));
+        }
+        if b.id == self.own {
+            return Err(Ignored::Own);
+        }
+        if self.accept == DiscoveryAccept::Configured && !self.configured.contains(&b.id) {
+            return Err(Ignored::NotConfigured(b.id));
+        }
+        // Cheap checks first: a replayed or duplicate beacon costs no signature check.
+        if let Some(s) = self.seen.get(&b.id)
+            && b.counter <= s.counter
+        {
+            return Err(Ignored::Stale {
+                id: b.id,
+                counter: b.counter,
+                newest: s.counter,
+            });
+        }
+        if !b.verify() {
+            return Err(Ignored::BadSignature(b.id));
+        }
+        let endpoint = SocketAddr::V4(SocketAddrV4::new(ip, b.port));
+        let report = Discovered {
+            id: b.id,
+            endpoint,
+            interface: interface.to_string(),
+        };
+        if let Some(s) = self.seen.get_mut(&b.id) {
+            s.counter = b.counter;
+            s.heard = now;
+            if s.endpoint == endpoint && now.saturating_duration_since(s.reported) < REPORT_REFRESH
+            {
+                return Ok(None);
+            }
+            s.endpoint = endpoint;
+            s.reported = now;
+            return Ok(Some(report));
+        }
+        if self.seen.len() >= MAX_TRACKED
+            && let Some(oldest) = self
+                .seen
+                .iter()
+                .min_by_key(|(_, s)| s.heard)
+                .map(|(id, _)| *id)
+        {
+            self.seen.remove(&oldest);
+        }
+        self.seen.insert(
+            b.id,
+            Seen {
+                counter: b.counter,
+                endpoint,
+                heard: now,
+                reported: now,
+            },
+        );
+        Ok(Some(report))
+    }
+
+    /// Forget senders not heard from for [`FORGET_AFTER`].
+    pub fn expire(&mut self, now: Instant) {
+        self.seen
+            .retain(|_, s| now.saturating_duration_since(s.heard) < FORGET_AFTER);
+    }
+
+    /// How many senders are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no sender is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// The next beacon counter: milliseconds since the Unix epoch, but always above `prev`.
+pub fn next_counter(prev: u64, unix_millis: u64) -> u64 {
+    prev.saturating_add(1).max(unix_millis)
+}
+
+/// One configured interface and, while it is usable, its beacon socket.
+struct Link {
+    name: String,
+    open: Option<Open>,
+    /// The last problem logged, so each is warned about once, not every interval.
+    problem: Option<String>,
+}
+
+struct Open {
+    ifindex: u32,
+    addr: Ipv4Addr,
+    socket: UdpSocket,
+}
+
+impl Link {
+    fn trouble(&mut self, what: String) {
+        if self.problem.as_deref() != Some(what.as_str()) {
+            tracing::warn!(interface = %self.name, "discovery: {what}; retrying every interval");
+            self.problem = Some(what);
+        }
+    }
+
+    fn fine(&mut self) {
+        if self.problem.take().is_some()
+            && let Some(o) = &self.open
+        {
+            tracing::info!(interface = %self.name, addr = %o.addr, "discovery: beaconing");
+        }
+    }
+}
+
+/// What the kernel says about an interface: its index, whether it is up, its first IPv4.
+struct IfState {
+    ifindex: u32,
+    up: bool,
+    addr: Option<Ipv4Addr>,
+}
+
+/// Interfaces of the calling thread's network namespace (netlink via getifaddrs). Not
+/// `/sys/class/net`: that shows the namespace sysfs was mounted in, which differs from the
+/// thread's after `setns`.
+fn scan() -> nix::Result<HashMap<String, IfState>> {
+    let mut out: HashMap<String, IfState> = HashMap::new();
+    for a in nix::ifaddrs::getifaddrs()? {
+        let e = out.entry(a.interface_name.clone()).or_insert(IfState {
+            ifindex: 0,
+            up: false,
+            addr: None,
+        });
+        e.up |= a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        let Some(sa) = a.address else { continue };
+        if let Some(link) = sa.as_link_addr() {
+            e.ifindex = u32::try_from(link.ifindex()).unwrap_or(0);
+        } else if let Some(v4) = sa.as_sockaddr_in()
+            && e.addr.is_none()
+        {
+            e.addr = Some(v4.ip());
+        }
+    }
+    Ok(out)
+}
+
+/// A beacon socket on one interface: bound to it by index and to the group, joined, TTL 1,
+/// loop off, sending from `addr`.
+fn open_socket(ifindex: u32, addr: Ipv4Addr, port: u16) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind_device_by_index_v4(NonZeroU32::new(ifindex))?;
+    // Bound to the group address: unicast datagrams to this port are not delivered here.
+    s.bind(&SocketAddrV4::new(BEACON_GROUP, port).into())?;
+    s.join_multicast_v4_n(&BEACON_GROUP, &InterfaceIndexOrAddress::Index(ifindex))?;
+    s.set_multicast_all_v4(false)?;
+    s.set_multicast_if_v4(&addr)?;
+    s.set_multicast_ttl_v4(1)?;
+    s.set_multicast_loop_v4(false)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+/// Bring each link's socket in line with the interface as it is now.
+fn refresh(links: &mut [Link], port: u16) {
+    let ifs = match scan() {
+        Ok(ifs) => ifs,
+        Err(e) => {
+            tracing::warn!("discovery: listing interfaces: {e}");
+            return;
+        }
+    };
+    for l in links {
+        let Some(st) = ifs.get(&l.name) else {
+            l.open = None;
+            l.trouble("interface does not exist".into());
+            continue;
+        };
+        let Some(addr) = st.addr else {
+            l.open = None;
+            l.trouble("interface has no IPv4 address".into());
+            continue;
+        };
+        if !st.up {
+            l.open = None;
+            l.trouble("interface is down".into());
+            continue;
+        }
+        if st.ifindex == 0 {
+            // Index 0 would mean "no device" to SO_BINDTOIFINDEX: never bind unscoped.
+            l.open = None;
+            l.trouble("interface index unknown".into());
+            continue;
+        }
+        if l.open
+            .as_ref()
+            .is_some_and(|o| o.ifindex == st.ifindex && o.addr == addr)
+        {
+            continue;
+        }
+        match open_socket(st.ifindex, addr, port) {
+            Ok(socket) => {
+                tracing::info!(interface = %l.name, %addr, ifindex = st.ifindex, "discovery: beaconing");
+                l.open = Some(Open {
+                    ifindex: st.ifindex,
+                    addr,
+                    socket,
+                });
+                l.problem = None;
+            }
+            Err(e) => {
+                l.open = None;
+                l.trouble(format!("opening beacon socket: {e}"));
+            }
+        }
+    }
+}
+
+/// Wait for a datagram on any open link: (link index, length, source).
+async fn recv_any(
+    links: &[Link],
+    buf: &mut [u8],
+    start: usize,
+) -> (usize, usize, SocketAddr, std::io::Result<()>) {
+    std::future::poll_fn(|cx| {
+        let n = links.len();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(o) = links.get(i).and_then(|l| l.open.as_ref()) else {
+                continue;
+            };
+            let mut rb = ReadBuf::new(buf);
+            match o.socket.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(src)) => return Poll::Ready((i, rb.filled().len(), src, Ok(()))),
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready((i, 0, SocketAddr::from(([0, 0, 0, 0], 0)), Err(e)));
+                }
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Run LAN discovery until `tx` is closed: beacon that this node (`identity`) listens on UDP
+/// `listen_port`, and send every neighbour found to `tx`. `configured` are the `[[peer]]` ids
+/// (used when `accept = "configured"`). Returns at once if `cfg.enabled` is false. Spawn it
+/// (`tokio::spawn`); it runs on the caller's runtime and never blocks a thread. Errors only on
+/// arguments no valid config produces.
+pub async fn run(
+    cfg: DiscoveryConfig,
+    identity: Identity,
+    listen_port: u16,
+    configured: Vec<NodeId>,
+    tx: mpsc::Sender<Discovered>,
+) -> anyhow::Result<()> {
+    if !cfg.enabled {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        listen_port != 0,
+        "discovery: listen port 0 cannot be advertised"
+    );
+    anyhow::ensure!(cfg.port != 0, "discovery: beacon port 0");
+    anyhow::ensure!(!cfg.interval.is_zero(), "discovery: zero interval");
+    let mut links: Vec<Link> = cfg
+        .interfaces
+        .iter()
+        .map(|name| Link {
+            name: name.clone(),
+            open: None,
+            problem: None,
+        })
+        .collect();
+    let mut tracker = Tracker::new(identity.id(), cfg.accept, configured);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counter = 0u64;
+    let mut buf = [0u8; RECV_BUF];
+    let mut start = 0usize;
+    tracing::info!(id = %identity.id(), port = cfg.port, interval = ?cfg.interval, interfaces = ?cfg.interfaces, "discovery: started");
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return Ok(()),
+            _ = tick.tick() => {
+                refresh(&mut links, cfg.port);
+                counter = next_counter(counter, unix_millis());
+                let beacon = Beacon::sign(&identity, listen_port, counter).encode();
+                let dst = SocketAddrV4::new(BEACON_GROUP, cfg.port);
+                for l in &mut links {
+                    let Some(o) = &l.open else { continue };
+                    match o.socket.send_to(&beacon, dst).await {
+                        Ok(_) => l.fine(),
+                        Err(e) => l.trouble(format!("sending beacon: {e}")),
+                    }
+                }
+                tracker.expire(Instant::now());
+            }
+            (i, n, src, r) = recv_any(&links, &mut buf, start) => {
+                start = i.wrapping_add(1);
+                let name = links.get(i).map_or("?", |l| l.name.as_str());
+                if let Err(e) = r {
+                    tracing::debug!(interface = %name, "discovery: receive: {e}");
+                    continue;
+                }
+                let SocketAddr::V4(src) = src else { continue };
+                let data = buf.get(..n).unwrap_or_default();
+                match tracker.on_datagram(data, src, name, Instant::now()) {
+                    Ok(Some(d)) => {
+                        tracing::debug!(id = %d.id, endpoint = %d.endpoint, interface = %d.interface, "discovery: neighbour");
+                        if tx.send(d).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::trace!(%src, interface = %name, "discovery: ignored: {e}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::discovery::BEACON_LEN;
+
+    fn ident(n: u8) -> Identity {
+        Identity::from_secret([n; 32])
+    }
+
+    /// A distinct id that never signs anything (not a key we hold).
+    fn fake_id(k: usize) -> NodeId {
+        let mut id = [0xaa; 32];
+        id[..8].copy_from_slice(&(k as u64).to_be_bytes());
+        NodeId(id)
+    }
+
+    fn src(last: u8) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, last), BEACON_PORT)
+    }
+
+    fn beacon(n: u8, port: u16, counter: u64) -> [u8; BEACON_LEN] {
+        Beacon::sign(&ident(n), port, counter).encode()
+    }
+
+    #[test]
+    fn reports_sender_with_source_address_and_beacon_port() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(ident(1).id(), DiscoveryAccept::Any, []);
+        let d = t
+            .on_datagram(&beacon(2, 40000, 10), src(2), "eth0", t0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id, ident(2).id());
+        assert_eq!(d.endpoint, "198.18.0.2:40000".parse().unwrap());
+        assert_eq!(d.interface, "eth0");
+        // A newer beacon with nothing changed is quiet until the refresh time.
+        assert_eq!(
+            t.on_datagram(&beacon(2, 40000, 11), src(2), "eth0", t0),
+            Ok(None)
+        );
+        let later = t0 + REPORT_REFRESH;
+        assert!(
+            t.on_datagram(&beacon(2, 40000, 12), src(2), "eth0", later)
+                .unwrap()
+                .is_some()
+        );
+        // A new address or port is reported at once.
+        let d = t
+            .on_datagram(&beacon(2, 40000, 13), src(9), "eth0", later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.endpoint, "198.18.0.9:40000".parse().unwrap());
+        let d = t
+            .on_datagram(&beacon(2, 40001, 14), src(9), "eth0", later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.endpoint.port(), 40001);
+    }
+
+    #[test]
+    fn stale_replayed_own_and_forged_beacons_are_ignored() {
+        let t0 = Instant::now();
+        let me = ident(1);
+        let mut t = Tracker::new(me.id(), DiscoveryAccept::Any, []);
+        assert_eq!(
+            t.on_datagram(&beacon(1, 51820, 5), src(1), "eth0", t0),
+            Err(Ignored::Own)
+        );
+        assert!(
+            t.on_datagram(&beacon(2, 51820, 5), src(2), "eth0", t0)
+                .unwrap()
+                .is_some()
+        );
+        // The same beacon replayed from elsewhere, and an older one: stale, not reported.
+        for c in [5, 4] {
+            assert_eq!(
+                t.on_datagram(&beacon(2, 51820, c), src(66), "eth0", t0),
+                Err(Ignored::Stale {
+                    id: ident(2).id(),
+                    counter: c,
+                    newest: 5
+                })
+            );
+        }
+        // Someone else's id with our signature.
+        let mut forged = Beacon::sign(&ident(3), 51820, 6);
+        forged.id = ident(2).id();
+        assert_eq!(
+            t.on_datagram(&forged.encode(), src(3), "eth0", t0),
+            Err(Ignored::BadSignature(ident(2).id()))
+        );
+        // Garbage and unusable sources.
+        assert!(matches!(
+            t.on_datagram(b"BCLD", src(3), "eth0", t0),
+            Err(Ignored::Malformed(BeaconError::Truncated { have: 4 }))
+        ));
+        for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, BEACON_GROUP] {
+            assert_eq!(
+                t.on_datagram(&beacon(4, 51820, 1), SocketAddrV4::new(ip, 1), "eth0", t0),
+                Err(Ignored::BadSource(ip))
+            );
+        }
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn accept_configured_reports_only_peers() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(ident(1).id(), DiscoveryAccept::Configured, [ident(2).id()]);
+        assert!(
+            t.on_datagram(&beacon(2, 51820, 1), src(2), "eth0", t0)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            t.on_datagram(&beacon(3, 51820, 1), src(3), "eth0", t0),
+            Err(Ignored::NotConfigured(ident(3).id()))
+        );
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn forgotten_senders_are_reported_afresh_and_memory_is_bounded() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(ident(1).id(), DiscoveryAccept::Any, []);
+        assert!(
+            t.on_datagram(&beacon(2, 51820, 9), src(2), "eth0", t0)
+                .unwrap()
+                .is_some()
+        );
+        t.expire(t0 + FORGET_AFTER - Duration::from_secs(1));
+        assert_eq!(t.len(), 1);
+        t.expire(t0 + FORGET_AFTER);
+        assert!(t.is_empty());
+        // After forgetting, even a lower counter (a node whose clock went back) is accepted.
+        let later = t0 + FORGET_AFTER;
+        assert!(
+            t.on_datagram(&beacon(2, 51820, 1), src(2), "eth0", later)
+                .unwrap()
+                .is_some()
+        );
+
+        // Fill to the cap with synthetic entries, then one more: the oldest is evicted.
+        let mut t = Tracker::new(ident(1).id(), DiscoveryAccept::Any, []);
+        for k in 0..MAX_TRACKED {
+            let id = fake_id(k);
+            t.seen.insert(
+                id,
+                Seen {
+                    counter: 1,
+                    endpoint: "198.18.0.1:1".parse().unwrap(),
+                    heard: t0 + Duration::from_millis(k as u64 + 1),
+                    reported: t0,
+                },
+            );
+        }
+        let oldest = fake_id(0);
+        assert!(t.seen.contains_key(&oldest));
+        let now = t0 + Duration::from_secs(5);
+        assert!(
+            t.on_datagram(&beacon(2, 51820, 1), src(2), "eth0", now)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(t.len(), MAX_TRACKED);
+        assert!(!t.seen.contains_key(&oldest));
+        assert!(t.seen.contains_key(&ident(2).id()));
+    }
+
+    #[test]
+    fn counter_is_time_but_monotonic() {
+        assert_eq!(next_counter(0, 1_000), 1_000);
+        assert_eq!(next_counter(1_000, 1_000), 1_001);
+        assert_eq!(next_counter(5_000, 1_000), 5_001); // clock went back
+        assert_eq!(next_counter(u64::MAX, 0), u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn disabled_returns_at_once_and_closed_channel_stops() {
+        let (tx, rx) = mpsc::channel(1);
+        run(DiscoveryConfig::default(), ident(1), 51820, vec![], tx)
+            .await
+            .unwrap();
+        drop(rx);
+        // Enabled on an interface that does not exist: warns, keeps going, stops when the
+        // receiver is gone.
+        let (tx, rx) = mpsc::channel(1);
+        let cfg = DiscoveryConfig {
+            enabled: true,
+            interfaces: vec!["bcnosuchif0".into()],
+            ..DiscoveryConfig::default()
+        };
+        let task = tokio::spawn(run(cfg, ident(1), 51820, vec![], tx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished());
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
