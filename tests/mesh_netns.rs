@@ -413,3 +413,52 @@ fn rogue_id_str(st: &serde_json::Value, c_id: &str) -> serde_json::Value {
         .find(|id| id != c_id)
         .unwrap_or_default()
 }
+
+#[test]
+fn three_nodes_on_a_bridge_find_each_other_by_discovery_and_route() {
+    if !root_or_skip("three_nodes_on_a_bridge_find_each_other_by_discovery_and_route") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (br, a_ns, b_ns, c_ns) = (lab.ns("x"), lab.ns("a"), lab.ns("b"), lab.ns("c"));
+    let ifs = lab.bridge(
+        &br,
+        &[
+            (&a_ns, "198.18.0.1/24"),
+            (&b_ns, "198.18.0.2/24"),
+            (&c_ns, "198.18.0.3/24"),
+        ],
+    );
+    let mut nodes: Vec<Node> = [&a_ns, &b_ns, &c_ns]
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(ns, tag)| lab.node(ns, tag, "0.0.0.0:51820"))
+        .collect();
+    for (n, ifname) in nodes.iter().zip(&ifs) {
+        // No [[peer]] at all: neighbours come only from beacons.
+        n.append_config(&format!(
+            "\n[discovery]\nenabled = true\ninterfaces = [\"{ifname}\"]\ninterval_secs = 1\n"
+        ));
+    }
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for (i, j) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
+        let t = nodes[i].wait_ping(nodes[j].ipv6, Duration::from_secs(15));
+        assert!(
+            t.is_some(),
+            "{} reaches {} after discovery",
+            nodes[i].ns,
+            nodes[j].ns
+        );
+    }
+    let peers = nodes[0].query("peers");
+    let found: Vec<_> = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["found"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(found, ["discovery", "discovery"], "{peers}");
+    assert!(nodes[0].ping(nodes[1].ipv4, 2));
+}

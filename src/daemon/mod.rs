@@ -76,6 +76,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     node.start(started);
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
+    let (disc_tx, mut disc_rx) = mpsc::channel(64);
+    let disc_task = tokio::spawn(discovery::run(
+        cfg.discovery.clone(),
+        Identity::from_secret(identity.secret()),
+        cfg.listen.port(),
+        cfg.peers.iter().map(|p| p.id).collect(),
+        disc_tx,
+    ));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
@@ -117,6 +125,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     node.handle_timeout(now);
                 }
             }
+            Some(d) = disc_rx.recv() => {
+                if node.discovered(d.id, d.endpoint, Instant::now()) {
+                    tracing::info!(peer = %d.id, endpoint = %d.endpoint, interface = %d.interface, "discovered neighbour");
+                }
+            }
             Some(req) = ctl_rx.recv() => {
                 let answer = answer(&cfg, &node, started, &req.body);
                 let _ = req.reply.send(answer);
@@ -130,6 +143,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     ctl_task.abort();
+    disc_task.abort();
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
 }
