@@ -75,3 +75,15 @@ impl Drops {
         self.0.iter().sum()
     }
 }
+
+impl From<crate::session::keypair::OpenError> for DropReason {
+    fn from(e: crate::session::keypair::OpenError) -> Self {
+        use crate::session::keypair::OpenError;
+        match e {
+            OpenError::Decrypt => DropReason::DecryptFailed,
+            OpenError::Replayed => DropReason::Replayed,
+            OpenError::TooOld => DropReason::TooOld,
+            OpenError::Exhausted => DropReason::ExpiredKey,
+        }
+    }
+}

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Lab, Node, in_netns, root_or_skip};
-use sha2::{Digest, Sha256};
 
 /// Build nodes on `links` (pairs of node indices with their /30 subnet's two addresses).
 fn mesh(lab: &mut Lab, n: usize, links: &[(usize, usize)]) -> Vec<Node> {
@@ -47,8 +44,6 @@ fn mesh(lab: &mut Lab, n: usize, links: &[(usize, usize)]) -> Vec<Node> {
     nodes
 }
 
-/// Stream `len` pseudo-random bytes (or for `dur`) from `from` to `to`'s overlay address and
-/// compare hashes; the server records (time, bytes) of every read.
 fn tcp_transfer(
     from: &Node,
     to: &Node,
@@ -56,7 +51,7 @@ fn tcp_transfer(
     len: Option<usize>,
     dur: Duration,
 ) -> (usize, Vec<(Instant, usize)>) {
-    tcp_transfer_to(from, to, SocketAddr::new(to.ipv6, port), len, dur)
+    common::tcp_transfer(&from.ns, &to.ns, SocketAddr::new(to.ipv6, port), len, dur)
 }
 
 fn tcp_transfer_to(
@@ -66,54 +61,7 @@ fn tcp_transfer_to(
     len: Option<usize>,
     dur: Duration,
 ) -> (usize, Vec<(Instant, usize)>) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let log2 = log.clone();
-    let server = in_netns(&to.ns, move || {
-        let l = TcpListener::bind(listen).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (mut h, mut n, mut buf) = (Sha256::new(), 0usize, vec![0u8; 1 << 16]);
-        loop {
-            let k = s.read(&mut buf).expect("connection survived");
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k;
-            log2.lock().unwrap().push((Instant::now(), k));
-        }
-        (n, h.finalize().to_vec())
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let client = in_netns(&from.ns, move || {
-        let mut s = TcpStream::connect_timeout(&listen, Duration::from_secs(5)).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (mut h, mut rng, mut buf) = (Sha256::new(), 0x9e37_79b9_u64, vec![0u8; 1 << 14]);
-        let (t0, mut sent) = (Instant::now(), 0usize);
-        while len.map_or(t0.elapsed() < dur, |l| sent < l) {
-            for c in buf.chunks_mut(8) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                c.copy_from_slice(&rng.to_le_bytes());
-            }
-            s.write_all(&buf).expect("connection survived");
-            h.update(&buf);
-            sent += buf.len();
-            if len.is_none() {
-                // Paced, so the test measures continuity rather than fills buffers.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        (sent, h.finalize().to_vec())
-    });
-    let (sent, sh) = client.join().expect("client");
-    let (got, gh) = server.join().expect("server");
-    assert_eq!(got, sent, "byte count");
-    assert_eq!(gh, sh, "hash");
-    let log = log.lock().unwrap().clone();
-    (got, log)
+    common::tcp_transfer(&from.ns, &to.ns, listen, len, dur)
 }
 
 #[test]

@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Lab, Node, drop_count, in_netns, peer_u64, root_or_skip};
-use sha2::{Digest, Sha256};
 
 /// Two nodes on one veth, configured as each other's peer, running.
 fn pair(lab: &mut Lab, extra: &str) -> (Node, Node) {
@@ -23,17 +21,6 @@ fn pair(lab: &mut Lab, extra: &str) -> (Node, Node) {
     a.start();
     b.start();
     (a, b)
-}
-
-/// Wait up to `limit` for a single ping to succeed; returns how long it took.
-fn until_ping(from: &Node, dst: std::net::IpAddr, limit: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if common::ping(&from.ns, dst, 1, "0.2") {
-            return Some(t0.elapsed());
-        }
-    }
-    None
 }
 
 #[test]
@@ -52,46 +39,14 @@ fn ping_both_ways_and_100mb_tcp_arrives_intact() {
     let kernel_before = (common::tun_counters(&b.ns).0, common::tun_counters(&a.ns).1);
 
     const LEN: usize = 100 * 1024 * 1024;
-    let listen = SocketAddr::new(b.ipv6, 5001);
-    let server = in_netns(&b.ns, move || {
-        let l = TcpListener::bind(listen).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (mut h, mut n, mut buf) = (Sha256::new(), 0usize, vec![0u8; 1 << 16]);
-        loop {
-            let k = s.read(&mut buf).unwrap();
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k;
-        }
-        (n, h.finalize().to_vec())
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let client = in_netns(&a.ns, move || {
-        let mut s = TcpStream::connect_timeout(&listen, Duration::from_secs(5)).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (mut h, mut rng, mut buf) = (Sha256::new(), 0x9e37_79b9_u64, vec![0u8; 1 << 16]);
-        let mut sent = 0;
-        while sent < LEN {
-            for c in buf.chunks_mut(8) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                c.copy_from_slice(&rng.to_le_bytes());
-            }
-            s.write_all(&buf).unwrap();
-            h.update(&buf);
-            sent += buf.len();
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        (sent, h.finalize().to_vec())
-    });
-    let (sent, sent_hash) = client.join().expect("client");
-    let (got, got_hash) = server.join().expect("server");
-    assert_eq!(got, sent);
-    assert_eq!(got_hash, sent_hash, "100 MB arrived altered");
+    let (got, _) = common::tcp_transfer(
+        &a.ns,
+        &b.ns,
+        SocketAddr::new(b.ipv6, 5001),
+        Some(LEN),
+        Duration::ZERO,
+    );
+    assert_eq!(got, LEN, "100 MB arrived intact (hashes compared)");
 
     // Counters: what A says it sent is what B says it received; both agree within 5 % with
     // the kernel's own TUN counters, and cover the payload plus TCP/IPv6 headers (~5.3 %).
@@ -125,7 +80,7 @@ fn kill9_and_restart_resumes_within_5s() {
     b.start();
     let left = Duration::from_secs(5).saturating_sub(t0.elapsed());
     assert!(
-        until_ping(&a, b.ipv4, left).is_some(),
+        a.wait_ping(b.ipv4, left).is_some(),
         "traffic did not resume within 5 s of restart"
     );
     eprintln!("traffic resumed {:?} after the restart began", t0.elapsed());
@@ -179,7 +134,7 @@ fn roaming_underlay_address_change() {
     ]);
     // The roaming side speaks first (as a WireGuard client would); A follows it.
     assert!(
-        until_ping(&b, a.ipv4, Duration::from_secs(5)).is_some(),
+        b.wait_ping(a.ipv4, Duration::from_secs(5)).is_some(),
         "B -> A after B moved"
     );
     assert!(a.ping(b.ipv6, 2), "A -> B after B moved");

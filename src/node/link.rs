@@ -9,7 +9,6 @@ use super::{Node, Transmit, UdpOut, ip_src_dst};
 use crate::drops::DropReason;
 use crate::session::aead::TransportAead;
 use crate::session::handshake::{self, HandshakeError};
-use crate::session::keypair::OpenError;
 use crate::wire::outer::{self, Kind, TRANSPORT_HEADER_LEN};
 
 /// Where a link frame's plaintext starts in its datagram.
@@ -53,13 +52,7 @@ impl<A: TransportAead> Node<A> {
         let n = match peer.open(&h, msg, from, now, &timers) {
             Ok(n) => n,
             Err(e) => {
-                let r = match e {
-                    OpenError::Decrypt => DropReason::DecryptFailed,
-                    OpenError::Replayed => DropReason::Replayed,
-                    OpenError::TooOld => DropReason::TooOld,
-                    OpenError::Exhausted => DropReason::ExpiredKey,
-                };
-                self.drop_for(Some(pi), r);
+                self.drop_for(Some(pi), e.into());
                 return UdpOut::None;
             }
         };

@@ -14,7 +14,6 @@ use crate::drops::DropReason;
 use crate::identity::NodeId;
 use crate::session::aead::TransportAead;
 use crate::session::handshake::{self, PeerKeys};
-use crate::session::keypair::OpenError;
 use crate::session::peer::Peer;
 use crate::wire::mesh::{self, DEFAULT_TTL, MESH_HEADER_LEN, MeshHeader};
 use crate::wire::outer::{self, Kind, Message, TRANSPORT_HEADER_LEN};
@@ -218,12 +217,7 @@ impl<A: TransportAead> Node<A> {
         let k = match e.open(&h, m, ROUTED, now, &timers) {
             Ok(k) => k,
             Err(err) => {
-                self.drops.add(match err {
-                    OpenError::Decrypt => DropReason::DecryptFailed,
-                    OpenError::Replayed => DropReason::Replayed,
-                    OpenError::TooOld => DropReason::TooOld,
-                    OpenError::Exhausted => DropReason::ExpiredKey,
-                });
+                self.drops.add(err.into());
                 return None;
             }
         };

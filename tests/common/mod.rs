@@ -2,7 +2,11 @@
 //! `bitcloud up` daemons, and cleanup by name and PID even when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the lab
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -456,4 +460,64 @@ pub fn tun_counters(ns: &str) -> (u64, u64) {
         st["rx"]["bytes"].as_u64().unwrap(),
         st["tx"]["bytes"].as_u64().unwrap(),
     )
+}
+
+/// Stream `len` pseudo-random bytes (or, with `len` None, paced for `dur`) over TCP from
+/// namespace `from_ns` to a server on `listen` in `to_ns`; asserts byte count and SHA-256 of
+/// both ends agree. Returns the bytes and the server's (time, bytes) log of every read.
+pub fn tcp_transfer(
+    from_ns: &str,
+    to_ns: &str,
+    listen: SocketAddr,
+    len: Option<usize>,
+    dur: Duration,
+) -> (usize, Vec<(Instant, usize)>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    let server = in_netns(to_ns, move || {
+        let l = TcpListener::bind(listen).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut h, mut n, mut buf) = (Sha256::new(), 0usize, vec![0u8; 1 << 16]);
+        loop {
+            let k = s.read(&mut buf).expect("connection survived");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+            log2.lock().unwrap().push((Instant::now(), k));
+        }
+        (n, h.finalize().to_vec())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let client = in_netns(from_ns, move || {
+        let mut s = TcpStream::connect_timeout(&listen, Duration::from_secs(5)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (mut h, mut rng, mut buf) = (Sha256::new(), 0x9e37_79b9_u64, vec![0u8; 1 << 14]);
+        let (t0, mut sent) = (Instant::now(), 0usize);
+        while len.map_or(t0.elapsed() < dur, |l| sent < l) {
+            for c in buf.chunks_mut(8) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                c.copy_from_slice(&rng.to_le_bytes());
+            }
+            s.write_all(&buf).expect("connection survived");
+            h.update(&buf);
+            sent += buf.len();
+            if len.is_none() {
+                // Paced, so the test measures continuity rather than fills buffers.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        (sent, h.finalize().to_vec())
+    });
+    let (sent, sh) = client.join().expect("client");
+    let (got, gh) = server.join().expect("server");
+    assert_eq!(got, sent, "byte count");
+    assert_eq!(gh, sh, "hash");
+    let log = log.lock().unwrap().clone();
+    (got, log)
 }
