@@ -87,3 +87,12 @@ impl From<crate::session::keypair::OpenError> for DropReason {
         }
     }
 }
+
+impl From<crate::session::peer::InitRefused> for DropReason {
+    fn from(e: crate::session::peer::InitRefused) -> Self {
+        match e {
+            crate::session::peer::InitRefused::Stale => DropReason::StaleInitiation,
+            crate::session::peer::InitRefused::Flood => DropReason::HandshakeFlood,
+        }
+    }
+}

@@ -114,12 +114,7 @@ impl<A: TransportAead> Node<A> {
             return;
         };
         if let Err(why) = peer.accept_initiation(r.timestamp, now) {
-            let reason = if why == "stale_initiation" {
-                DropReason::StaleInitiation
-            } else {
-                DropReason::HandshakeFlood
-            };
-            return self.drop_for(Some(pi), reason);
+            return self.drop_for(Some(pi), why.into());
         }
         let remote = r.remote_index;
         let idx = self.fresh_index();

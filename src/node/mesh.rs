@@ -259,8 +259,8 @@ impl<A: TransportAead> Node<A> {
         let (remote, ts) = (r.remote_index, r.timestamp);
         let idx = self.fresh_index();
         let Some(e) = self.e2e_peer(dest) else { return };
-        if e.accept_initiation(ts, now).is_err() {
-            return self.drops.add(DropReason::StaleInitiation);
+        if let Err(why) = e.accept_initiation(ts, now) {
+            return self.drops.add(why.into());
         }
         match handshake::respond(r, &e.keys, idx) {
             Ok((keys, resp)) => {

@@ -158,15 +158,15 @@ impl<A: TransportAead> Peer<A> {
     }
 
     /// Check an initiation's timestamp and rate; true if it may be answered.
-    pub fn accept_initiation(&mut self, ts: [u8; 12], now: Instant) -> Result<(), &'static str> {
+    pub fn accept_initiation(&mut self, ts: [u8; 12], now: Instant) -> Result<(), InitRefused> {
         if ts <= self.last_init_ts {
-            return Err("stale_initiation");
+            return Err(InitRefused::Stale);
         }
         if self
             .last_init_rx
             .is_some_and(|l| now.saturating_duration_since(l) < MIN_INITIATION_INTERVAL)
         {
-            return Err("handshake_flood");
+            return Err(InitRefused::Flood);
         }
         self.last_init_ts = ts;
         self.last_init_rx = Some(now);
@@ -402,6 +402,15 @@ impl<A: TransportAead> Peer<A> {
             .any(|k| k.local_index == idx)
             || self.pending_index() == Some(idx)
     }
+}
+
+/// Why an authenticated initiation is not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitRefused {
+    /// Its timestamp is not newer than the last one answered (a replay).
+    Stale,
+    /// Over the per-peer initiation rate.
+    Flood,
 }
 
 /// Timer work for one peer.
