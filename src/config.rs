@@ -61,6 +61,8 @@ pub struct Config {
     pub peers: Vec<PeerEntry>,
     /// LAN discovery (`[discovery]`).
     pub discovery: DiscoveryConfig,
+    /// Prices (`[pricing]`).
+    pub pricing: Pricing,
 }
 
 /// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
@@ -120,6 +122,32 @@ struct Raw {
     peer: Vec<RawPeer>,
     #[serde(default)]
     discovery: RawDiscovery,
+    #[serde(default)]
+    pricing: Pricing,
+}
+
+/// `[pricing]`: what this node bills for forwarding and what it will pay (units per MiB of
+/// the smallest cloudcoin unit; integers, never floats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pricing {
+    /// Our own fee for forwarding, added to every route we advertise.
+    pub fee_per_mib: u64,
+    /// Routes priced above this are never used (no limit if absent).
+    pub max_price_per_mib: Option<u64>,
+    /// How much one unit of price per MiB weighs against one unit of routing metric, in
+    /// thousandths (1000: a 256-cost hop is worth 256 units per MiB).
+    pub price_weight_milli: u64,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Pricing {
+            fee_per_mib: 0,
+            max_price_per_mib: None,
+            price_weight_milli: 1000,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -335,6 +363,7 @@ impl Config {
             timers,
             peers,
             discovery,
+            pricing: raw.pricing,
         })
     }
 }

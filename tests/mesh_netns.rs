@@ -98,6 +98,35 @@ fn chain_a_b_c_d_ping_and_50mb_tcp() {
         Duration::ZERO,
     );
     assert_eq!(got, 8 << 20);
+    // B raises its fee: the new price reaches A's route to D within seconds.
+    let p = common::sh(&[
+        common::BIN,
+        "price",
+        "--set",
+        "40",
+        "--json",
+        "-c",
+        n[1].cfg.to_str().unwrap(),
+    ]);
+    let p: serde_json::Value = serde_json::from_str(&p).unwrap();
+    assert_eq!(
+        (p["fee_per_mib"].as_u64(), p["price_epoch"].as_u64()),
+        (Some(40), Some(1))
+    );
+    let t0 = Instant::now();
+    let price_at_a = || {
+        let r = a.query("routes");
+        r["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["originator"] == d.id.as_str() && r["selected"] == true)
+            .and_then(|r| r["price"].as_u64())
+    };
+    while price_at_a() != Some(40) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(price_at_a(), Some(40), "A sees B's new price for D");
     let peers = n[1].query("peers");
     assert_eq!(peers["peers"].as_array().unwrap().len(), 2);
     // The relays B and C carried it; neither opened an end-to-end session for it.

@@ -133,3 +133,84 @@ fn oversized_routed_packet_gets_icmp_too_big() {
     // Node 0 wrote an ICMP error back to its own TUN.
     assert_eq!(net.nodes[0].delivered.len(), 1);
 }
+
+#[test]
+fn routing_prefers_the_cheaper_of_two_similar_paths() {
+    // 0 - 1 - 3 and 0 - 2 - 3; relay 1 charges 100 per MiB, relay 2 charges 10.
+    let mut net = Net::new(
+        4,
+        &[(0, 1), (1, 3), (0, 2), (2, 3)],
+        PERFECT,
+        Timers::default(),
+    );
+    let now = net.now;
+    net.nodes[1].node.set_fee(100, now);
+    net.nodes[2].node.set_fee(10, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    let d = ident(3).id();
+    assert_eq!(
+        net.nodes[0].node.router().next_hop(&d),
+        Some(ident(2).id()),
+        "cheaper relay 2"
+    );
+    // The prices swap: the route follows (the difference beats the hysteresis margin).
+    let now = net.now;
+    net.nodes[1].node.set_fee(10, now);
+    net.nodes[2].node.set_fee(100, now);
+    net.run(Duration::from_secs(10));
+    assert_eq!(
+        net.nodes[0].node.router().next_hop(&d),
+        Some(ident(1).id()),
+        "now relay 1 is cheaper"
+    );
+    let r = net.nodes[0]
+        .node
+        .router()
+        .routes(net.now)
+        .find(|r| r.selected && r.key.originator == d)
+        .unwrap();
+    assert_eq!(r.price_per_mib, 10, "the price A pays is relay 1's fee");
+}
+
+#[test]
+fn routing_keeps_a_much_better_path_over_a_slightly_cheaper_one() {
+    // 0 - 1 - 5 (two hops, relay 1 charges 100) and 0 - 2 - 3 - 4 - 5 (four hops, 10 each).
+    let mut net = Net::new(
+        6,
+        &[(0, 1), (1, 5), (0, 2), (2, 3), (3, 4), (4, 5)],
+        PERFECT,
+        Timers::default(),
+    );
+    let now = net.now;
+    net.nodes[1].node.set_fee(100, now);
+    for i in [2, 3, 4] {
+        net.nodes[i].node.set_fee(10, now);
+    }
+    net.start();
+    net.run(Duration::from_secs(15));
+    let d = ident(5).id();
+    assert_eq!(
+        net.nodes[0].node.router().next_hop(&d),
+        Some(ident(1).id()),
+        "quality wins when the cheap path is much worse"
+    );
+    // Node 2, next to the cheap path, prices it as the sum of the three fees downstream of 0.
+    let via3 = net.nodes[2]
+        .node
+        .router()
+        .routes(net.now)
+        .find(|r| r.key.originator == d && r.next_hop == ident(3).id());
+    assert_eq!(
+        via3.map(|r| r.price_per_mib),
+        Some(20),
+        "3 and 4 each add their fee of 10"
+    );
+    let r = net.nodes[0]
+        .node
+        .router()
+        .routes(net.now)
+        .find(|r| r.selected && r.key.originator == d)
+        .unwrap();
+    assert_eq!(r.price_per_mib, 100, "A pays relay 1's fee");
+}

@@ -68,6 +68,15 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show (or with --set, change) this node's forwarding fee per MiB.
+    Price {
+        /// New fee in the smallest cloudcoin unit per MiB; announced at once, new price epoch.
+        #[arg(long)]
+        set: Option<u64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show neighbours: endpoint, link quality, RTT, how they were found.
     Peers {
         /// Machine-readable output.
@@ -107,6 +116,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status { json } => query(&cli.config, "status", json, output::status),
         Cmd::Routes { json } => query(&cli.config, "routes", json, output::routes),
         Cmd::Peers { json } => query(&cli.config, "peers", json, output::peers),
+        Cmd::Price { set, json } => {
+            let cfg = Config::load(&cli.config)?;
+            let v = crate::daemon::control::call(
+                &cfg.control_socket,
+                &json!({ "cmd": "price", "set": set }),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", output::price(&v));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -187,3 +187,17 @@ pub fn peers(v: &Value) -> String {
     }
     table(&rows)
 }
+
+/// `bitcloud price` as text.
+pub fn price(v: &Value) -> String {
+    let max = if v["max_price_per_mib"].is_null() {
+        "no limit".into()
+    } else {
+        format!("{} units/MiB", s(&v["max_price_per_mib"]))
+    };
+    format!(
+        "fee        {} units/MiB (price epoch {})\nmax price  {max}\n",
+        s(&v["fee_per_mib"]),
+        s(&v["price_epoch"])
+    )
+}

@@ -61,7 +61,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     getrandom::fill(&mut seed).context("OS random number generator")?;
     let node_cfg = NodeConfig {
         timers: cfg.timers,
-        router: router_config(&seed),
+        router: router_config(&seed, &cfg.pricing),
         mtu: cfg.mtu,
         accept_discovered: true,
     };
@@ -131,6 +131,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
             Some(req) = ctl_rx.recv() => {
+                if req.body.get("cmd").and_then(|c| c.as_str()) == Some("price")
+                    && let Some(fee) = req.body.get("set").and_then(|f| f.as_u64()) {
+                    node.set_fee(fee, Instant::now());
+                    tracing::info!(fee_per_mib = fee, "forwarding fee changed");
+                }
                 let answer = answer(&cfg, &node, started, &req.body);
                 let _ = req.reply.send(answer);
             }
@@ -150,8 +155,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Routing timers for a daemon: faster than RFC 8966's wireless-oriented defaults, so a dead
 /// link is noticed in about 3 s (three missed hellos) and failover stays well under 10 s.
-fn router_config(seed: &[u8; 8]) -> RouterConfig {
+fn router_config(seed: &[u8; 8], pricing: &crate::config::Pricing) -> RouterConfig {
     RouterConfig {
+        fee_per_mib: pricing.fee_per_mib,
+        policy: crate::route::SelectionPolicy {
+            price_weight_milli: pricing.price_weight_milli,
+            max_price_per_mib: pricing.max_price_per_mib,
+            ..Default::default()
+        },
         hello_interval: Duration::from_secs(1),
         update_interval: Duration::from_secs(4),
         route_expiry: Duration::from_secs(14),
@@ -248,6 +259,15 @@ fn answer(
         }
         Some("routes") => json!({ "routes": crate::cli::views::routes(node.router(), now) }),
         Some("peers") => json!({ "peers": crate::cli::views::peers(node, now) }),
+        Some("price") => {
+            let rc = node.router().config();
+            json!({
+                "fee_per_mib": rc.fee_per_mib,
+                "price_epoch": rc.price_epoch,
+                "max_price_per_mib": rc.policy.max_price_per_mib,
+                "price_weight_milli": rc.policy.price_weight_milli,
+            })
+        }
         Some(other) => json!({"error": format!("unknown command {other:?}")}),
         None => json!({"error": "request needs a \"cmd\""}),
     }

@@ -393,6 +393,12 @@ impl<A: TransportAead> Node<A> {
         &self.drops
     }
 
+    /// Change our forwarding fee (units per MiB); announced at once with a new price epoch.
+    pub fn set_fee(&mut self, fee_per_mib: u64, now: Instant) {
+        self.router.set_fee(fee_per_mib, now);
+        self.flush_router(now);
+    }
+
     /// The routing state machine (read-only, for `routes` and `peers`).
     pub fn router(&self) -> &Router {
         &self.router

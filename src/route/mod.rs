@@ -331,6 +331,21 @@ impl Router {
         self.flush(now);
     }
 
+    /// Change our own forwarding fee: a new price epoch, and every neighbour gets a full dump
+    /// at once so the new price reaches the mesh within one round trip.
+    pub fn set_fee(&mut self, fee_per_mib: u64, now: Instant) {
+        if fee_per_mib == self.cfg.fee_per_mib {
+            return;
+        }
+        self.cfg.fee_per_mib = fee_per_mib;
+        self.cfg.price_epoch = self.cfg.price_epoch.wrapping_add(1);
+        let ids: Vec<NodeId> = self.neighbours.keys().copied().collect();
+        for id in ids {
+            self.queue_full_dump(id, now);
+        }
+        self.flush(now);
+    }
+
     /// A link to `id` came up (session established). Idempotent.
     pub fn add_neighbour(&mut self, id: NodeId, now: Instant) {
         if id == self.id || self.neighbours.contains_key(&id) {

@@ -46,6 +46,8 @@ pub struct SelectionPolicy {
     pub hysteresis_percent: u8,
     /// ...and by at least this many metric units.
     pub hysteresis_min: u16,
+    /// Routes priced above this per MiB are never selected (`[pricing] max_price_per_mib`).
+    pub max_price_per_mib: Option<u64>,
 }
 
 impl Default for SelectionPolicy {
@@ -54,6 +56,7 @@ impl Default for SelectionPolicy {
             price_weight_milli: 0,
             hysteresis_percent: 10,
             hysteresis_min: 16,
+            max_price_per_mib: None,
         }
     }
 }
@@ -197,7 +200,10 @@ pub(crate) fn select(
 ) -> Option<NodeId> {
     let usable = |r: &RouteEntry| {
         let metric = add_metric(r.refmetric, cost(&r.neighbour));
-        (metric < INFINITY && is_feasible(source, r.seqno, r.refmetric))
+        let affordable = policy
+            .max_price_per_mib
+            .is_none_or(|max| r.price_per_mib <= max);
+        (metric < INFINITY && affordable && is_feasible(source, r.seqno, r.refmetric))
             .then(|| policy.score(metric, r.price_per_mib))
     };
     // Ties go to the lower neighbour id so that selection is deterministic.

@@ -62,6 +62,11 @@ pub fn router_cfg() -> RouterConfig {
         update_interval: Duration::from_secs(4),
         route_expiry: Duration::from_secs(14),
         request_timeout: Duration::from_secs(1),
+        // The daemon's default weighting: one price unit per MiB = one metric unit.
+        policy: bitcloud::route::SelectionPolicy {
+            price_weight_milli: 1000,
+            ..Default::default()
+        },
         ..RouterConfig::default()
     }
 }
