@@ -1,0 +1,144 @@
+//! Config parsing and error-location tests.
+use super::*;
+
+const ID: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+
+fn parse(t: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/bc/x.toml"), t)
+}
+
+fn base() -> String {
+    render_initial(
+        "node.key",
+        "0.0.0.0:51820".parse().unwrap(),
+        "bc0",
+        "bc.sock",
+        "data",
+    )
+}
+
+#[test]
+fn initial_config_parses_with_relative_paths() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.key_file, Path::new("/etc/bc/node.key"));
+    assert_eq!(c.control_socket, Path::new("/etc/bc/bc.sock"));
+    assert_eq!((c.tun.as_str(), c.mtu), ("bc0", 1420));
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let e = parse(&base().replace("mtu = 1420", "mtu = 1420\nbogus = 1")).unwrap_err();
+    assert_eq!(
+        (e.file.as_str(), e.line, e.key.as_str()),
+        ("/etc/bc/x.toml", 7, "node.bogus"),
+        "{e}"
+    );
+    let e = parse(&base().replace("0.0.0.0:51820", "nope")).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (4, "node.listen"), "{e}");
+    let e = parse(&format!("{}[[peer]]\nid = \"abc\"\n", base())).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (15, "peer.id"), "{e}");
+    assert!(e.msg.contains("invalid node id"), "{e}");
+    let e = parse(&base().replace("tun = \"bc0\"", "tun = \"this-name-is-too-long\"")).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (5, "node.tun"), "{e}");
+    let e = parse(&format!(
+        "{}[session]\nrekey_after_time = 10\nreject_after_time = 5\n",
+        base()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "session.reject_after_time", "{e}");
+    assert!(e.to_string().starts_with("/etc/bc/x.toml:"));
+}
+
+#[test]
+fn discovery_defaults_to_off() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.discovery, DiscoveryConfig::default());
+    assert!(!c.discovery.enabled);
+    assert_eq!(c.discovery.port, 51821);
+    assert_eq!(c.discovery.interval, Duration::from_secs(5));
+    assert_eq!(c.discovery.accept, DiscoveryAccept::Any);
+    // An empty table is the default too.
+    let c = parse(&format!("{}[discovery]\n", base())).unwrap();
+    assert_eq!(c.discovery, DiscoveryConfig::default());
+}
+
+#[test]
+fn discovery_table_parses() {
+    let c = parse(&format!(
+        "{}[discovery]\nenabled = true\ninterfaces = [\"eth0\", \"br-lan.5\"]\n\
+         accept = \"configured\"\ninterval_secs = 2\nport = 40000\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.discovery,
+        DiscoveryConfig {
+            enabled: true,
+            interfaces: vec!["eth0".into(), "br-lan.5".into()],
+            accept: DiscoveryAccept::Configured,
+            interval: Duration::from_secs(2),
+            port: 40000,
+        }
+    );
+    // Disabled with interfaces listed is fine (kept for later).
+    let c = parse(&format!(
+        "{}[discovery]\nenabled = false\ninterfaces = [\"eth0\"]\n",
+        base()
+    ))
+    .unwrap();
+    assert!(!c.discovery.enabled);
+}
+
+#[test]
+fn discovery_errors_name_line_and_key() {
+    // base() is 13 lines, so `[discovery]` is line 14 and its first key line 15.
+    let bad = |body: &str| parse(&format!("{}[discovery]\n{body}", base())).unwrap_err();
+    let e = bad("interfaces = [\"eth0\", \"this-name-is-too-long\"]\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (15, "discovery.interfaces"),
+        "{e}"
+    );
+    assert!(e.msg.contains("invalid interface name"), "{e}");
+    let e = bad("interfaces = [\"eth/0\"]\n");
+    assert!(e.msg.contains("invalid interface name"), "{e}");
+    let e = bad("interfaces = [\"\"]\n");
+    assert!(e.msg.contains("invalid interface name"), "{e}");
+    let e = bad("interfaces = [\"eth0\", \"eth0\"]\n");
+    assert!(e.msg.contains("twice"), "{e}");
+    let e = bad("enabled = true\n");
+    assert_eq!((e.line, e.key.as_str()), (15, "discovery.enabled"), "{e}");
+    assert!(e.msg.contains("interfaces is empty"), "{e}");
+    let e = bad("interfaces = [\"eth0\"]\ninterval_secs = 0\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (16, "discovery.interval_secs"),
+        "{e}"
+    );
+    let e = bad("interval_secs = 3601\n");
+    assert_eq!(e.key, "discovery.interval_secs", "{e}");
+    let e = bad("port = 0\n");
+    assert_eq!((e.line, e.key.as_str()), (15, "discovery.port"), "{e}");
+    let e = bad("port = 70000\n");
+    assert_eq!(e.key, "discovery.port", "{e}");
+    let e = bad("accept = \"everyone\"\n");
+    assert_eq!((e.line, e.key.as_str()), (15, "discovery.accept"), "{e}");
+    let e = bad("enabled = \"yes\"\n");
+    assert_eq!(e.key, "discovery.enabled", "{e}");
+    let e = bad("bogus = 1\n");
+    assert_eq!((e.line, e.key.as_str()), (15, "discovery.bogus"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/etc/bc/x.toml:15: discovery.bogus: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn peers_and_duplicates() {
+    let p = format!("[[peer]]\nid = \"{ID}\"\nendpoint = \"198.18.0.2:51820\"\n");
+    let c = parse(&format!("{}{p}", base())).unwrap();
+    assert_eq!(c.peers.len(), 1);
+    let e = parse(&format!("{}{p}{p}", base())).unwrap_err();
+    assert!(e.msg.contains("twice"), "{e}");
+}
