@@ -188,8 +188,8 @@ impl<A: TransportAead> Peer<A> {
         self.mark_sent(now);
     }
 
-    /// Install the keys of our completed initiation; returns packets to send (staged ones, or a
-    /// keepalive so the responder can confirm the session).
+    /// Install the keys of our completed initiation as `current`. The caller then sends staged
+    /// packets, or a keepalive, so the responder can confirm the session.
     pub fn initiator_keys(
         &mut self,
         keys: &SessionKeys,
