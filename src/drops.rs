@@ -69,11 +69,6 @@ impl Drops {
             .map(|r| (r.name(), self.get(*r)))
             .collect()
     }
-
-    /// Total drops.
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
 }
 
 impl From<crate::session::keypair::OpenError> for DropReason {

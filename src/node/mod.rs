@@ -262,19 +262,19 @@ impl<A: TransportAead> Node<A> {
             self.drops.add(DropReason::NotIp);
             return None;
         };
-        // A neighbour's own address with a live link goes direct, with one layer of crypto.
-        if let Some(pi) = self.peer_for_addr(dst) {
-            let routed = self.router.lookup_addr(dst).is_some();
-            let live = self
-                .peers
-                .get(pi)
-                .is_some_and(|p| p.has_session(now, &self.cfg.timers));
-            if live || !routed {
-                return self.send_direct(pi, now, buf, len);
-            }
+        // A neighbour's own address with a live link goes direct, with one layer of crypto;
+        // the route table is consulted once, and only when that fast case does not apply.
+        let direct = self.peer_for_addr(dst);
+        let live = direct
+            .and_then(|pi| self.peers.get(pi))
+            .is_some_and(|p| p.has_session(now, &self.cfg.timers));
+        if let (Some(pi), true) = (direct, live) {
+            return self.send_direct(pi, now, buf, len);
         }
         match self.router.lookup_addr(dst) {
             Some((dest, next_hop)) => self.send_routed(dest, next_hop, now, buf, len),
+            // A configured neighbour without a session and no route: stage and handshake.
+            None if direct.is_some() => self.send_direct(direct?, now, buf, len),
             None => {
                 self.drops.add(DropReason::NoRoute);
                 None

@@ -210,7 +210,7 @@ impl<A: TransportAead> Peer<A> {
         self.retry_at = None;
         self.attempts_since = None;
         self.handshake_done(now);
-        self.mark_received(now);
+        self.mark_received();
     }
 
     fn handshake_done(&mut self, now: Instant) {
@@ -324,7 +324,7 @@ impl<A: TransportAead> Peer<A> {
             self.endpoint = Some(from);
         }
         self.stats.rx_wire_bytes += msg.len() as u64;
-        self.mark_received(now);
+        self.mark_received();
         if n > 0 && self.keepalive_at.is_none() {
             self.keepalive_at = Some(now + t.keepalive_timeout);
         }
@@ -336,8 +336,8 @@ impl<A: TransportAead> Peer<A> {
         self.keepalive_at = None;
     }
 
-    fn mark_received(&mut self, now: Instant) {
-        let _ = now;
+    /// Something authenticated arrived: the peer is alive, no rehandshake is needed.
+    fn mark_received(&mut self) {
         self.unanswered_at = None;
     }
 
