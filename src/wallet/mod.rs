@@ -12,6 +12,8 @@ mod commit;
 mod report;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_report;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,7 +25,7 @@ use crate::identity::NodeId;
 use crate::money::{Amount, ChannelId, ChannelParams, SignedAmount};
 
 pub use commit::CommitOutcome;
-pub use report::{Balance, ChannelRecord, HistoryEntry, IntegrityReport};
+pub use report::{Balance, ChannelRecord, HistoryEntry, IntegrityReport, PeerTotals};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -1,8 +1,9 @@
-//! Reads: balance, channels (also what restarts restore from), earnings, history and the
-//! integrity check. Invariants: everything is computed from what is stored, with exact
-//! integer sums in Rust (SQLite would sum TEXT amounts as floating point).
+//! Reads: balance, channels (also what restarts restore from), earnings and spending (total
+//! and per channel), history and the integrity check. Invariants: everything is computed from
+//! what is stored, with exact integer sums in Rust (SQLite would sum TEXT amounts as floating
+//! point).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
@@ -88,6 +89,22 @@ pub struct HistoryEntry {
     pub cumulative_bytes: u64,
     /// Price epoch.
     pub price_epoch: u32,
+}
+
+/// What one channel moved in a time window: see [`Wallet::earnings_by_peer`] and
+/// [`Wallet::spending_by_peer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PeerTotals {
+    /// The other node (payer of an incoming channel, payee of an outgoing one).
+    pub peer: NodeId,
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// Bytes the window's vouchers added (cumulative bytes over the previous voucher's).
+    pub bytes: u64,
+    /// Amount the window's vouchers added (sum of their deltas): earned or spent.
+    pub amount: Amount,
+    /// Vouchers committed in the window.
+    pub vouchers: u64,
 }
 
 /// What [`Wallet::integrity_check`] examined.
@@ -189,11 +206,8 @@ impl Wallet {
 
     /// Total earned (incoming voucher increases) committed at or after `since`.
     pub async fn earnings(&mut self, since: SystemTime) -> Result<Amount, WalletError> {
-        let ms = since
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let rows = sqlx::query("SELECT delta FROM earnings WHERE committed_at >= ?")
-            .bind(ms)
+            .bind(unix_ms(since))
             .fetch_all(&mut self.conn)
             .await?;
         let mut sum = Amount::ZERO;
@@ -204,6 +218,97 @@ impl Wallet {
                 .ok_or(WalletError::OutOfRange("earnings"))?;
         }
         Ok(sum)
+    }
+
+    /// Per incoming channel (every one, zeros included; ordered by peer, then channel id): what
+    /// the vouchers committed at or after `since` added in amount and in bytes.
+    pub async fn earnings_by_peer(
+        &mut self,
+        since: SystemTime,
+    ) -> Result<Vec<PeerTotals>, WalletError> {
+        self.totals_by_peer(Direction::Incoming, since).await
+    }
+
+    /// [`Wallet::earnings_by_peer`] for outgoing channels: what we paid each payee.
+    pub async fn spending_by_peer(
+        &mut self,
+        since: SystemTime,
+    ) -> Result<Vec<PeerTotals>, WalletError> {
+        self.totals_by_peer(Direction::Outgoing, since).await
+    }
+
+    async fn totals_by_peer(
+        &mut self,
+        dir: Direction,
+        since: SystemTime,
+    ) -> Result<Vec<PeerTotals>, WalletError> {
+        let chans = sqlx::query("SELECT id, payer, payee FROM channels WHERE direction = ?")
+            .bind(dir.as_str())
+            .fetch_all(&mut self.conn)
+            .await?;
+        // By channel while summing; sorted by (peer, channel) at the end.
+        let mut by_chan: HashMap<ChannelId, PeerTotals> = HashMap::new();
+        for r in &chans {
+            let id = channel_id(&r.try_get::<Vec<u8>, _>("id")?)?;
+            let peer = match dir {
+                Direction::Incoming => node_id(&r.try_get::<Vec<u8>, _>("payer")?, "payer")?,
+                Direction::Outgoing => node_id(&r.try_get::<Vec<u8>, _>("payee")?, "payee")?,
+            };
+            by_chan.insert(
+                id,
+                PeerTotals {
+                    peer,
+                    channel_id: id,
+                    bytes: 0,
+                    amount: Amount::ZERO,
+                    vouchers: 0,
+                },
+            );
+        }
+        // The previous voucher may predate `since`: look it up by primary key, whatever its
+        // seq (seqs may skip).
+        let rows = sqlx::query(
+            "SELECT v.channel_id, v.seq, v.delta, v.cumulative_bytes,
+                    (SELECT p.cumulative_bytes FROM vouchers p
+                     WHERE p.channel_id = v.channel_id AND p.seq < v.seq
+                     ORDER BY p.seq DESC LIMIT 1) AS prev_bytes
+             FROM vouchers v JOIN channels c ON c.id = v.channel_id
+             WHERE c.direction = ? AND v.committed_at >= ?",
+        )
+        .bind(dir.as_str())
+        .bind(unix_ms(since))
+        .fetch_all(&mut self.conn)
+        .await?;
+        for r in &rows {
+            let id = channel_id(&r.try_get::<Vec<u8>, _>("channel_id")?)?;
+            let seq = to_u64(r.try_get("seq")?, "seq")?;
+            let delta = parse_amount(&r.try_get::<String, _>("delta")?)?;
+            let bytes = to_u64(r.try_get("cumulative_bytes")?, "bytes")?;
+            let prev = to_u64(
+                r.try_get::<Option<i64>, _>("prev_bytes")?.unwrap_or(0),
+                "bytes",
+            )?;
+            let added = bytes.checked_sub(prev).ok_or_else(|| {
+                WalletError::Corrupt(format!("channel {id}: voucher {seq} lowers its bytes"))
+            })?;
+            let t = by_chan
+                .get_mut(&id)
+                .ok_or_else(|| WalletError::Corrupt(format!("voucher for channel {id}")))?;
+            t.amount = t
+                .amount
+                .checked_add(delta)
+                .ok_or(WalletError::OutOfRange("channel total"))?;
+            t.bytes = t
+                .bytes
+                .checked_add(added)
+                .ok_or(WalletError::OutOfRange("channel bytes"))?;
+            t.vouchers += 1;
+        }
+        let sorted: BTreeMap<_, _> = by_chan
+            .into_values()
+            .map(|t| ((t.peer.0, t.channel_id.0), t))
+            .collect();
+        Ok(sorted.into_values().collect())
     }
 
     /// The newest `limit` committed vouchers, both directions, newest first.
@@ -302,6 +407,12 @@ impl Wallet {
             vouchers: rows.len(),
         })
     }
+}
+
+/// Unix milliseconds of `t`, clamped to the database's range (before 1970 is 0).
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn channel_record(
