@@ -6,7 +6,8 @@
 //! and by SQL triggers); on open all state is rebuilt from the file, so nothing is forgiven.
 //!
 //! Until a ledger settles vouchers, balance = received - paid, and may go below zero down to
-//! minus the configured spend limit.
+//! minus the configured spend limit. The file also holds the node's price epoch, which only
+//! increases (each bump is its own durable transaction), so an epoch never repeats.
 
 mod commit;
 mod report;
@@ -28,6 +29,9 @@ pub use commit::CommitOutcome;
 pub use report::{Balance, ChannelRecord, HistoryEntry, IntegrityReport, PeerTotals};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// `node_state` key of the price epoch.
+const PRICE_EPOCH_KEY: &str = "price_epoch";
 
 /// Wallet failures.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +285,41 @@ impl Wallet {
             .await?
             .ok_or(WalletError::UnknownChannel(*id))?;
         Ok(rec.paid().saturating_add(self.spend_headroom()))
+    }
+
+    /// The node's current price epoch: the last value [`Wallet::bump_price_epoch`] returned,
+    /// or 0 if it was never bumped.
+    pub async fn price_epoch(&mut self) -> Result<u32, WalletError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT value FROM node_state WHERE key = ?")
+            .bind(PRICE_EPOCH_KEY)
+            .fetch_optional(&mut self.conn)
+            .await?;
+        v.map_or(Ok(0), |v| to_u32(v, "price epoch"))
+    }
+
+    /// Move to a new price epoch (old + 1) in one durable `BEGIN IMMEDIATE` transaction and
+    /// return it. Call at every start and every fee change: an epoch is never handed out twice,
+    /// even across crashes, because it is on disk before it is returned.
+    pub async fn bump_price_epoch(&mut self) -> Result<u32, WalletError> {
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let old: Option<i64> = sqlx::query_scalar("SELECT value FROM node_state WHERE key = ?")
+            .bind(PRICE_EPOCH_KEY)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let old = old.map_or(Ok(0), |v| to_u32(v, "price epoch"))?;
+        let new = old
+            .checked_add(1)
+            .ok_or(WalletError::OutOfRange("price epoch"))?;
+        sqlx::query(
+            "INSERT INTO node_state (key, value) VALUES (?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(PRICE_EPOCH_KEY)
+        .bind(i64::from(new))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(new)
     }
 
     /// received - paid from the in-memory totals (saturating at the i128 range).

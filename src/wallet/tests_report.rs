@@ -1,4 +1,5 @@
-//! Tests of per-peer earnings and spending, on real SQLite files in temporary directories.
+//! Tests of per-peer earnings and spending and of the persisted price epoch, on real SQLite
+//! files in temporary directories.
 
 use std::time::{Duration, SystemTime};
 
@@ -129,4 +130,99 @@ async fn earnings_and_spending_split_by_peer_and_since() {
         w.spending_by_peer(SystemTime::UNIX_EPOCH).await.unwrap(),
         spent
     );
+}
+
+#[tokio::test]
+async fn price_epoch_is_monotone_across_reopen() {
+    let d = TempDir::new("epoch");
+    let mut w = Wallet::open(&d.db()).await.unwrap();
+    assert_eq!(w.price_epoch().await.unwrap(), 0);
+    assert_eq!(w.bump_price_epoch().await.unwrap(), 1);
+    assert_eq!(w.bump_price_epoch().await.unwrap(), 2);
+    assert_eq!(w.price_epoch().await.unwrap(), 2);
+    w.close().await.unwrap();
+
+    let mut w = Wallet::open(&d.db()).await.unwrap();
+    assert_eq!(w.price_epoch().await.unwrap(), 2);
+    assert_eq!(w.bump_price_epoch().await.unwrap(), 3);
+    // The schema refuses to lower, repeat or delete the epoch.
+    for sql in [
+        "UPDATE node_state SET value = 1 WHERE key = 'price_epoch'",
+        "UPDATE node_state SET value = 3 WHERE key = 'price_epoch'",
+        "UPDATE node_state SET key = 'other' WHERE key = 'price_epoch'",
+        "DELETE FROM node_state",
+    ] {
+        let e = sqlx::query(sql).execute(&mut w.conn).await.unwrap_err();
+        assert!(
+            e.to_string().contains("price epoch must increase"),
+            "{sql}: {e}"
+        );
+    }
+    // Dropped without close (as after a crash): the bump was already durable.
+    drop(w);
+    let mut w = Wallet::open(&d.db()).await.unwrap();
+    assert_eq!(w.bump_price_epoch().await.unwrap(), 4);
+
+    // At the top of the range the bump is refused and changes nothing.
+    sqlx::query("UPDATE node_state SET value = ? WHERE key = 'price_epoch'")
+        .bind(i64::from(u32::MAX))
+        .execute(&mut w.conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.bump_price_epoch().await,
+        Err(WalletError::OutOfRange(_))
+    ));
+    assert_eq!(w.price_epoch().await.unwrap(), u32::MAX);
+}
+
+#[tokio::test]
+async fn wallet_from_the_first_schema_upgrades() {
+    use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+    let d = TempDir::new("upgrade");
+    let first: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|m| m.version == 1)
+        .cloned()
+        .collect();
+    assert_eq!(first.len(), 1);
+    let p = ChannelParams {
+        payer: Identity::from_secret([0x11; 32]).id(),
+        payee: Identity::from_secret([0x22; 32]).id(),
+        nonce: 1,
+    };
+    // A wallet file as the previous release left it: schema 1 only, one channel.
+    let mut conn = SqliteConnectOptions::new()
+        .filename(d.db())
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::with_migrations(first)
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO channels (id, direction, payer, payee, nonce, opened_at)
+         VALUES (?, 'incoming', ?, ?, '1', 0)",
+    )
+    .bind(p.id().0.to_vec())
+    .bind(p.payer.0.to_vec())
+    .bind(p.payee.0.to_vec())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let mut w = Wallet::open(&d.db()).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut w.conn)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(w.channels().await.unwrap().len(), 1);
+    assert_eq!(w.price_epoch().await.unwrap(), 0);
+    assert_eq!(w.bump_price_epoch().await.unwrap(), 1);
+    w.integrity_check().await.unwrap();
 }
