@@ -226,6 +226,15 @@ impl PayeeChannel {
         self.state.enforcer.allow(unpaid, bytes, now)
     }
 
+    /// [`PayeeChannel::allow`] for data billed at `price` (what we advertise for the frame's
+    /// destination) rather than the channel's current price.
+    #[inline]
+    pub fn allow_at(&mut self, price: Price, bytes: u64, now: Instant) -> Verdict {
+        self.state.meter.record_at(price, bytes);
+        let unpaid = self.unpaid();
+        self.state.enforcer.allow(unpaid, bytes, now)
+    }
+
     /// A voucher from the payer. On success returns [`Action::CommitThenCredit`] (or a re-ack
     /// for an exact duplicate of the latest, or nothing for a duplicate of the pending one).
     pub fn on_voucher(&mut self, v: &Voucher) -> Result<Option<Action>, Reject> {
@@ -256,13 +265,27 @@ impl PayeeChannel {
     /// returned for commit. Older ones are kept out: we keep the max. Only for the resync
     /// that opens a session, before data flows: bytes in flight would otherwise count twice.
     pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
+        self.on_resync_with(r, true)
+    }
+
+    /// [`PayeeChannel::on_resync`], raising our meter to the payer's totals only if
+    /// `raise_meter` (we restarted, so the link is fresh and nothing of ours is in flight).
+    /// A resync after a rekey, while data flows, keeps our meter: the payer's count includes
+    /// frames still on their way to us, which we are about to count ourselves.
+    pub fn on_resync_with(
+        &mut self,
+        r: &Resync,
+        raise_meter: bool,
+    ) -> Result<Option<Action>, Reject> {
         let res = self.check_resync(r);
         if let Err(e) = res {
             self.stats.rejects.bump(e);
         }
         let new = res?;
         let m = &mut self.state.meter;
-        m.raise_to(r.meter_bytes, r.meter_amount);
+        if raise_meter {
+            m.raise_to(r.meter_bytes, r.meter_amount);
+        }
         let Some(v) = new else { return Ok(None) };
         m.raise_to(v.cumulative_bytes, v.cumulative_amount);
         self.state.pending = Some(v);

@@ -174,7 +174,8 @@ impl PayerChannel {
         self.state.spend_cap.min(limit)
     }
 
-    fn window(&self) -> Amount {
+    /// The credit window the payee granted (or the default until it does).
+    pub fn window(&self) -> Amount {
         self.state
             .grant
             .map_or(self.cfg.default_window, |g| g.credit_window)
@@ -190,6 +191,13 @@ impl PayerChannel {
     #[inline]
     pub fn on_data_sent(&mut self, bytes: u64) {
         self.state.meter.record(self.state.current, bytes);
+    }
+
+    /// Hot path: `bytes` of data were handed to the payee for a destination it bills at
+    /// `price` (its advertised route price).
+    #[inline]
+    pub fn on_data_sent_at(&mut self, price: Price, bytes: u64) {
+        self.state.meter.record_at(price, bytes);
     }
 
     /// Self-throttle: true if data should not be sent now, because the spend cap or the

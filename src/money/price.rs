@@ -126,6 +126,16 @@ impl Meter {
         }
     }
 
+    /// Hot path with the price given per frame (pay per forward: each destination has its
+    /// own price). A linear scan over the few open buckets; allocates only for a new price.
+    #[inline]
+    pub fn record_at(&mut self, price: Price, bytes: u64) {
+        match self.buckets.iter_mut().find(|b| b.price == price) {
+            Some(b) => b.bytes = b.bytes.saturating_add(bytes),
+            None => self.record_slow(price, bytes),
+        }
+    }
+
     #[cold]
     fn record_slow(&mut self, price: Price, bytes: u64) {
         let id = self.bucket(price);
