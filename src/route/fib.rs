@@ -15,6 +15,8 @@ struct NodeRoute {
     next_hop: NodeId,
     v6: Ipv6Addr,
     v4: Ipv4Addr,
+    /// What the next hop bills per MiB for this destination, and its price epoch.
+    price: (u64, u32),
 }
 
 /// An exit we have a route to.
@@ -80,6 +82,7 @@ impl Fib {
                         next_hop: nh,
                         v6,
                         v4,
+                        price: (0, 0),
                     },
                 );
                 self.addrs.insert(IpAddr::V6(v6), (dest, nh));
@@ -150,6 +153,18 @@ impl Fib {
             (_, b) => b,
         };
         self.default = chosen.map(|(id, e)| (id, e.next_hop));
+    }
+
+    /// Record the price (units per MiB, epoch) the next hop bills for `dest`.
+    pub fn set_price(&mut self, dest: &NodeId, price: (u64, u32)) {
+        if let Some(r) = self.nodes.get_mut(dest) {
+            r.price = price;
+        }
+    }
+
+    /// What the next hop towards node `dest` bills for it: (units per MiB, epoch).
+    pub fn price(&self, dest: &NodeId) -> Option<(u64, u32)> {
+        self.nodes.get(dest).map(|r| r.price)
     }
 
     /// Next hop towards node `dest`.

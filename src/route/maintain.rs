@@ -61,6 +61,13 @@ impl Router {
         if old != new || key.kind == PrefixKind::Default {
             self.update_fib(key, snap.map(|s| (s.next_hop, s.metric)), score);
         }
+        if key.kind == PrefixKind::Node
+            && let Some(r) = new.and_then(|n| self.dests.get(&key)?.route(&n))
+        {
+            // The price can change without the next hop changing; metering reads it per frame.
+            let price = (r.price_per_mib, r.price_epoch);
+            self.fib.set_price(&key.originator, price);
+        }
         if old != new {
             match snap {
                 Some(s) => self.push_event(RouteEvent::RouteChanged {

@@ -337,8 +337,18 @@ impl Router {
         if fee_per_mib == self.cfg.fee_per_mib {
             return;
         }
+        let epoch = self.cfg.price_epoch.wrapping_add(1);
+        self.set_fee_epoch(fee_per_mib, epoch, now);
+    }
+
+    /// [`Router::set_fee`] under a given epoch, which must be above the current one (the
+    /// caller persists epochs); a lower or equal epoch is ignored.
+    pub fn set_fee_epoch(&mut self, fee_per_mib: u64, epoch: u32, now: Instant) {
+        if epoch <= self.cfg.price_epoch {
+            return;
+        }
         self.cfg.fee_per_mib = fee_per_mib;
-        self.cfg.price_epoch = self.cfg.price_epoch.wrapping_add(1);
+        self.cfg.price_epoch = epoch;
         let ids: Vec<NodeId> = self.neighbours.keys().copied().collect();
         for id in ids {
             self.queue_full_dump(id, now);
@@ -405,6 +415,22 @@ impl Router {
     /// the overlay ranges the chosen exit. Our own addresses are not routed. Hash lookups only.
     pub fn lookup_addr(&self, ip: IpAddr) -> Option<(NodeId, NodeId)> {
         self.fib.lookup(ip)
+    }
+
+    /// What the next hop towards node `dest` bills for it per MiB, with that hop's price
+    /// epoch: what we owe it per forwarded MiB (pay per forward). A hash lookup.
+    pub fn route_price(&self, dest: &NodeId) -> Option<(u64, u32)> {
+        self.fib.price(dest)
+    }
+
+    /// What we bill per MiB for carrying a frame to node `dest`: our fee plus what our next hop
+    /// bills, or 0 for ourselves (delivery is free). Exactly the price our updates advertise.
+    pub fn billed_price(&self, dest: &NodeId) -> Option<u64> {
+        if *dest == self.id {
+            return Some(0);
+        }
+        let (p, _) = self.fib.price(dest)?;
+        Some(p.saturating_add(self.cfg.fee_per_mib))
     }
 
     /// The exit the default route goes to, and the next hop towards it.

@@ -125,7 +125,8 @@ impl Router {
             metric,
             // Each hop bills its own fee on top of what its next hop bills (DESIGN.md §4).
             price_per_mib: r.price_per_mib.saturating_add(self.cfg.fee_per_mib),
-            price_epoch: r.price_epoch,
+            // The epoch of the price *we* bill: payer and payee meter in our epochs.
+            price_epoch: self.cfg.price_epoch,
             originator: key.originator,
             signature: r.signature,
         };
