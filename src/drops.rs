@@ -44,6 +44,11 @@ reasons! {
     TooBig => "too_big": "Packet too big for the mesh overhead; an ICMP error went back to the sender.",
     BadMeshFrame => "bad_mesh_frame": "Mesh frame too short or with a malformed end-to-end message.",
     RoutingRejected => "routing_rejected": "Routing message the router refused (details in route stats).",
+    BadChannelMsg => "bad_channel_msg": "Payment-channel frame that did not decode.",
+    ChannelRejected => "channel_rejected": "Payment-channel message the channel refused (reasons in wallet channels).",
+    UnpaidShaped => "unpaid_shaped": "Relayed frame over the free tier from a neighbour beyond its credit window.",
+    UnpaidCut => "unpaid_cut": "Relayed frame from a neighbour cut off for not paying.",
+    SelfThrottled => "self_throttled": "Frame we held back: paying for it would pass our spend limit or credit window.",
 }
 
 /// Counts per reason.

@@ -88,6 +88,10 @@ impl<A: TransportAead> Node<A> {
                     self.drop_for(Some(pi), DropReason::RoutingRejected);
                 }
             }
+            Some(Kind::Channel) => {
+                let body = msg.get(range).unwrap_or_default().to_vec();
+                self.handle_channel(pi, &body, now);
+            }
             Some(Kind::Mesh) => {
                 if let Some(p) = self.peers.get_mut(pi) {
                     p.stats.rx_bytes += n as u64;
@@ -110,9 +114,11 @@ impl<A: TransportAead> Node<A> {
             tracing::debug!(peer = %r.peer_id, %from, "handshake from a key that is not a peer");
             return self.drops.add(DropReason::UnknownPeer);
         };
+        let timers = self.cfg.timers;
         let Some(peer) = self.peers.get_mut(pi) else {
             return;
         };
+        let fresh = !peer.has_session(now, &timers);
         if let Err(why) = peer.accept_initiation(r.timestamp, now) {
             return self.drop_for(Some(pi), why.into());
         }
@@ -130,6 +136,7 @@ impl<A: TransportAead> Node<A> {
                     dst: from,
                     data: msg,
                 });
+                self.money_handshake(pi, fresh);
             }
             Err(_) => self.drop_for(Some(pi), DropReason::HandshakeFailed),
         }
@@ -151,6 +158,7 @@ impl<A: TransportAead> Node<A> {
             return;
         };
         let sent_at = peer.last_initiation();
+        let fresh = !peer.has_session(now, &self.cfg.timers);
         let Some(pending) = peer.take_pending() else {
             return;
         };
@@ -160,6 +168,7 @@ impl<A: TransportAead> Node<A> {
                 let id = peer.id;
                 tracing::debug!(peer = %id, %from, "handshake complete");
                 self.router.add_neighbour(id, now);
+                self.money_handshake(pi, fresh);
                 if let Some(t) = sent_at {
                     self.router
                         .set_link_stats(id, Some(now.saturating_duration_since(t)), now);

@@ -58,6 +58,10 @@ impl<A: TransportAead> Node<A> {
             self.drops.add(DropReason::TooBig);
             return None;
         }
+        let pi = *self.by_id.get(&next_hop)?;
+        if !self.may_send(pi, &dest) {
+            return None;
+        }
         let timers = self.cfg.timers;
         let e = self.e2e_peer(dest)?;
         let want_rekey = e.rekey_wanted(now, &timers) && e.handshake_due(now);
@@ -80,10 +84,12 @@ impl<A: TransportAead> Node<A> {
                 dst: dest.ipv6(),
             },
         );
-        let pi = *self.by_id.get(&next_hop)?;
         let peer = self.peers.get_mut(pi)?;
         match peer.seal(Kind::Mesh, buf, MESH_HEADER_LEN + m, now, &timers) {
-            Some((n, ep)) => Some((0..n, ep)),
+            Some((n, ep)) => {
+                self.meter_sent(pi, &dest, MESH_HEADER_LEN + m);
+                Some((0..n, ep))
+            }
             None => {
                 self.drop_for(Some(pi), DropReason::RelayNoRoute);
                 None
@@ -125,7 +131,11 @@ impl<A: TransportAead> Node<A> {
             },
         );
         frame[MESH_HEADER_LEN..].copy_from_slice(e2e_msg);
-        self.send_link_copy(pi, Kind::Mesh, &frame, now)
+        let sent = self.send_link_copy(pi, Kind::Mesh, &frame, now);
+        if sent {
+            self.meter_sent(pi, &dest, frame.len());
+        }
+        sent
     }
 
     /// A mesh frame arrived from neighbour `from_pi`; its plaintext is `msg[16..16 + n]`.
@@ -146,6 +156,14 @@ impl<A: TransportAead> Node<A> {
         if h.dst == self.v6 {
             return self.deliver(now, msg, n);
         }
+        let route = self.router.lookup_addr(IpAddr::V6(h.dst));
+        // Carrying it is billed to the sender, and judged, before anything else can drop it:
+        // the sender metered it when it sent it.
+        if let Some((dest, _)) = route
+            && !self.meter_received(from_pi, &dest, n, now)
+        {
+            return UdpOut::None;
+        }
         if msg
             .get_mut(TRANSPORT_HEADER_LEN..)
             .and_then(mesh::decrement_ttl)
@@ -154,22 +172,28 @@ impl<A: TransportAead> Node<A> {
             self.drop_for(Some(from_pi), DropReason::TtlExpired);
             return UdpOut::None;
         }
-        let next = self
-            .router
-            .lookup_addr(IpAddr::V6(h.dst))
-            .and_then(|(_, nh)| self.by_id.get(&nh).copied());
+        let Some((dest, pi)) =
+            route.and_then(|(dest, nh)| Some((dest, self.by_id.get(&nh).copied()?)))
+        else {
+            self.drop_for(Some(from_pi), DropReason::RelayNoRoute);
+            return UdpOut::None;
+        };
+        if !self.may_send(pi, &dest) {
+            return UdpOut::None;
+        }
         let timers = self.cfg.timers;
-        match next.and_then(|pi| self.peers.get_mut(pi)) {
-            // Reseal in place: the plaintext stays where it is, only header and tag change.
-            Some(p) => match p.seal(Kind::Mesh, msg, n, now, &timers) {
-                Some((len, ep)) => UdpOut::Forward(len, ep),
-                None => {
-                    self.drops.add(DropReason::RelayNoRoute);
-                    UdpOut::None
-                }
-            },
+        // Reseal in place: the plaintext stays where it is, only header and tag change.
+        match self
+            .peers
+            .get_mut(pi)
+            .and_then(|p| p.seal(Kind::Mesh, msg, n, now, &timers))
+        {
+            Some((len, ep)) => {
+                self.meter_sent(pi, &dest, n);
+                UdpOut::Forward(len, ep)
+            }
             None => {
-                self.drop_for(Some(from_pi), DropReason::RelayNoRoute);
+                self.drops.add(DropReason::RelayNoRoute);
                 UdpOut::None
             }
         }

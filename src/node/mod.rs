@@ -7,6 +7,7 @@
 
 mod link;
 mod mesh;
+mod money;
 mod status;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +25,7 @@ use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
+pub use money::{ChannelView, MoneyConfig, Restored, WalletDone, WalletOp};
 pub use status::{Found, PeerStatus, SessionStatus};
 
 /// Bytes the caller leaves before a TUN packet: link header, mesh header, e2e header.
@@ -75,6 +77,8 @@ pub struct NodeConfig {
     pub mtu: u16,
     /// Whether discovered nodes become neighbours.
     pub accept_discovered: bool,
+    /// Payment channels: windows, limits, intervals.
+    pub money: MoneyConfig,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +88,7 @@ impl Default for NodeConfig {
             router: RouterConfig::default(),
             mtu: 1420,
             accept_discovered: true,
+            money: MoneyConfig::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ pub struct Node<A = DefaultAead> {
     transmits: VecDeque<Transmit>,
     tun_out: VecDeque<Vec<u8>>,
     drops: Drops,
+    money: money::Money,
 }
 
 impl<A: TransportAead> Node<A> {
@@ -139,6 +145,11 @@ impl<A: TransportAead> Node<A> {
             e2e: HashMap::new(),
             e2e_indices: HashMap::new(),
             router: Router::new(identity, cfg.router.clone(), now),
+            money: money::Money::new(
+                cfg.money.clone(),
+                Identity::from_secret(identity.secret()),
+                now,
+            ),
             cfg,
             rng: seed | 1,
             epoch: now,
@@ -353,6 +364,7 @@ impl<A: TransportAead> Node<A> {
             }
         }
         self.e2e_timers(now);
+        self.money_timers(now);
         self.router.handle_timeout(now);
         self.flush_router(now);
         if now >= self.next_sweep {
@@ -373,7 +385,7 @@ impl<A: TransportAead> Node<A> {
             .iter()
             .chain(self.e2e.values())
             .filter_map(|p| p.next_deadline(t))
-            .chain([self.next_sweep])
+            .chain([self.next_sweep, self.money.next_deadline()])
             .chain(self.router.poll_timeout())
             .min()
     }
@@ -395,7 +407,15 @@ impl<A: TransportAead> Node<A> {
 
     /// Change our forwarding fee (units per MiB); announced at once with a new price epoch.
     pub fn set_fee(&mut self, fee_per_mib: u64, now: Instant) {
-        self.router.set_fee(fee_per_mib, now);
+        let epoch = self.router.config().price_epoch.wrapping_add(1);
+        self.set_fee_epoch(fee_per_mib, epoch, now);
+    }
+
+    /// Change our fee under a given price epoch (the daemon persists epochs so that they never
+    /// repeat across restarts); routes and payers hear of it at once.
+    pub fn set_fee_epoch(&mut self, fee_per_mib: u64, epoch: u32, now: Instant) {
+        self.router.set_fee_epoch(fee_per_mib, epoch, now);
+        self.money_price_changed(now);
         self.flush_router(now);
     }
 

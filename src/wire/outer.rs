@@ -42,6 +42,9 @@ pub enum Kind {
     Routing = 1,
     /// A mesh frame (`wire::mesh`): an end-to-end message to relay or deliver.
     Mesh = 2,
+    /// A payment-channel message (`wire::channel`) for the link's two channels. Never
+    /// metered or throttled, so a debtor can always pay its way back (DESIGN.md §5).
+    Channel = 3,
 }
 
 impl Kind {
@@ -51,6 +54,7 @@ impl Kind {
             0 => Some(Kind::Packet),
             1 => Some(Kind::Routing),
             2 => Some(Kind::Mesh),
+            3 => Some(Kind::Channel),
             _ => None,
         }
     }

@@ -1,0 +1,561 @@
+//! Paying and being paid, per neighbour (DESIGN.md §5): each link carries two unidirectional
+//! channels, one where we pay the neighbour and one where it pays us. Owns pay-per-forward
+//! metering on the data path, the enforcement verdict on relayed frames, channel frames
+//! (`Kind::Channel`) and the queue of durable steps for the wallet. Invariants: a voucher is
+//! sent only after the wallet reported it committed, and credit is extended only after the
+//! wallet reported the incoming voucher committed ([`Node::wallet_done`]); channel and routing
+//! frames are never metered or throttled; both sides meter exactly the mesh frames whose
+//! destination is not the receiving neighbour, so byte counts agree whatever the prices.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::Node;
+use crate::drops::DropReason;
+use crate::identity::{Identity, NodeId};
+use crate::money::{
+    Action, Amount, ChannelId, ChannelParams, Level, MeterSnapshot, PayeeChannel, PayeeConfig,
+    PayerChannel, PayerConfig, Price, Verdict, Voucher,
+};
+use crate::session::aead::TransportAead;
+use crate::wire::channel::ChannelMsg;
+use crate::wire::outer::Kind;
+
+/// How often `handle_timeout` runs the channels (pay, resend, resync).
+const MONEY_POLL: Duration = Duration::from_millis(200);
+
+/// Money settings of a node.
+#[derive(Clone, Debug)]
+pub struct MoneyConfig {
+    /// Our side as payer: pay interval, resend, default window.
+    pub payer: PayerConfig,
+    /// Our side as payee: credit window, grace, free tier, channel limit.
+    pub payee: PayeeConfig,
+    /// Sign vouchers and self-throttle. `false` exists only to test enforcement (config
+    /// `[testing] pay = false`): the node forwards and never pays.
+    pub pay: bool,
+    /// How often meters are checkpointed to the wallet.
+    pub checkpoint_interval: Duration,
+    /// How much more the wallet lets us pay in total (updated after each commit).
+    pub headroom: Amount,
+}
+
+impl Default for MoneyConfig {
+    fn default() -> Self {
+        MoneyConfig {
+            payer: PayerConfig::default(),
+            payee: PayeeConfig::default(),
+            pay: true,
+            checkpoint_interval: Duration::from_secs(3),
+            headroom: Amount::from_cc(1),
+        }
+    }
+}
+
+/// A durable step for the wallet. The caller performs them in order and reports each
+/// commit back with [`Node::wallet_done`]; the node acts on a voucher only after that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalletOp {
+    /// Register the channel where we pay `params.payee` (idempotent).
+    EnsureOutgoing(ChannelParams),
+    /// Register the channel where `params.payer` pays us (idempotent).
+    EnsureIncoming(ChannelParams),
+    /// Store a voucher we signed; report [`WalletDone::Outgoing`].
+    CommitOutgoing(Voucher),
+    /// Store a voucher of ours learned back in a resync; report [`WalletDone::Outgoing`].
+    AdoptOutgoing(Voucher),
+    /// Store a verified incoming voucher; report [`WalletDone::Incoming`].
+    CommitIncoming(Voucher),
+    /// Store meter checkpoints (never lowers one). Nothing to report.
+    Checkpoint(Vec<(ChannelId, MeterSnapshot)>),
+}
+
+/// The outcome of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalletDone {
+    /// An outgoing voucher: stored (`ok`) or refused; the wallet's remaining spend headroom.
+    Outgoing {
+        /// The voucher.
+        voucher: Voucher,
+        /// Whether it is durable now.
+        ok: bool,
+        /// How much more we may pay in total.
+        headroom: Amount,
+    },
+    /// An incoming voucher: stored (`ok`) or refused.
+    Incoming {
+        /// The voucher.
+        voucher: Voucher,
+        /// Whether it is durable now.
+        ok: bool,
+    },
+}
+
+/// Wallet state of one channel, to restore after a restart.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    /// Latest committed voucher.
+    pub latest: Option<Voucher>,
+    /// Last meter checkpoint.
+    pub meter: MeterSnapshot,
+}
+
+/// Both channels with one neighbour.
+#[derive(Debug)]
+pub(super) struct Account {
+    pub(super) peer: NodeId,
+    pub(super) payer: PayerChannel,
+    pub(super) payee: PayeeChannel,
+    /// A handshake completed: send our resyncs when the link can carry them.
+    resync_due: bool,
+    /// The link came up from nothing on our side (we restarted or it was down): the first
+    /// resync from the payer may raise our meter.
+    fresh: bool,
+}
+
+/// The node's money state.
+pub(super) struct Money {
+    pub(super) cfg: MoneyConfig,
+    signer: Identity,
+    pub(super) accounts: Vec<Option<Account>>,
+    restored: HashMap<ChannelId, Restored>,
+    ops: VecDeque<WalletOp>,
+    next_poll: Instant,
+    next_checkpoint: Instant,
+}
+
+impl Money {
+    pub(super) fn new(cfg: MoneyConfig, signer: Identity, now: Instant) -> Self {
+        Money {
+            next_checkpoint: now + cfg.checkpoint_interval,
+            cfg,
+            signer,
+            accounts: Vec::new(),
+            restored: HashMap::new(),
+            ops: VecDeque::new(),
+            next_poll: now,
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Instant {
+        self.next_poll.min(self.next_checkpoint)
+    }
+
+    fn account_by_channel(&mut self, id: &ChannelId, payer_side: bool) -> Option<&mut Account> {
+        self.accounts.iter_mut().flatten().find(|a| {
+            if payer_side {
+                a.payer.id() == *id
+            } else {
+                a.payee.id() == *id
+            }
+        })
+    }
+}
+
+impl<A: TransportAead> Node<A> {
+    /// Our price as a payee: our fee at our current price epoch.
+    fn own_price(&self) -> Price {
+        let rc = self.router.config();
+        Price::new(rc.fee_per_mib, rc.price_epoch)
+    }
+
+    /// Test-only switch behind `[testing] pay = false`: stop (or resume) signing vouchers
+    /// and self-throttling, to test a neighbour's enforcement against a non-payer.
+    pub fn set_pay(&mut self, pay: bool) {
+        self.money.cfg.pay = pay;
+    }
+
+    /// Give back a channel's wallet state after a restart (before its link comes up).
+    pub fn restore_channel(&mut self, id: ChannelId, state: Restored) {
+        self.money.restored.insert(id, state);
+    }
+
+    /// The next durable step for the wallet.
+    pub fn poll_wallet(&mut self) -> Option<WalletOp> {
+        self.money.ops.pop_front()
+    }
+
+    /// Checkpoint every meter now (before a clean shutdown).
+    pub fn checkpoint_now(&mut self) {
+        let snaps: Vec<_> = self
+            .money
+            .accounts
+            .iter()
+            .flatten()
+            .flat_map(|a| {
+                [
+                    (a.payer.id(), a.payer.meter().snapshot()),
+                    (a.payee.id(), a.payee.meter().snapshot()),
+                ]
+            })
+            .collect();
+        if !snaps.is_empty() {
+            self.money.ops.push_back(WalletOp::Checkpoint(snaps));
+        }
+    }
+
+    /// The channels with neighbour `pi`, created (or restored) on first use.
+    fn account(&mut self, pi: usize) -> Option<&mut Account> {
+        if self.money.accounts.get(pi).is_none_or(|a| a.is_none()) {
+            let peer = self.peers.get(pi)?.id;
+            let price = self.own_price();
+            let m = &mut self.money;
+            let out = ChannelParams {
+                payer: self.id,
+                payee: peer,
+                nonce: 0,
+            };
+            let inc = ChannelParams {
+                payer: peer,
+                payee: self.id,
+                nonce: 0,
+            };
+            let ro = m.restored.remove(&out.id()).unwrap_or_default();
+            let ri = m.restored.remove(&inc.id()).unwrap_or_default();
+            let mut payer = PayerChannel::restore(out, m.cfg.payer, price, ro.latest, &ro.meter);
+            let paid = ro.latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
+            payer.set_spend_cap(paid.saturating_add(m.cfg.headroom));
+            let payee = PayeeChannel::restore(inc, m.cfg.payee, price, ri.latest, &ri.meter);
+            m.ops.push_back(WalletOp::EnsureOutgoing(out));
+            m.ops.push_back(WalletOp::EnsureIncoming(inc));
+            if m.accounts.len() <= pi {
+                m.accounts.resize_with(pi + 1, || None);
+            }
+            if let Some(slot) = m.accounts.get_mut(pi) {
+                *slot = Some(Account {
+                    peer,
+                    payer,
+                    payee,
+                    resync_due: false,
+                    fresh: false,
+                });
+            }
+        }
+        self.money.accounts.get_mut(pi)?.as_mut()
+    }
+
+    /// A handshake with neighbour `pi` completed; `fresh` if we had no session before.
+    pub(super) fn money_handshake(&mut self, pi: usize, fresh: bool) {
+        if let Some(a) = self.account(pi) {
+            a.resync_due = true;
+            a.fresh |= fresh;
+        }
+    }
+
+    /// Payer side, before sealing a mesh frame for `dest` to neighbour `pi`: false if we
+    /// hold it back (our spend limit, or the neighbour's credit window, is reached).
+    #[inline]
+    pub(super) fn may_send(&mut self, pi: usize, dest: &NodeId) -> bool {
+        if !self.money.cfg.pay {
+            return true;
+        }
+        let Some(peer) = self.peers.get(pi).map(|p| p.id) else {
+            return true;
+        };
+        if peer == *dest {
+            return true;
+        }
+        let throttled = self
+            .money
+            .accounts
+            .get(pi)
+            .and_then(|a| a.as_ref())
+            .is_some_and(|a| a.payer.throttled());
+        if throttled {
+            self.drop_for(Some(pi), DropReason::SelfThrottled);
+        }
+        !throttled
+    }
+
+    /// Payer side, after a mesh frame of `bytes` for `dest` went to neighbour `pi`: we owe
+    /// it `bytes` at its advertised price for `dest`. Frames for the neighbour itself are free.
+    #[inline]
+    pub(super) fn meter_sent(&mut self, pi: usize, dest: &NodeId, bytes: usize) {
+        let Some(peer) = self.peers.get(pi).map(|p| p.id) else {
+            return;
+        };
+        if peer == *dest {
+            return;
+        }
+        let (units, epoch) = self.router.route_price(dest).unwrap_or((0, 0));
+        if let Some(a) = self.account(pi) {
+            a.payer
+                .on_data_sent_at(Price::new(units, epoch), bytes as u64);
+        }
+    }
+
+    /// Payee side, a mesh frame of `bytes` for `dest` (not us) arrived from neighbour `pi`:
+    /// meter it at what we bill for `dest` and decide whether to carry it.
+    #[inline]
+    pub(super) fn meter_received(
+        &mut self,
+        pi: usize,
+        dest: &NodeId,
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
+        let units = self.router.billed_price(dest).unwrap_or(0);
+        let price = Price::new(units, self.router.config().price_epoch);
+        let verdict = match self.account(pi) {
+            Some(a) => a.payee.allow_at(price, bytes as u64, now),
+            None => Verdict::Forward,
+        };
+        match verdict {
+            Verdict::Forward => true,
+            Verdict::DropShaped => {
+                self.drop_for(Some(pi), DropReason::UnpaidShaped);
+                false
+            }
+            Verdict::DropCut => {
+                self.drop_for(Some(pi), DropReason::UnpaidCut);
+                false
+            }
+        }
+    }
+
+    fn send_channel(&mut self, pi: usize, msg: ChannelMsg, now: Instant) -> bool {
+        let mut buf = Vec::with_capacity(msg.encoded_len());
+        msg.encode(&mut buf);
+        self.send_link_copy(pi, Kind::Channel, &buf, now)
+    }
+
+    /// A `Kind::Channel` frame from neighbour `pi` (already authenticated by the link).
+    pub(super) fn handle_channel(&mut self, pi: usize, body: &[u8], now: Instant) {
+        let msg = match ChannelMsg::decode(body) {
+            Ok(m) => m,
+            Err(_) => return self.drop_for(Some(pi), DropReason::BadChannelMsg),
+        };
+        let fresh = self
+            .money
+            .accounts
+            .get(pi)
+            .and_then(|a| a.as_ref())
+            .is_some_and(|a| a.fresh);
+        let Some(a) = self.account(pi) else { return };
+        let r = match msg {
+            ChannelMsg::PriceQuote(q) => a.payer.on_price_quote(&q).map(|()| None),
+            ChannelMsg::CreditGrant(g) => a.payer.on_credit_grant(&g).map(|()| None),
+            ChannelMsg::VoucherAck(k) => a.payer.on_ack(&k).map(|()| None),
+            ChannelMsg::Voucher(v) => a.payee.on_voucher(&v),
+            ChannelMsg::Resync(r) if r.channel_id == a.payer.id() => a.payer.on_resync(&r),
+            ChannelMsg::Resync(r) => {
+                let out = a.payee.on_resync_with(&r, fresh);
+                if r.channel_id == a.payee.id() {
+                    a.fresh = false;
+                }
+                out
+            }
+        };
+        match r {
+            Ok(Some(action)) => self.act(pi, action, now),
+            Ok(None) => {}
+            Err(why) => {
+                tracing::debug!(peer = %self.peers.get(pi).map(|p| p.id).unwrap_or(self.id), %why, "channel message rejected");
+                self.drop_for(Some(pi), DropReason::ChannelRejected);
+            }
+        }
+    }
+
+    fn act(&mut self, pi: usize, action: Action, now: Instant) {
+        match action {
+            Action::CommitThenSend(v) => self.money.ops.push_back(WalletOp::CommitOutgoing(v)),
+            Action::Commit(v) => self.money.ops.push_back(WalletOp::AdoptOutgoing(v)),
+            Action::CommitThenCredit(v) => self.money.ops.push_back(WalletOp::CommitIncoming(v)),
+            Action::Resend(v) => {
+                self.send_channel(pi, ChannelMsg::Voucher(v), now);
+            }
+            Action::SendAck(k) => {
+                self.send_channel(pi, ChannelMsg::VoucherAck(k), now);
+            }
+        }
+    }
+
+    /// The wallet finished a commit: only now is a voucher sent or credit extended.
+    pub fn wallet_done(&mut self, done: WalletDone, now: Instant) {
+        match done {
+            WalletDone::Outgoing {
+                voucher,
+                ok,
+                headroom,
+            } => {
+                self.money.cfg.headroom = headroom;
+                for a in self.money.accounts.iter_mut().flatten() {
+                    let paid = a
+                        .payer
+                        .latest()
+                        .map_or(Amount::ZERO, |v| v.cumulative_amount);
+                    a.payer.set_spend_cap(paid.saturating_add(headroom));
+                }
+                let Some(pi) = self.account_index(&voucher.channel_id, true) else {
+                    return;
+                };
+                let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
+                    return;
+                };
+                if !ok {
+                    return a.payer.commit_failed(&voucher);
+                }
+                if a.payer.committed(&voucher, now) {
+                    let paid = voucher.cumulative_amount;
+                    a.payer.set_spend_cap(paid.saturating_add(headroom));
+                    self.send_channel(pi, ChannelMsg::Voucher(voucher), now);
+                }
+            }
+            WalletDone::Incoming { voucher, ok } => {
+                let Some(pi) = self.account_index(&voucher.channel_id, false) else {
+                    return;
+                };
+                let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
+                    return;
+                };
+                if !ok {
+                    return a.payee.commit_failed(&voucher);
+                }
+                if let Some(ack) = a.payee.committed(&voucher) {
+                    self.send_channel(pi, ChannelMsg::VoucherAck(ack), now);
+                }
+            }
+        }
+    }
+
+    fn account_index(&mut self, id: &ChannelId, payer_side: bool) -> Option<usize> {
+        let found = self.money.account_by_channel(id, payer_side)?.peer;
+        self.by_id.get(&found).copied()
+    }
+
+    /// Announce a new price epoch to every payer (our fee changed).
+    pub(super) fn money_price_changed(&mut self, now: Instant) {
+        let price = self.own_price();
+        let quotes: Vec<_> = self
+            .money
+            .accounts
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(pi, a)| Some((pi, a.as_mut()?.payee.set_price(price)?)))
+            .collect();
+        for (pi, q) in quotes {
+            self.send_channel(pi, ChannelMsg::PriceQuote(q), now);
+        }
+    }
+
+    /// Channel timers: resyncs after handshakes, paying, resending, checkpoints.
+    pub(super) fn money_timers(&mut self, now: Instant) {
+        if now >= self.money.next_checkpoint {
+            self.money.next_checkpoint = now + self.money.cfg.checkpoint_interval;
+            self.checkpoint_now();
+        }
+        if now < self.money.next_poll {
+            return;
+        }
+        self.money.next_poll = now + MONEY_POLL;
+        let timers = self.cfg.timers;
+        for pi in 0..self.money.accounts.len() {
+            let live = self
+                .peers
+                .get(pi)
+                .is_some_and(|p| p.has_session(now, &timers));
+            let pay = self.money.cfg.pay;
+            let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
+                continue;
+            };
+            let mut msgs = Vec::new();
+            if live && a.resync_due {
+                a.resync_due = false;
+                msgs.push(ChannelMsg::Resync(a.payer.resync()));
+                msgs.push(ChannelMsg::Resync(a.payee.resync()));
+                msgs.push(ChannelMsg::CreditGrant(a.payee.grant()));
+                msgs.push(ChannelMsg::PriceQuote(a.payee.price_quote()));
+            }
+            let action = if pay && live {
+                a.payer.poll(now, &self.money.signer)
+            } else {
+                None
+            };
+            for m in msgs {
+                self.send_channel(pi, m, now);
+            }
+            if let Some(action) = action {
+                self.act(pi, action, now);
+            }
+        }
+    }
+
+    /// Per-neighbour channel state, for `wallet channels` and the balance.
+    pub fn channel_views(&self, now: Instant) -> Vec<ChannelView> {
+        let mut out = Vec::new();
+        for a in self.money.accounts.iter().flatten() {
+            let p = &a.payer;
+            out.push(ChannelView {
+                peer: a.peer,
+                channel_id: p.id(),
+                direction: "outgoing",
+                cumulative_paid: p.latest().map_or(Amount::ZERO, |v| v.cumulative_amount),
+                latest_seq: p.latest().map_or(0, |v| v.seq),
+                acked_seq: p.acked().map_or(0, |k| k.seq),
+                credit_window: p.window(),
+                unpaid: p.unpaid(),
+                metered_bytes: p.meter().total_bytes(),
+                metered_amount: p.meter().total_cost(),
+                enforcement: None,
+                throttled: Some(p.throttled()),
+                rejected: p.stats().rejects.total(),
+            });
+            let e = &a.payee;
+            out.push(ChannelView {
+                peer: a.peer,
+                channel_id: e.id(),
+                direction: "incoming",
+                cumulative_paid: e.credited(),
+                latest_seq: e.latest().map_or(0, |v| v.seq),
+                acked_seq: e.latest().map_or(0, |v| v.seq),
+                credit_window: self.money.cfg.payee.enforce.credit_window,
+                unpaid: e.unpaid(),
+                metered_bytes: e.meter().total_bytes(),
+                metered_amount: e.meter().total_cost(),
+                enforcement: Some(level_name(e.level(now))),
+                throttled: None,
+                rejected: e.stats().rejects.total(),
+            });
+        }
+        out
+    }
+}
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Full => "full",
+        Level::Shaped => "shaped",
+        Level::Cut => "cut",
+    }
+}
+
+/// One channel as the CLI shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChannelView {
+    /// The neighbour.
+    pub peer: NodeId,
+    /// The channel id.
+    pub channel_id: ChannelId,
+    /// `outgoing` (we pay) or `incoming` (we are paid).
+    pub direction: &'static str,
+    /// Cumulative amount of the latest committed voucher.
+    pub cumulative_paid: Amount,
+    /// Seq of the latest committed voucher.
+    pub latest_seq: u64,
+    /// Seq the other side acknowledged (outgoing) or we credited (incoming).
+    pub acked_seq: u64,
+    /// Unpaid debt allowed at full service.
+    pub credit_window: Amount,
+    /// Metered but not covered by a voucher.
+    pub unpaid: Amount,
+    /// Data bytes metered on this channel.
+    pub metered_bytes: u64,
+    /// What those bytes cost.
+    pub metered_amount: Amount,
+    /// Incoming: the neighbour's service level (`full`, `shaped`, `cut`).
+    pub enforcement: Option<&'static str>,
+    /// Outgoing: whether we hold data back.
+    pub throttled: Option<bool>,
+    /// Channel messages rejected.
+    pub rejected: u64,
+}
