@@ -11,6 +11,9 @@ use toml::Spanned;
 use crate::identity::NodeId;
 use crate::session::timers::Timers;
 
+mod wallet;
+pub use wallet::{Testing, WalletSettings};
+
 /// Default config path.
 pub const DEFAULT_CONFIG: &str = "/etc/bitcloud/bitcloud.toml";
 /// Default TUN MTU: 1420 leaves room for IPv6 + UDP + our 32 bytes in a 1500 underlay.
@@ -63,6 +66,10 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// Prices (`[pricing]`).
     pub pricing: Pricing,
+    /// Money policy (`[wallet]`).
+    pub wallet: WalletSettings,
+    /// Test-only switches (`[testing]`).
+    pub testing: Testing,
 }
 
 /// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
@@ -124,6 +131,10 @@ struct Raw {
     discovery: RawDiscovery,
     #[serde(default)]
     pricing: Pricing,
+    #[serde(default)]
+    wallet: wallet::RawWallet,
+    #[serde(default)]
+    testing: wallet::RawTesting,
 }
 
 /// `[pricing]`: what this node bills for forwarding and what it will pay (units per MiB of
@@ -364,6 +375,11 @@ impl Config {
             peers,
             discovery,
             pricing: raw.pricing,
+            wallet: raw
+                .wallet
+                .validate()
+                .map_err(|(span, msg)| at(Some(span), msg))?,
+            testing: raw.testing.validate(),
         })
     }
 }

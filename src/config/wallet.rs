@@ -1,0 +1,154 @@
+//! `[wallet]` and `[testing]`: the money policy of a node (docs/money.md). Invariant: amounts
+//! are written as decimal strings of cloudcoin ("0.01"), parsed exactly, never as floats; a bad
+//! value is reported with its line like every other key.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::money::{Amount, EnforceConfig, MIB, PayeeConfig, PayerConfig};
+
+/// `[wallet]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletSettings {
+    /// How far below zero our balance may go (IOUs we sign).
+    pub spend_limit: Amount,
+    /// Unpaid debt each neighbour may run up with us at full service.
+    pub credit_window: Amount,
+    /// How long a neighbour may stay over 1.25 x the window before its data is cut.
+    pub grace: Duration,
+    /// Free tier for a neighbour over its window, bytes per second.
+    pub free_bytes_per_sec: u64,
+    /// The most one neighbour may ever owe us in total on its channel.
+    pub max_channel: Amount,
+    /// Pay at least this often while anything is owed.
+    pub pay_interval: Duration,
+}
+
+impl Default for WalletSettings {
+    fn default() -> Self {
+        let e = EnforceConfig::default();
+        WalletSettings {
+            spend_limit: Amount::from_cc(1),
+            credit_window: e.credit_window,
+            grace: e.grace,
+            free_bytes_per_sec: e.free_bytes_per_sec,
+            max_channel: PayeeConfig::default().max_cumulative,
+            pay_interval: PayerConfig::default().pay_interval,
+        }
+    }
+}
+
+impl WalletSettings {
+    /// Our payee policy.
+    pub fn payee(&self) -> PayeeConfig {
+        PayeeConfig {
+            enforce: EnforceConfig {
+                credit_window: self.credit_window,
+                grace: self.grace,
+                free_bytes_per_sec: self.free_bytes_per_sec,
+                free_burst_bytes: self.free_bytes_per_sec.saturating_mul(4).max(64 * 1024),
+            },
+            max_cumulative: self.max_channel,
+            ..PayeeConfig::default()
+        }
+    }
+
+    /// Our payer policy.
+    pub fn payer(&self) -> PayerConfig {
+        PayerConfig {
+            pay_interval: self.pay_interval,
+            default_window: self.credit_window,
+            ..PayerConfig::default()
+        }
+    }
+}
+
+/// `[testing]`: switches that exist only for tests. Never set them on a real node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Testing {
+    /// `pay = false`: forward traffic but never sign a voucher (to test enforcement).
+    pub pay: bool,
+}
+
+impl Default for Testing {
+    fn default() -> Self {
+        Testing { pay: true }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWallet {
+    spend_limit: Option<Spanned<String>>,
+    credit_window: Option<Spanned<String>>,
+    grace_secs: Option<Spanned<u64>>,
+    free_bytes_per_sec: Option<Spanned<u64>>,
+    max_channel: Option<Spanned<String>>,
+    pay_interval_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTesting {
+    pay: Option<bool>,
+}
+
+impl RawTesting {
+    pub(super) fn validate(&self) -> Testing {
+        Testing {
+            pay: self.pay.unwrap_or(true),
+        }
+    }
+}
+
+/// A value error at a byte span of the file.
+pub(super) type SpanError = (std::ops::Range<usize>, String);
+
+fn amount(v: &Spanned<String>, positive: bool) -> Result<Amount, SpanError> {
+    let a: Amount = v.get_ref().parse().map_err(|e| {
+        (
+            v.span(),
+            format!("{:?} is not an amount of CC: {e}", v.get_ref()),
+        )
+    })?;
+    if positive && a.is_zero() {
+        return Err((v.span(), "must be above 0".into()));
+    }
+    Ok(a)
+}
+
+impl RawWallet {
+    pub(super) fn validate(&self) -> Result<WalletSettings, SpanError> {
+        let mut w = WalletSettings::default();
+        if let Some(v) = &self.spend_limit {
+            w.spend_limit = amount(v, false)?;
+        }
+        if let Some(v) = &self.credit_window {
+            w.credit_window = amount(v, true)?;
+        }
+        if let Some(v) = &self.max_channel {
+            w.max_channel = amount(v, true)?;
+        }
+        if let Some(v) = &self.grace_secs {
+            if !(1..=86_400).contains(v.get_ref()) {
+                return Err((v.span(), "grace must be 1..=86400 seconds".into()));
+            }
+            w.grace = Duration::from_secs(*v.get_ref());
+        }
+        if let Some(v) = &self.free_bytes_per_sec {
+            if *v.get_ref() > 1024 * MIB {
+                return Err((v.span(), "free tier above 1 GiB/s".into()));
+            }
+            w.free_bytes_per_sec = *v.get_ref();
+        }
+        if let Some(v) = &self.pay_interval_ms {
+            if !(100..=60_000).contains(v.get_ref()) {
+                return Err((v.span(), "pay interval must be 100..=60000 ms".into()));
+            }
+            w.pay_interval = Duration::from_millis(*v.get_ref());
+        }
+        Ok(w)
+    }
+}
