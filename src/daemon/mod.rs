@@ -2,20 +2,23 @@
 //! and signals on tokio. Invariant: no protocol decision is made here; this module only
 //! moves bytes and instants between the OS and the node.
 
+mod answer;
 pub mod control;
 pub mod discovery;
+pub mod wallet;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::node::{HEADROOM, Node, NodeConfig, PeerConfig, TAILROOM, UdpOut};
+use crate::node::{
+    HEADROOM, MoneyConfig, Node, NodeConfig, PeerConfig, Restored, TAILROOM, UdpOut,
+};
 use crate::route::RouterConfig;
 
 /// How often the event loop runs node timers (handshake retries, keepalives, expiry).
@@ -59,11 +62,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .unwrap_or(0);
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).context("OS random number generator")?;
+    let wallet_path = cfg.data_dir.join(WALLET_FILE);
+    let mut wallet = crate::wallet::Wallet::open_with(
+        &wallet_path,
+        crate::wallet::WalletConfig {
+            spend_limit: cfg.wallet.spend_limit,
+        },
+    )
+    .await
+    .with_context(|| format!("opening the wallet {}", wallet_path.display()))?;
+    // A fresh price epoch every run: the fee may have changed in the config, and a payer must
+    // never see two prices under one epoch.
+    let epoch = wallet
+        .bump_price_epoch()
+        .await
+        .context("wallet price epoch")?;
+    let channels = wallet.channels().await.context("reading wallet channels")?;
+    let mut router = router_config(&seed, &cfg.pricing);
+    router.price_epoch = epoch;
+    if !cfg.testing.pay {
+        tracing::warn!("[testing] pay = false: this node forwards but never pays (tests only)");
+    }
     let node_cfg = NodeConfig {
         timers: cfg.timers,
-        router: router_config(&seed, &cfg.pricing),
+        router,
         mtu: cfg.mtu,
         accept_discovered: true,
+        money: MoneyConfig {
+            payer: cfg.wallet.payer(),
+            payee: cfg.wallet.payee(),
+            pay: cfg.testing.pay,
+            headroom: wallet.spend_headroom(),
+            ..MoneyConfig::default()
+        },
     };
     let mut node: Node = Node::new(
         &identity,
@@ -73,7 +104,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         unix_nanos,
         u64::from_le_bytes(seed),
     )?;
+    for c in channels {
+        node.restore_channel(
+            c.id,
+            Restored {
+                latest: c.latest,
+                meter: c.meter,
+            },
+        );
+    }
     node.start(started);
+    let (wal_tx, wal_rx) = mpsc::unbounded_channel();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let wallet_task = tokio::spawn(wallet::run(wallet, wal_rx, done_tx));
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
     let (disc_tx, mut disc_rx) = mpsc::channel(64);
@@ -130,13 +173,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     tracing::info!(peer = %d.id, endpoint = %d.endpoint, interface = %d.interface, "discovered neighbour");
                 }
             }
+            Some(d) = done_rx.recv() => {
+                let now = Instant::now();
+                node.wallet_done(d, now);
+                while let Ok(d) = done_rx.try_recv() {
+                    node.wallet_done(d, now);
+                }
+            }
             Some(req) = ctl_rx.recv() => {
-                if req.body.get("cmd").and_then(|c| c.as_str()) == Some("price")
+                let cmd = req.body.get("cmd").and_then(|c| c.as_str());
+                if cmd == Some("wallet") {
+                    let live = node.channel_views(Instant::now());
+                    let _ = wal_tx.send(wallet::Req::Query { body: req.body, live, reply: req.reply });
+                    continue;
+                }
+                if cmd == Some("price")
                     && let Some(fee) = req.body.get("set").and_then(|f| f.as_u64()) {
-                    node.set_fee(fee, Instant::now());
+                    if let Err(e) = set_fee(&mut node, &wal_tx, fee).await {
+                        let _ = req.reply.send(serde_json::json!({ "error": e }));
+                        continue;
+                    }
                     tracing::info!(fee_per_mib = fee, "forwarding fee changed");
                 }
-                let answer = answer(&cfg, &node, started, &req.body);
+                let answer = answer::answer(&cfg, &node, started, &req.body);
                 let _ = req.reply.send(answer);
             }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
@@ -146,10 +205,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         while let Some(p) = node.poll_tun() {
             let _ = tun.send(&p).await;
         }
+        while let Some(op) = node.poll_wallet() {
+            let _ = wal_tx.send(wallet::Req::Op(op));
+        }
     }
     ctl_task.abort();
     disc_task.abort();
+    // Keep what was metered since the last checkpoint, then let the wallet close cleanly.
+    node.checkpoint_now();
+    while let Some(op) = node.poll_wallet() {
+        let _ = wal_tx.send(wallet::Req::Op(op));
+    }
+    drop(wal_tx);
+    if let Err(e) = wallet_task.await {
+        tracing::warn!("wallet task: {e}");
+    }
     let _ = std::fs::remove_file(&cfg.control_socket);
+    Ok(())
+}
+
+/// The wallet database inside `data_dir`.
+pub const WALLET_FILE: &str = "wallet.sqlite";
+
+/// Persist a new price epoch, then apply the fee under it.
+async fn set_fee(
+    node: &mut Node,
+    wal: &mpsc::UnboundedSender<wallet::Req>,
+    fee: u64,
+) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    wal.send(wallet::Req::BumpEpoch(tx))
+        .map_err(|_| "wallet task stopped".to_string())?;
+    let epoch = rx.await.map_err(|_| "wallet task stopped".to_string())??;
+    node.set_fee_epoch(fee, epoch, Instant::now());
     Ok(())
 }
 
@@ -229,46 +317,5 @@ async fn send(udp: &UdpSocket, data: &[u8], dst: SocketAddr) {
 async fn flush(node: &mut Node, udp: &UdpSocket) {
     while let Some(t) = node.poll_transmit() {
         send(udp, &t.data, t.dst).await;
-    }
-}
-
-fn answer(
-    cfg: &Config,
-    node: &Node,
-    started: Instant,
-    req: &serde_json::Value,
-) -> serde_json::Value {
-    let now = Instant::now();
-    match req.get("cmd").and_then(|c| c.as_str()) {
-        Some("status") => {
-            let id = node.id();
-            json!({
-                "id": id,
-                "ipv6": id.ipv6(),
-                "ipv4": id.ipv4(),
-                "listen": cfg.listen,
-                "listen_port": cfg.listen.port(),
-                "tun": cfg.tun,
-                "mtu": cfg.mtu,
-                "uptime_secs": now.saturating_duration_since(started).as_secs(),
-                "peers": node.peer_status(now),
-                "sessions": node.session_status(now),
-                "routing": node.router().stats(),
-                "drops": node.drops().to_map(),
-            })
-        }
-        Some("routes") => json!({ "routes": crate::cli::views::routes(node.router(), now) }),
-        Some("peers") => json!({ "peers": crate::cli::views::peers(node, now) }),
-        Some("price") => {
-            let rc = node.router().config();
-            json!({
-                "fee_per_mib": rc.fee_per_mib,
-                "price_epoch": rc.price_epoch,
-                "max_price_per_mib": rc.policy.max_price_per_mib,
-                "price_weight_milli": rc.policy.price_weight_milli,
-            })
-        }
-        Some(other) => json!({"error": format!("unknown command {other:?}")}),
-        None => json!({"error": "request needs a \"cmd\""}),
     }
 }

@@ -104,7 +104,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Direction::Outgoing => "outgoing",
             Direction::Incoming => "incoming",

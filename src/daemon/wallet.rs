@@ -1,0 +1,212 @@
+//! The wallet actor: the daemon's only writer of the SQLite wallet. It performs the node's
+//! durable steps in the order the node produced them and reports each commit back, so the
+//! event loop never waits on an fsync and the node still sends a voucher only after it is on
+//! disk (and credits one only after that). It also answers the `wallet` CLI queries, merging
+//! what is stored with the node's live channel state.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::money::Amount;
+use crate::node::{ChannelView, WalletDone, WalletOp};
+use crate::wallet::{Direction, Wallet};
+
+/// Said wherever balances are shown, until a ledger backend settles vouchers.
+pub const IOU_NOTE: &str =
+    "vouchers are signed IOUs until a ledger settles them; balances are not spendable coin.";
+
+/// A request to the actor.
+pub enum Req {
+    /// A durable step from the node.
+    Op(WalletOp),
+    /// Persist and return the next price epoch.
+    BumpEpoch(oneshot::Sender<Result<u32, String>>),
+    /// A `wallet` CLI query, with the node's live channels.
+    Query {
+        /// The request object (`what`, `since_secs`, `limit`).
+        body: Value,
+        /// Live channel state from the node.
+        live: Vec<ChannelView>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Value>,
+    },
+    /// Answer once everything before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Run until every sender is dropped, then close the wallet cleanly.
+pub async fn run(
+    mut w: Wallet,
+    mut rx: mpsc::UnboundedReceiver<Req>,
+    done: mpsc::UnboundedSender<WalletDone>,
+) {
+    while let Some(req) = rx.recv().await {
+        match req {
+            Req::Op(op) => apply(&mut w, op, &done).await,
+            Req::BumpEpoch(reply) => {
+                let r = w.bump_price_epoch().await.map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Req::Query { body, live, reply } => {
+                let v = match query(&mut w, &body, &live).await {
+                    Ok(v) => v,
+                    Err(e) => json!({ "error": format!("wallet: {e}") }),
+                };
+                let _ = reply.send(v);
+            }
+            Req::Flush(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+    if let Err(e) = w.close().await {
+        tracing::warn!("closing the wallet: {e}");
+    }
+}
+
+async fn apply(w: &mut Wallet, op: WalletOp, done: &mpsc::UnboundedSender<WalletDone>) {
+    match op {
+        WalletOp::EnsureOutgoing(p) => {
+            if let Err(e) = w.ensure_channel(&p, Direction::Outgoing).await {
+                tracing::error!(payee = %p.payee, "registering outgoing channel: {e}");
+            }
+        }
+        WalletOp::EnsureIncoming(p) => {
+            if let Err(e) = w.ensure_channel(&p, Direction::Incoming).await {
+                tracing::error!(payer = %p.payer, "registering incoming channel: {e}");
+            }
+        }
+        WalletOp::CommitOutgoing(v) | WalletOp::AdoptOutgoing(v) => {
+            let adopt = matches!(op, WalletOp::AdoptOutgoing(_));
+            let r = if adopt {
+                w.adopt_outgoing_voucher(&v).await
+            } else {
+                w.commit_outgoing_voucher(&v).await
+            };
+            if let Err(e) = &r {
+                tracing::warn!(channel = %v.channel_id, seq = v.seq, "outgoing voucher not committed: {e}");
+            }
+            let _ = done.send(WalletDone::Outgoing {
+                voucher: v,
+                ok: r.is_ok(),
+                headroom: w.spend_headroom(),
+            });
+        }
+        WalletOp::CommitIncoming(v) => {
+            let r = w.commit_incoming_voucher(&v).await;
+            if let Err(e) = &r {
+                tracing::warn!(channel = %v.channel_id, seq = v.seq, "incoming voucher not committed: {e}");
+            }
+            let _ = done.send(WalletDone::Incoming {
+                voucher: v,
+                ok: r.is_ok(),
+            });
+        }
+        WalletOp::Checkpoint(snaps) => {
+            if let Err(e) = w.checkpoint_meters(&snaps).await {
+                tracing::warn!("meter checkpoint: {e}");
+            }
+        }
+    }
+}
+
+fn sum<'a>(views: impl Iterator<Item = &'a ChannelView>) -> Amount {
+    views.fold(Amount::ZERO, |a, v| a.saturating_add(v.unpaid))
+}
+
+async fn query(
+    w: &mut Wallet,
+    body: &Value,
+    live: &[ChannelView],
+) -> Result<Value, crate::wallet::WalletError> {
+    let backed = false;
+    Ok(match body.get("what").and_then(|x| x.as_str()) {
+        Some("balance") => {
+            let b = w.balance().await?;
+            // Unpaid debt lives in the node's meters; the file only has the last checkpoint.
+            let owed_to_us = sum(live.iter().filter(|v| v.direction == "incoming"));
+            let we_owe = sum(live.iter().filter(|v| v.direction == "outgoing"));
+            json!({
+                "balance": b.balance,
+                "earned": b.earned,
+                "spent": b.spent,
+                "unpaid_owed_to_us": if live.is_empty() { b.unpaid_owed_to_us } else { owed_to_us },
+                "unpaid_we_owe": if live.is_empty() { b.unpaid_we_owe } else { we_owe },
+                "spend_limit": w.config().spend_limit,
+                "spend_headroom": w.spend_headroom(),
+                "backed": backed,
+                "note": IOU_NOTE,
+            })
+        }
+        Some("channels") => json!({ "channels": live, "backed": backed }),
+        Some("earnings") => {
+            let since_secs = body.get("since_secs").and_then(|x| x.as_u64());
+            let since = since_secs.map_or(UNIX_EPOCH, |s| {
+                SystemTime::now()
+                    .checked_sub(Duration::from_secs(s))
+                    .unwrap_or(UNIX_EPOCH)
+            });
+            let rows = w.earnings_by_peer(since).await?;
+            let total = rows
+                .iter()
+                .fold(Amount::ZERO, |a, r| a.saturating_add(r.amount));
+            let total_bytes = rows.iter().fold(0u64, |a, r| a.saturating_add(r.bytes));
+            let since_ms = since_secs.map(|_| {
+                since
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            });
+            let neighbours: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "peer": r.peer,
+                        "channel_id": r.channel_id,
+                        "bytes": r.bytes,
+                        "earned": r.amount,
+                        "vouchers": r.vouchers,
+                    })
+                })
+                .collect();
+            json!({
+                "since_unix_ms": since_ms,
+                "total": total,
+                "total_bytes": total_bytes,
+                "neighbours": neighbours,
+                "backed": backed,
+            })
+        }
+        Some("history") => {
+            let limit = body
+                .get("limit")
+                .and_then(|x| x.as_u64())
+                .map_or(50, |l| l.min(10_000) as u32);
+            let rows: Vec<Value> = w
+                .history(limit)
+                .await?
+                .iter()
+                .map(|h| {
+                    json!({
+                        "at_unix_ms": h.at_unix_ms,
+                        "direction": h.direction.as_str(),
+                        "peer": h.peer,
+                        "channel_id": h.channel_id,
+                        "seq": h.seq,
+                        "cumulative_amount": h.cumulative_amount,
+                        "delta": h.delta,
+                        "cumulative_bytes": h.cumulative_bytes,
+                        "price_epoch": h.price_epoch,
+                    })
+                })
+                .collect();
+            json!({ "history": rows, "backed": backed })
+        }
+        Some("integrity") => {
+            let r = w.integrity_check().await?;
+            json!({ "ok": true, "channels": r.channels, "vouchers": r.vouchers })
+        }
+        other => json!({ "error": format!("unknown wallet query {other:?}") }),
+    })
+}
