@@ -7,7 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bitcloud::identity::Identity;
-use bitcloud::node::{HEADROOM, Node, NodeConfig, PeerConfig, TAILROOM, UdpOut};
+use bitcloud::money::{ChannelId, Voucher};
+use bitcloud::node::{
+    HEADROOM, Node, NodeConfig, PeerConfig, TAILROOM, UdpOut, WalletDone, WalletOp,
+};
 use bitcloud::route::RouterConfig;
 use bitcloud::session::timers::Timers;
 
@@ -42,6 +45,51 @@ pub struct SimNode {
     /// with them (for plaintext searches).
     pub touched: Vec<Vec<u8>>,
     pub record: bool,
+    /// The node's committed vouchers (an in-memory wallet that commits at once).
+    pub wallet: MemWallet,
+}
+
+/// A wallet that commits every voucher at once and keeps the latest per channel.
+#[derive(Default)]
+pub struct MemWallet {
+    /// Latest voucher we signed, per channel.
+    pub outgoing: std::collections::HashMap<ChannelId, Voucher>,
+    /// Latest voucher we were paid with, per channel.
+    pub incoming: std::collections::HashMap<ChannelId, Voucher>,
+    /// Set to refuse outgoing commits (a wallet at its spend limit).
+    pub refuse_outgoing: bool,
+}
+
+impl MemWallet {
+    fn apply(&mut self, op: WalletOp) -> Option<WalletDone> {
+        let keep = |m: &mut std::collections::HashMap<ChannelId, Voucher>, v: Voucher| {
+            let e = m.entry(v.channel_id).or_insert(v);
+            if v.seq > e.seq {
+                *e = v;
+            }
+        };
+        match op {
+            WalletOp::CommitOutgoing(v) | WalletOp::AdoptOutgoing(v) => {
+                let ok = !self.refuse_outgoing || matches!(op, WalletOp::AdoptOutgoing(_));
+                if ok {
+                    keep(&mut self.outgoing, v);
+                }
+                Some(WalletDone::Outgoing {
+                    voucher: v,
+                    ok,
+                    headroom: bitcloud::money::Amount::from_cc(1),
+                })
+            }
+            WalletOp::CommitIncoming(v) => {
+                keep(&mut self.incoming, v);
+                Some(WalletDone::Incoming {
+                    voucher: v,
+                    ok: true,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The network.
@@ -78,6 +126,7 @@ pub fn node_cfg(t: Timers) -> NodeConfig {
         router: router_cfg(),
         mtu: 1420,
         accept_discovered: true,
+        money: Default::default(),
     }
 }
 
@@ -141,6 +190,7 @@ impl Net {
                     delivered: vec![],
                     touched: vec![],
                     record: false,
+                    wallet: MemWallet::default(),
                 }
             })
             .collect();
@@ -212,6 +262,13 @@ impl Net {
 
     fn flush(&mut self, i: usize) {
         let from = self.nodes[i].addr;
+        let now = self.now;
+        let sn = &mut self.nodes[i];
+        while let Some(op) = sn.node.poll_wallet() {
+            if let Some(done) = sn.wallet.apply(op) {
+                sn.node.wallet_done(done, now);
+            }
+        }
         while let Some(t) = self.nodes[i].node.poll_transmit() {
             self.send(from, t.dst, t.data);
         }

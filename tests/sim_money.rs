@@ -1,0 +1,126 @@
+//! Paid forwarding in the deterministic simulation: whole nodes on a virtual clock with an
+//! in-memory wallet. Pay per forward through a relay, exact agreement of payer and payee,
+//! relays paying relays, enforcement of a non-payer, and recovery once it pays.
+
+mod sim;
+
+use std::time::Duration;
+
+use bitcloud::drops::DropReason;
+use bitcloud::money::Amount;
+use bitcloud::node::ChannelView;
+use bitcloud::session::timers::Timers;
+use sim::{Net, PERFECT, ident, packet_with};
+
+fn view(net: &Net, i: usize, peer: usize, direction: &str) -> ChannelView {
+    let now = net.now;
+    net.nodes[i]
+        .node
+        .channel_views(now)
+        .into_iter()
+        .find(|c| c.peer == ident(peer).id() && c.direction == direction)
+        .unwrap_or_else(|| panic!("node {i} has no {direction} channel with {peer}"))
+}
+
+/// Send `count` packets of `size` payload bytes from `from` to `to`, one per step.
+fn send(net: &mut Net, from: usize, to: usize, count: usize, size: usize) {
+    let p = packet_with(&ident(from), &ident(to), &vec![7u8; size]);
+    for _ in 0..count {
+        net.tun(from, &p);
+        net.step();
+    }
+}
+
+#[test]
+fn payer_pays_the_relay_exactly_what_both_metered() {
+    // 0 - 1 - 2 - 3: relays 1 and 2 charge; 0 sends to 3.
+    let mut net = Net::new(4, &[(0, 1), (1, 2), (2, 3)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1000, now);
+    net.nodes[2].node.set_fee(300, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    // Open the end-to-end session first, so nothing waits in the staging queue.
+    send(&mut net, 0, 3, 1, 10);
+    net.run(Duration::from_secs(1));
+    send(&mut net, 0, 3, 3000, 1000);
+    net.run(Duration::from_millis(100));
+    let got = net.nodes[3].delivered.len();
+    assert!(
+        got > 3000,
+        "delivered {got}; drops {:?}",
+        net.nodes[0].node.drops().to_map()
+    );
+    net.run(Duration::from_secs(5));
+
+    let out = view(&net, 0, 1, "outgoing");
+    let inc = view(&net, 1, 0, "incoming");
+    // No loss: both metered the same bytes, and the payer has paid all of it.
+    assert_eq!(out.metered_bytes, inc.metered_bytes);
+    assert!(out.metered_bytes > 3000 * 1000);
+    assert_eq!(out.unpaid, Amount::ZERO, "{out:?}");
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(out.latest_seq, out.acked_seq);
+    // 0 pays 1 its fee plus what 2 charges 1.
+    let expected = Amount::from_units((u128::from(out.metered_bytes) * 1300).div_ceil(1 << 20));
+    assert_eq!(out.cumulative_paid, expected);
+    // 1 pays 2 its fee for the same frames; 2 delivers to 3 for free.
+    let out12 = view(&net, 1, 2, "outgoing");
+    let inc21 = view(&net, 2, 1, "incoming");
+    assert_eq!(out12.cumulative_paid, inc21.cumulative_paid);
+    assert_eq!(
+        out12.cumulative_paid,
+        Amount::from_units((u128::from(out12.metered_bytes) * 300).div_ceil(1 << 20))
+    );
+    assert_eq!(
+        view(&net, 2, 3, "outgoing").metered_bytes,
+        0,
+        "delivery is free"
+    );
+    // Same vouchers in both wallets.
+    let ch = out.channel_id;
+    assert_eq!(
+        net.nodes[0].wallet.outgoing.get(&ch),
+        net.nodes[1].wallet.incoming.get(&ch)
+    );
+}
+
+#[test]
+fn non_payer_is_shaped_then_cut_and_restored_when_it_pays() {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1_000_000, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    // Node 0 forwards and never pays (the test-only switch behind `[testing] pay = false`).
+    net.nodes[0].node.set_pay(false);
+    // Default window 0.01 CC = 10 MiB at 1e6 units/MiB.
+    send(&mut net, 0, 2, 12_000, 1200);
+    let inc = view(&net, 1, 0, "incoming");
+    assert_ne!(inc.enforcement, Some("full"), "{inc:?}");
+    send(&mut net, 0, 2, 1000, 1200);
+    net.run(Duration::from_secs(12));
+    send(&mut net, 0, 2, 200, 1200);
+    let inc = view(&net, 1, 0, "incoming");
+    assert_eq!(inc.enforcement, Some("cut"), "{inc:?}");
+    let d = net.nodes[1].node.drops();
+    assert!(d.get(DropReason::UnpaidShaped) > 0);
+    assert!(d.get(DropReason::UnpaidCut) > 0);
+    let before = net.nodes[2].delivered.len();
+    send(&mut net, 0, 2, 50, 100);
+    assert_eq!(
+        net.nodes[2].delivered.len(),
+        before,
+        "nothing gets through while cut"
+    );
+
+    // It pays: its channel frames were never blocked, so one voucher restores service.
+    net.nodes[0].node.set_pay(true);
+    net.run(Duration::from_secs(5));
+    let inc = view(&net, 1, 0, "incoming");
+    assert_eq!(inc.enforcement, Some("full"), "{inc:?}");
+    let before = net.nodes[2].delivered.len();
+    send(&mut net, 0, 2, 50, 100);
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.nodes[2].delivered.len(), before + 50);
+}
