@@ -4,6 +4,7 @@
 
 mod output;
 pub mod views;
+pub mod wallet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,12 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the wallet: balance, payment channels, earnings per neighbour, voucher history.
+    Wallet {
+        /// What to show.
+        #[command(subcommand)]
+        what: wallet::WalletCmd,
+    },
 }
 
 /// Run a parsed command line.
@@ -116,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status { json } => query(&cli.config, "status", json, output::status),
         Cmd::Routes { json } => query(&cli.config, "routes", json, output::routes),
         Cmd::Peers { json } => query(&cli.config, "peers", json, output::peers),
+        Cmd::Wallet { what } => wallet::run(&cli.config, &what),
         Cmd::Price { set, json } => {
             let cfg = Config::load(&cli.config)?;
             let v = crate::daemon::control::call(

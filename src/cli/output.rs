@@ -3,7 +3,8 @@
 use serde_json::Value;
 use std::fmt::Write;
 
-fn s(v: &Value) -> String {
+/// A JSON value as text: strings unquoted, null as `-`.
+pub fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -27,8 +28,49 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// An amount (the daemon's exact decimal string) as `0.000050000 CC`; `-` if absent.
+pub fn cc(v: &Value) -> String {
+    match v {
+        Value::String(x) => format!("{x} CC"),
+        other => s(other),
+    }
+}
+
+/// A JSON byte count with a binary unit; `-` if absent.
+pub fn bytes_of(v: &Value) -> String {
+    v.as_u64().map_or_else(|| s(v), bytes)
+}
+
+/// Unix milliseconds as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a proleptic Gregorian date (H. Hinnant, "chrono-Compatible Low-Level Date
+    // Algorithms", civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
 /// Align rows into columns separated by two spaces.
 pub fn table(rows: &[Vec<String>]) -> String {
+    table_right(rows, &[])
+}
+
+/// [`table`], with the columns whose indices are in `right` right-aligned (numbers, amounts).
+pub fn table_right(rows: &[Vec<String>], right: &[usize]) -> String {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -44,7 +86,14 @@ pub fn table(rows: &[Vec<String>]) -> String {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
-            .map(|(x, w)| format!("{x:<w$}"))
+            .enumerate()
+            .map(|(c, (x, w))| {
+                if right.contains(&c) {
+                    format!("{x:>w$}")
+                } else {
+                    format!("{x:<w$}")
+                }
+            })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
@@ -108,7 +157,8 @@ pub fn status(v: &Value) -> String {
     out
 }
 
-fn short(v: &Value) -> String {
+/// A node or channel id shortened to its first 16 hex digits and an ellipsis.
+pub fn short(v: &Value) -> String {
     let id = s(v);
     id.get(..16).map(|x| format!("{x}…")).unwrap_or(id)
 }
@@ -200,4 +250,29 @@ pub fn price(v: &Value) -> String {
         s(&v["fee_per_mib"]),
         s(&v["price_epoch"])
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_700_000_000_999), "2023-11-14 22:13:20");
+        assert_eq!(utc(4_102_444_799_000), "2099-12-31 23:59:59");
+        // Extremes do not panic.
+        utc(i64::MIN);
+        utc(i64::MAX);
+    }
+
+    #[test]
+    fn amounts_and_byte_counts_from_json() {
+        assert_eq!(cc(&Value::from("0.000050000")), "0.000050000 CC");
+        assert_eq!(cc(&Value::Null), "-");
+        assert_eq!(bytes_of(&Value::from(2048)), "2.0 KiB");
+        assert_eq!(bytes_of(&Value::Null), "-");
+    }
 }
