@@ -13,9 +13,7 @@ use crate::money::Amount;
 use crate::node::{ChannelView, WalletDone, WalletOp};
 use crate::wallet::{Direction, Wallet};
 
-/// Said wherever balances are shown, until a ledger backend settles vouchers.
-pub const IOU_NOTE: &str =
-    "vouchers are signed IOUs until a ledger settles them; balances are not spendable coin.";
+use crate::cli::wallet::IOU_NOTE;
 
 /// A request to the actor.
 pub enum Req {
@@ -148,26 +146,32 @@ async fn query(
                     .checked_sub(Duration::from_secs(s))
                     .unwrap_or(UNIX_EPOCH)
             });
-            let rows = w.earnings_by_peer(since).await?;
-            let total = rows
-                .iter()
-                .fold(Amount::ZERO, |a, r| a.saturating_add(r.amount));
-            let total_bytes = rows.iter().fold(0u64, |a, r| a.saturating_add(r.bytes));
+            // One line per neighbour with vouchers in the window (a peer may have had several
+            // channels over time).
+            let mut by_peer: std::collections::BTreeMap<String, (u64, Amount, u64)> =
+                Default::default();
+            for r in w.earnings_by_peer(since).await? {
+                if r.vouchers == 0 {
+                    continue;
+                }
+                let e = by_peer.entry(r.peer.to_string()).or_default();
+                e.0 = e.0.saturating_add(r.bytes);
+                e.1 = e.1.saturating_add(r.amount);
+                e.2 += r.vouchers;
+            }
+            let total = by_peer
+                .values()
+                .fold(Amount::ZERO, |a, r| a.saturating_add(r.1));
+            let total_bytes = by_peer.values().fold(0u64, |a, r| a.saturating_add(r.0));
             let since_ms = since_secs.map(|_| {
                 since
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64)
             });
-            let neighbours: Vec<Value> = rows
+            let neighbours: Vec<Value> = by_peer
                 .iter()
-                .map(|r| {
-                    json!({
-                        "peer": r.peer,
-                        "channel_id": r.channel_id,
-                        "bytes": r.bytes,
-                        "earned": r.amount,
-                        "vouchers": r.vouchers,
-                    })
+                .map(|(peer, (bytes, earned, vouchers))| {
+                    json!({ "peer": peer, "bytes": bytes, "earned": earned, "vouchers": vouchers })
                 })
                 .collect();
             json!({

@@ -52,6 +52,10 @@ pub struct PayerState {
     spend_cap: Amount,
     last_paid_at: Option<Instant>,
     last_sent_at: Option<Instant>,
+    /// What our meter counts beyond the payee's latest report (bytes, cost): data lost on the
+    /// link after we sent it. Recomputed at each report; we pay for what was carried.
+    lost_bytes: u64,
+    lost_amount: Amount,
 }
 
 /// Payer counters.
@@ -107,6 +111,8 @@ impl PayerChannel {
                 spend_cap: Amount::MAX,
                 last_paid_at: None,
                 last_sent_at: None,
+                lost_bytes: 0,
+                lost_amount: Amount::ZERO,
             },
             stats: PayerStats::default(),
         }
@@ -157,9 +163,31 @@ impl PayerChannel {
         self.state.meter.total_cost()
     }
 
-    /// Owed but not yet covered by a committed voucher.
+    /// What we pay for: our meter less what the payee reported never arriving (link loss).
+    /// The payee's report can only lower this, never raise it above our own count, and a
+    /// payee that under-reports only underpays itself.
+    pub fn payable(&self) -> Amount {
+        self.owed().saturating_sub(self.state.lost_amount)
+    }
+
+    fn payable_bytes(&self) -> u64 {
+        self.state
+            .meter
+            .total_bytes()
+            .saturating_sub(self.state.lost_bytes)
+    }
+
+    /// Payable but not yet covered by a committed voucher.
     pub fn unpaid(&self) -> Amount {
-        self.owed().saturating_sub(self.paid())
+        self.payable().saturating_sub(self.paid())
+    }
+
+    /// The payee's own count of what it received from us (from an ack or a resync): whatever
+    /// our meter has beyond it was lost on the way and is not paid for.
+    fn on_report(&mut self, bytes: u64, amount: Amount) {
+        let m = &self.state.meter;
+        self.state.lost_bytes = m.total_bytes().saturating_sub(bytes);
+        self.state.lost_amount = m.total_cost().saturating_sub(amount);
     }
 
     fn paid(&self) -> Amount {
@@ -204,7 +232,7 @@ impl PayerChannel {
     /// payee's channel limit is reached, or the payee has acknowledged so little that it is
     /// already shaping us.
     pub fn throttled(&self) -> bool {
-        let owed = self.owed();
+        let owed = self.payable();
         if owed >= self.cap() {
             return true;
         }
@@ -219,10 +247,9 @@ impl PayerChannel {
         if s.pending.is_some() {
             return None;
         }
-        let amount = self.owed().min(self.cap()).max(self.paid());
-        let bytes = s
-            .meter
-            .total_bytes()
+        let amount = self.payable().min(self.cap()).max(self.paid());
+        let bytes = self
+            .payable_bytes()
             .max(s.latest.map_or(0, |v| v.cumulative_bytes));
         let unpaid = amount.saturating_sub(self.paid());
         let interval_due = s
@@ -253,7 +280,7 @@ impl PayerChannel {
     /// (per batch), since reaching half the window pays at once.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let s = &self.state;
-        let payable = self.owed().min(self.cap()) > self.paid() && s.pending.is_none();
+        let payable = self.payable().min(self.cap()) > self.paid() && s.pending.is_none();
         let pay = payable.then(|| s.last_paid_at.map_or(now, |t| t + self.cfg.pay_interval));
         let resend = s
             .latest
@@ -323,12 +350,13 @@ impl PayerChannel {
         Ok(())
     }
 
-    /// The payee's ack. Acks of vouchers we never committed, or that credit more than we
-    /// signed, are malformed; older acks are stale.
+    /// The payee's ack, also sent unprompted as a report of its meter (seq 0 before any
+    /// voucher). Acks of vouchers we never committed, or that credit more than we signed, are
+    /// malformed; older acks are stale.
     pub fn on_ack(&mut self, a: &VoucherAck) -> Result<(), Reject> {
         let r = if a.channel_id != self.state.id {
             Err(Reject::WrongChannel)
-        } else if self.state.latest.is_none_or(|l| a.seq > l.seq) || a.credited > self.paid() {
+        } else if a.seq > self.state.latest.map_or(0, |l| l.seq) || a.credited > self.paid() {
             Err(Reject::Malformed)
         } else if self.state.acked.is_some_and(|p| a.seq < p.seq) {
             Err(Reject::StaleSeq)
@@ -342,6 +370,7 @@ impl PayerChannel {
         if a.metered_bytes > self.state.meter.total_bytes() {
             self.stats.drift_flags += 1;
         }
+        self.on_report(a.metered_bytes, a.metered_amount);
         self.state.acked = Some(*a);
         Ok(())
     }
@@ -370,6 +399,7 @@ impl PayerChannel {
         let m = &mut self.state.meter;
         let amount = r.meter_amount.min(m.total_cost().saturating_add(window));
         m.raise_to(r.meter_bytes, amount);
+        self.on_report(r.meter_bytes, r.meter_amount);
         let s = &mut self.state;
         // The payee holds (has credited) its voucher: that is as good as an ack for it, so
         // we neither resend it nor count it as unacknowledged debt.

@@ -8,6 +8,7 @@
 mod link;
 mod mesh;
 mod money;
+mod money_view;
 mod status;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +26,8 @@ use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
-pub use money::{ChannelView, MoneyConfig, Restored, WalletDone, WalletOp};
+pub use money::{MoneyConfig, Restored, WalletDone, WalletOp};
+pub use money_view::ChannelView;
 pub use status::{Found, PeerStatus, SessionStatus};
 
 /// Bytes the caller leaves before a TUN packet: link header, mesh header, e2e header.

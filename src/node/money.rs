@@ -14,7 +14,7 @@ use super::Node;
 use crate::drops::DropReason;
 use crate::identity::{Identity, NodeId};
 use crate::money::{
-    Action, Amount, ChannelId, ChannelParams, Level, MeterSnapshot, PayeeChannel, PayeeConfig,
+    Action, Amount, ChannelId, ChannelParams, MeterSnapshot, PayeeChannel, PayeeConfig,
     PayerChannel, PayerConfig, Price, Verdict, Voucher,
 };
 use crate::session::aead::TransportAead;
@@ -23,6 +23,9 @@ use crate::wire::outer::Kind;
 
 /// How often `handle_timeout` runs the channels (pay, resend, resync).
 const MONEY_POLL: Duration = Duration::from_millis(200);
+/// How often a payee reports its meter (as an ack) while it grows, so the payer pays for what
+/// arrived rather than what it sent.
+const METER_REPORT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Money settings of a node.
 #[derive(Clone, Debug)]
@@ -111,6 +114,9 @@ pub(super) struct Account {
     /// The link came up from nothing on our side (we restarted or it was down): the first
     /// resync from the payer may raise our meter.
     fresh: bool,
+    /// Our payee meter's byte total at the last report, and when it was sent.
+    reported_bytes: u64,
+    reported_at: Option<Instant>,
 }
 
 /// The node's money state.
@@ -212,7 +218,10 @@ impl<A: TransportAead> Node<A> {
             };
             let ro = m.restored.remove(&out.id()).unwrap_or_default();
             let ri = m.restored.remove(&inc.id()).unwrap_or_default();
-            let mut payer = PayerChannel::restore(out, m.cfg.payer, price, ro.latest, &ro.meter);
+            // The payee's price is unknown until it quotes one; frames are billed per
+            // destination at its advertised prices anyway.
+            let unknown = Price::new(0, 0);
+            let mut payer = PayerChannel::restore(out, m.cfg.payer, unknown, ro.latest, &ro.meter);
             let paid = ro.latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
             payer.set_spend_cap(paid.saturating_add(m.cfg.headroom));
             let payee = PayeeChannel::restore(inc, m.cfg.payee, price, ri.latest, &ri.meter);
@@ -228,6 +237,8 @@ impl<A: TransportAead> Node<A> {
                     payee,
                     resync_due: false,
                     fresh: false,
+                    reported_bytes: 0,
+                    reported_at: None,
                 });
             }
         }
@@ -466,6 +477,15 @@ impl<A: TransportAead> Node<A> {
                 msgs.push(ChannelMsg::CreditGrant(a.payee.grant()));
                 msgs.push(ChannelMsg::PriceQuote(a.payee.price_quote()));
             }
+            let metered = a.payee.meter().total_bytes();
+            let report_due = a
+                .reported_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= METER_REPORT_INTERVAL);
+            if live && metered != a.reported_bytes && report_due {
+                a.reported_bytes = metered;
+                a.reported_at = Some(now);
+                msgs.push(ChannelMsg::VoucherAck(a.payee.ack()));
+            }
             let action = if pay && live {
                 a.payer.poll(now, &self.money.signer)
             } else {
@@ -479,83 +499,4 @@ impl<A: TransportAead> Node<A> {
             }
         }
     }
-
-    /// Per-neighbour channel state, for `wallet channels` and the balance.
-    pub fn channel_views(&self, now: Instant) -> Vec<ChannelView> {
-        let mut out = Vec::new();
-        for a in self.money.accounts.iter().flatten() {
-            let p = &a.payer;
-            out.push(ChannelView {
-                peer: a.peer,
-                channel_id: p.id(),
-                direction: "outgoing",
-                cumulative_paid: p.latest().map_or(Amount::ZERO, |v| v.cumulative_amount),
-                latest_seq: p.latest().map_or(0, |v| v.seq),
-                acked_seq: p.acked().map_or(0, |k| k.seq),
-                credit_window: p.window(),
-                unpaid: p.unpaid(),
-                metered_bytes: p.meter().total_bytes(),
-                metered_amount: p.meter().total_cost(),
-                enforcement: None,
-                throttled: Some(p.throttled()),
-                rejected: p.stats().rejects.total(),
-            });
-            let e = &a.payee;
-            out.push(ChannelView {
-                peer: a.peer,
-                channel_id: e.id(),
-                direction: "incoming",
-                cumulative_paid: e.credited(),
-                latest_seq: e.latest().map_or(0, |v| v.seq),
-                acked_seq: e.latest().map_or(0, |v| v.seq),
-                credit_window: self.money.cfg.payee.enforce.credit_window,
-                unpaid: e.unpaid(),
-                metered_bytes: e.meter().total_bytes(),
-                metered_amount: e.meter().total_cost(),
-                enforcement: Some(level_name(e.level(now))),
-                throttled: None,
-                rejected: e.stats().rejects.total(),
-            });
-        }
-        out
-    }
-}
-
-fn level_name(l: Level) -> &'static str {
-    match l {
-        Level::Full => "full",
-        Level::Shaped => "shaped",
-        Level::Cut => "cut",
-    }
-}
-
-/// One channel as the CLI shows it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ChannelView {
-    /// The neighbour.
-    pub peer: NodeId,
-    /// The channel id.
-    pub channel_id: ChannelId,
-    /// `outgoing` (we pay) or `incoming` (we are paid).
-    pub direction: &'static str,
-    /// Cumulative amount of the latest committed voucher.
-    pub cumulative_paid: Amount,
-    /// Seq of the latest committed voucher.
-    pub latest_seq: u64,
-    /// Seq the other side acknowledged (outgoing) or we credited (incoming).
-    pub acked_seq: u64,
-    /// Unpaid debt allowed at full service.
-    pub credit_window: Amount,
-    /// Metered but not covered by a voucher.
-    pub unpaid: Amount,
-    /// Data bytes metered on this channel.
-    pub metered_bytes: u64,
-    /// What those bytes cost.
-    pub metered_amount: Amount,
-    /// Incoming: the neighbour's service level (`full`, `shaped`, `cut`).
-    pub enforcement: Option<&'static str>,
-    /// Outgoing: whether we hold data back.
-    pub throttled: Option<bool>,
-    /// Channel messages rejected.
-    pub rejected: u64,
 }

@@ -521,3 +521,110 @@ pub fn tcp_transfer(
     let log = log.lock().unwrap().clone();
     (got, log)
 }
+
+/// Build nodes on `links` (pairs of node indices with their /30 subnet's two addresses).
+pub fn mesh(lab: &mut Lab, n: usize, links: &[(usize, usize)]) -> Vec<Node> {
+    let names: Vec<String> = (0..n)
+        .map(|i| lab.ns(&format!("{}", (b'a' + i as u8) as char)))
+        .collect();
+    let mut addrs = Vec::new();
+    for (k, &(x, y)) in links.iter().enumerate() {
+        let (ax, ay) = (
+            format!("198.18.{}.{}", k / 64, (k % 64) * 4 + 1),
+            format!("198.18.{}.{}", k / 64, (k % 64) * 4 + 2),
+        );
+        lab.link(
+            &names[x],
+            &format!("{ax}/30"),
+            &names[y],
+            &format!("{ay}/30"),
+        );
+        addrs.push((ax, ay));
+    }
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| {
+            lab.node(
+                &names[i],
+                &format!("{}", (b'a' + i as u8) as char),
+                "0.0.0.0:51820",
+            )
+        })
+        .collect();
+    for (k, &(x, y)) in links.iter().enumerate() {
+        nodes[x].add_peer_at(&nodes[y], &format!("{}:51820", addrs[k].1));
+        nodes[y].add_peer_at(&nodes[x], &format!("{}:51820", addrs[k].0));
+    }
+    nodes
+}
+
+impl Node {
+    /// `bitcloud wallet <what> --json`.
+    pub fn wallet(&self, what: &str) -> serde_json::Value {
+        let out = sh(&[
+            BIN,
+            "wallet",
+            what,
+            "--json",
+            "-c",
+            self.cfg.to_str().unwrap(),
+        ]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// This node's wallet database file.
+    pub fn wallet_file(&self) -> PathBuf {
+        self.cfg.with_file_name("data").join("wallet.sqlite")
+    }
+}
+
+/// Send UDP datagrams of `size` bytes from namespace `ns` to `dst` at about `bytes_per_sec`
+/// until `stop` is set; returns how many bytes were handed to the kernel. Send errors (no
+/// route while a daemon restarts) are ignored: the traffic is only there to be metered.
+pub fn udp_flood(
+    ns: &str,
+    dst: SocketAddr,
+    size: usize,
+    bytes_per_sec: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    in_netns(ns, move || {
+        let bind: SocketAddr = if dst.is_ipv6() {
+            "[::]:0".parse().unwrap()
+        } else {
+            "0.0.0.0:0".parse().unwrap()
+        };
+        let s = std::net::UdpSocket::bind(bind).unwrap();
+        let buf = vec![0x5au8; size];
+        let (t0, mut sent) = (Instant::now(), 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let due = (t0.elapsed().as_secs_f64() * bytes_per_sec as f64) as u64;
+            if sent >= due {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            if s.send_to(&buf, dst).is_ok() {
+                sent += size as u64;
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        sent
+    })
+}
+
+/// Parse a wallet amount string ("0.000050000") into smallest units.
+pub fn units(v: &serde_json::Value) -> u128 {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("amount is not a string: {v}"));
+    let neg = s.starts_with('-');
+    let s = s.trim_start_matches('-');
+    let (w, f) = s.split_once('.').unwrap_or((s, ""));
+    let f = format!("{f:0<9}");
+    let u = w.parse::<u128>().unwrap() * 1_000_000_000 + f[..9].parse::<u128>().unwrap();
+    assert!(
+        !neg || u == 0,
+        "negative amount where units() expects >= 0: {s}"
+    );
+    u
+}

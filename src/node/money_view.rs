@@ -1,0 +1,90 @@
+//! What the CLI sees of the node's payment channels: one [`ChannelView`] per channel and
+//! direction, read-only, built on demand (never on the data path).
+
+use std::time::Instant;
+
+use super::Node;
+use crate::identity::NodeId;
+use crate::money::{Amount, ChannelId, Level};
+use crate::session::aead::TransportAead;
+
+impl<A: TransportAead> Node<A> {
+    /// Per-neighbour channel state, for `wallet channels` and the balance.
+    pub fn channel_views(&self, now: Instant) -> Vec<ChannelView> {
+        let mut out = Vec::new();
+        for a in self.money.accounts.iter().flatten() {
+            let p = &a.payer;
+            out.push(ChannelView {
+                peer: a.peer,
+                channel_id: p.id(),
+                direction: "outgoing",
+                cumulative_paid: p.latest().map_or(Amount::ZERO, |v| v.cumulative_amount),
+                latest_seq: p.latest().map_or(0, |v| v.seq),
+                acked_seq: p.acked().map_or(0, |k| k.seq),
+                credit_window: p.window(),
+                unpaid: p.unpaid(),
+                metered_bytes: p.meter().total_bytes(),
+                metered_amount: p.meter().total_cost(),
+                enforcement: None,
+                throttled: Some(p.throttled()),
+                rejected: p.stats().rejects.total(),
+            });
+            let e = &a.payee;
+            out.push(ChannelView {
+                peer: a.peer,
+                channel_id: e.id(),
+                direction: "incoming",
+                cumulative_paid: e.credited(),
+                latest_seq: e.latest().map_or(0, |v| v.seq),
+                acked_seq: e.latest().map_or(0, |v| v.seq),
+                credit_window: self.money.cfg.payee.enforce.credit_window,
+                unpaid: e.unpaid(),
+                metered_bytes: e.meter().total_bytes(),
+                metered_amount: e.meter().total_cost(),
+                enforcement: Some(level_name(e.level(now))),
+                throttled: None,
+                rejected: e.stats().rejects.total(),
+            });
+        }
+        out
+    }
+}
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Full => "full",
+        Level::Shaped => "shaped",
+        Level::Cut => "cut",
+    }
+}
+
+/// One channel as the CLI shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChannelView {
+    /// The neighbour.
+    pub peer: NodeId,
+    /// The channel id.
+    pub channel_id: ChannelId,
+    /// `outgoing` (we pay) or `incoming` (we are paid).
+    pub direction: &'static str,
+    /// Cumulative amount of the latest committed voucher.
+    pub cumulative_paid: Amount,
+    /// Seq of the latest committed voucher.
+    pub latest_seq: u64,
+    /// Seq the other side acknowledged (outgoing) or we credited (incoming).
+    pub acked_seq: u64,
+    /// Unpaid debt allowed at full service.
+    pub credit_window: Amount,
+    /// Metered but not covered by a voucher.
+    pub unpaid: Amount,
+    /// Data bytes metered on this channel.
+    pub metered_bytes: u64,
+    /// What those bytes cost.
+    pub metered_amount: Amount,
+    /// Incoming: the neighbour's service level (`full`, `shaped`, `cut`).
+    pub enforcement: Option<&'static str>,
+    /// Outgoing: whether we hold data back.
+    pub throttled: Option<bool>,
+    /// Channel messages rejected.
+    pub rejected: u64,
+}
