@@ -22,6 +22,9 @@
 #   BITCLOUD_BIN     use this bitcloud binary instead of `cargo build --release`
 #   BENCH_BITCLOUD_RELAY_PEERS  "hub" (default: A and C list only R as a peer)
 #                    or "full" (A and C also list each other by id, no endpoint)
+#   BENCH_BITCLOUD_FEE  relay layout: R's fee in units per MiB (default 0: an unpaid relay);
+#                    with a fee, A and C pay R in vouchers and the table notes the payment
+#                    bytes per GB carried (run once with 0 and once with a fee to compare)
 #   BORINGTUN_VERSION  boringtun-cli version for `cargo install` (default 0.7.1)
 #
 # Addresses used (nothing else is ever contacted):
@@ -454,6 +457,9 @@ start_bitcloud() {
         bc_peer c "${BCID[r]}" "198.18.2.1:51820"
         bc_peer r "${BCID[a]}" "198.18.1.1:51820"
         bc_peer r "${BCID[c]}" "198.18.2.2:51820"
+        if ((${BENCH_BITCLOUD_FEE:-0} > 0)); then
+            printf '\n[pricing]\nfee_per_mib = %d\n' "$BENCH_BITCLOUD_FEE" >>"${BCCFG[r]}"
+        fi
         if [[ $BENCH_BITCLOUD_RELAY_PEERS == full ]]; then
             bc_peer a "${BCID[c]}" ""
             bc_peer c "${BCID[a]}" ""
@@ -607,6 +613,16 @@ run_case() {
         for r in "${!NS[@]}"; do
             timeout 5 "$BITCLOUD_BIN" status -c "${BCCFG[$r]}" --json >"$CASE_DIR/status-$r.json" 2>&1 || true
         done
+        if [[ $layout == relay ]] && ((${BENCH_BITCLOUD_FEE:-0} > 0)); then
+            local carried pay earned
+            timeout 5 "$BITCLOUD_BIN" wallet channels -c "${BCCFG[r]}" --json >"$CASE_DIR/channels-r.json" 2>&1 || true
+            carried=$(jq '[.channels[] | select(.direction == "incoming") | .metered_bytes] | add // 0' "$CASE_DIR/channels-r.json" 2>/dev/null || echo 0)
+            pay=$(jq '.payments.bytes_sent + .payments.bytes_received' "$CASE_DIR/status-r.json" 2>/dev/null || echo 0)
+            earned=$(jq -r '[.channels[] | select(.direction == "incoming") | .cumulative_paid] | join(" + ")' "$CASE_DIR/channels-r.json" 2>/dev/null || echo "?")
+            if ((carried > 0)); then
+                echo "- relay/bitcloud paid (fee ${BENCH_BITCLOUD_FEE}/MiB): R carried $carried B, payment traffic $pay B = $((pay * 1000000000 / carried)) B per GB carried; R earned $earned CC" >>"$WORK/extra-notes"
+            fi
+        fi
     fi
 }
 
@@ -670,6 +686,7 @@ done
     done <"$RESULTS"
     echo
     for note in "${NOTES[@]}"; do echo "- $note"; done
+    cat "$WORK/extra-notes" 2>/dev/null || true
     echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$WORK/table.md"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Local demo mesh: three Bitcloud nodes in network namespaces, a - b - c, where a and c share
 # no link (underlay 198.18.0.0/30 and 198.18.0.4/30 only). Real daemons on real TUN devices:
-# a pings c through relay b, which sees only the mesh header. Shows status and routes, then
-# cleans up. Usage: cargo build --release && sudo scripts/demo.sh   (DEMO_HOLD=1 keeps it up)
+# a pings c through relay b, which sees only the mesh header and charges 1000 units per MiB;
+# a pays b in signed vouchers. Shows routes, status and both wallets, then cleans up. Usage: cargo build --release && sudo scripts/demo.sh   (DEMO_HOLD=1 keeps it up)
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "demo.sh: needs root (network namespaces, TUN devices): sudo $0" >&2; exit 1; }
 cd "$(dirname "$0")/.."
@@ -39,6 +39,8 @@ done
 idof() { "$BIN" id -c "$dir/$1/bitcloud.toml" --json | sed -E "s/.*\"$2\":\"([^\"]+)\".*/\1/"; }
 peer() { printf '\n[[peer]]\nid = "%s"\nendpoint = "%s:51820"\n' "$(idof "$2" id)" "$3" >> "$dir/$1/bitcloud.toml"; }
 peer a b 198.18.0.2; peer b a 198.18.0.1; peer b c 198.18.0.6; peer c b 198.18.0.5
+printf '\n[pricing]\nfee_per_mib = 1000\n' >> "$dir/b/bitcloud.toml"
+for n in a b c; do printf '\n[wallet]\npay_interval_ms = 500\n' >> "$dir/$n/bitcloud.toml"; done
 for n in a b c; do
     ip netns exec "$tag$n" "$BIN" up -c "$dir/$n/bitcloud.toml" 2>"$dir/$n.log" &
     pids+=($!)
@@ -54,6 +56,14 @@ echo; echo "== bitcloud routes on a"
 "$BIN" routes -c "$dir/a/bitcloud.toml"
 echo; echo "== bitcloud status on a"
 "$BIN" status -c "$dir/a/bitcloud.toml"
+echo; echo "== a sends 2 MB of pings to c; relay b bills it"
+ip netns exec "${tag}a" ping -q -c 1000 -i 0.002 -s 1400 "$c6" >/dev/null || true
+sleep 2
+echo; echo "== bitcloud wallet channels on b (the relay)"
+"$BIN" wallet channels -c "$dir/b/bitcloud.toml"
+echo; echo "== bitcloud wallet balance on a (the payer) and b (the relay)"
+"$BIN" wallet balance -c "$dir/a/bitcloud.toml"
+"$BIN" wallet balance -c "$dir/b/bitcloud.toml"
 if [ "${DEMO_HOLD:-0}" = 1 ]; then
     echo; echo "Running. Try: sudo ip netns exec ${tag}a ping $c6   (Ctrl-C to stop)"
     wait

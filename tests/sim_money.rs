@@ -124,3 +124,96 @@ fn non_payer_is_shaped_then_cut_and_restored_when_it_pays() {
     net.run(Duration::from_millis(200));
     assert_eq!(net.nodes[2].delivered.len(), before + 50);
 }
+
+#[test]
+fn payer_at_its_spend_limit_throttles_itself_before_the_relay_shapes_it() {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1_000_000, now);
+    // 2 MiB of service at 1e6 units per MiB; the relay's window is 10 MiB.
+    net.nodes[0].wallet.spend_limit = Some(Amount::from_units(2_000_000));
+    net.start();
+    net.run(Duration::from_secs(10));
+    send(&mut net, 0, 2, 6000, 1200);
+    net.run(Duration::from_secs(3));
+    let out = view(&net, 0, 1, "outgoing");
+    assert!(
+        out.cumulative_paid <= Amount::from_units(2_000_000),
+        "{out:?}"
+    );
+    assert_eq!(out.throttled, Some(true), "{out:?}");
+    assert!(net.nodes[0].node.drops().get(DropReason::SelfThrottled) > 0);
+    let inc = view(&net, 1, 0, "incoming");
+    assert_eq!(
+        inc.enforcement,
+        Some("full"),
+        "the relay never had to act: {inc:?}"
+    );
+}
+
+#[test]
+fn forged_replayed_and_malformed_channel_messages_change_nothing() {
+    use bitcloud::identity::Identity;
+    use bitcloud::money::{ChannelParams, Voucher};
+    use bitcloud::wire::channel::ChannelMsg;
+    use bitcloud::wire::outer::Kind;
+
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1000, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    send(&mut net, 0, 2, 500, 1000);
+    net.run(Duration::from_secs(5));
+    let before = view(&net, 1, 0, "incoming");
+    assert!(before.latest_seq > 0);
+    let ch = ChannelParams {
+        payer: ident(0).id(),
+        payee: ident(1).id(),
+        nonce: 0,
+    }
+    .id();
+    let stored = net.nodes[1].wallet.incoming.get(&ch).copied().unwrap();
+    let big = Amount::from_units(1 << 40);
+    let forger = Identity::from_secret([0x99; 32]);
+    let bad = [
+        // Signed by someone else.
+        Voucher::sign(&forger, ch, stored.seq + 1, big, 1 << 30, 1),
+        // The latest one again with a higher amount but the same seq.
+        Voucher::sign(&ident(0), ch, stored.seq, big, stored.cumulative_bytes, 1),
+        // An older seq (replay of a stale voucher).
+        Voucher::sign(&ident(0), ch, 1, stored.cumulative_amount, 0, 1),
+        // Seq 0.
+        Voucher::sign(&ident(0), ch, 0, big, 0, 1),
+        // More than was ever metered.
+        Voucher::sign(&ident(0), ch, stored.seq + 1, big, 1 << 40, 1),
+    ];
+    let now = net.now;
+    for v in bad {
+        let mut b = Vec::new();
+        ChannelMsg::Voucher(v).encode(&mut b);
+        assert!(
+            net.nodes[0]
+                .node
+                .send_frame(ident(1).id(), Kind::Channel, &b, now)
+        );
+    }
+    // And bytes that are no channel message at all.
+    assert!(
+        net.nodes[0]
+            .node
+            .send_frame(ident(1).id(), Kind::Channel, &[0xff, 1, 2], now)
+    );
+    net.run(Duration::from_millis(500));
+    let d = net.nodes[1].node.drops();
+    assert_eq!(d.get(DropReason::ChannelRejected), 5);
+    assert_eq!(d.get(DropReason::BadChannelMsg), 1);
+    assert_eq!(
+        net.nodes[1].wallet.incoming.get(&ch),
+        Some(&stored),
+        "wallet unchanged"
+    );
+    let after = view(&net, 1, 0, "incoming");
+    assert_eq!(after.cumulative_paid, before.cumulative_paid);
+    assert_eq!(after.rejected, 5);
+}

@@ -32,6 +32,7 @@ pub fn answer(
                 "sessions": node.session_status(now),
                 "routing": node.router().stats(),
                 "drops": node.drops().to_map(),
+                "payments": node.money_stats(),
             })
         }
         Some("routes") => json!({ "routes": crate::cli::views::routes(node.router(), now) }),

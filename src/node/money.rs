@@ -23,6 +23,9 @@ use crate::wire::outer::Kind;
 
 /// How often `handle_timeout` runs the channels (pay, resend, resync).
 const MONEY_POLL: Duration = Duration::from_millis(200);
+/// Link header and tag around a channel frame's plaintext.
+const LINK_OVERHEAD: usize =
+    crate::wire::outer::TRANSPORT_HEADER_LEN + crate::session::aead::TAG_LEN;
 /// How often a payee reports its meter (as an ack) while it grows, so the payer pays for what
 /// arrived rather than what it sent.
 const METER_REPORT_INTERVAL: Duration = Duration::from_millis(500);
@@ -119,6 +122,19 @@ pub(super) struct Account {
     reported_at: Option<Instant>,
 }
 
+/// Payment-channel traffic, for the overhead figure (payment bytes per GB carried).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MoneyStats {
+    /// Channel frames sent.
+    pub frames_sent: u64,
+    /// Their datagram bytes (link header and tag included).
+    pub bytes_sent: u64,
+    /// Channel frames received.
+    pub frames_received: u64,
+    /// Their datagram bytes.
+    pub bytes_received: u64,
+}
+
 /// The node's money state.
 pub(super) struct Money {
     pub(super) cfg: MoneyConfig,
@@ -128,6 +144,7 @@ pub(super) struct Money {
     ops: VecDeque<WalletOp>,
     next_poll: Instant,
     next_checkpoint: Instant,
+    pub(super) stats: MoneyStats,
 }
 
 impl Money {
@@ -140,6 +157,7 @@ impl Money {
             restored: HashMap::new(),
             ops: VecDeque::new(),
             next_poll: now,
+            stats: MoneyStats::default(),
         }
     }
 
@@ -327,11 +345,23 @@ impl<A: TransportAead> Node<A> {
     fn send_channel(&mut self, pi: usize, msg: ChannelMsg, now: Instant) -> bool {
         let mut buf = Vec::with_capacity(msg.encoded_len());
         msg.encode(&mut buf);
-        self.send_link_copy(pi, Kind::Channel, &buf, now)
+        let sent = self.send_link_copy(pi, Kind::Channel, &buf, now);
+        if sent {
+            self.money.stats.frames_sent += 1;
+            self.money.stats.bytes_sent += (buf.len() + LINK_OVERHEAD) as u64;
+        }
+        sent
+    }
+
+    /// Payment-channel traffic counters.
+    pub fn money_stats(&self) -> MoneyStats {
+        self.money.stats
     }
 
     /// A `Kind::Channel` frame from neighbour `pi` (already authenticated by the link).
     pub(super) fn handle_channel(&mut self, pi: usize, body: &[u8], now: Instant) {
+        self.money.stats.frames_received += 1;
+        self.money.stats.bytes_received += (body.len() + LINK_OVERHEAD) as u64;
         let msg = match ChannelMsg::decode(body) {
             Ok(m) => m,
             Err(_) => return self.drop_for(Some(pi), DropReason::BadChannelMsg),

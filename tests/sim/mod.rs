@@ -58,6 +58,8 @@ pub struct MemWallet {
     pub incoming: std::collections::HashMap<ChannelId, Voucher>,
     /// Set to refuse outgoing commits (a wallet at its spend limit).
     pub refuse_outgoing: bool,
+    /// Total the wallet lets us pay (None: 1 CC).
+    pub spend_limit: Option<bitcloud::money::Amount>,
 }
 
 impl MemWallet {
@@ -70,14 +72,28 @@ impl MemWallet {
         };
         match op {
             WalletOp::CommitOutgoing(v) | WalletOp::AdoptOutgoing(v) => {
-                let ok = !self.refuse_outgoing || matches!(op, WalletOp::AdoptOutgoing(_));
+                use bitcloud::money::Amount;
+                let limit = self.spend_limit.unwrap_or(Amount::from_cc(1));
+                let paid = |m: &std::collections::HashMap<ChannelId, Voucher>| {
+                    m.values()
+                        .fold(Amount::ZERO, |a, v| a.saturating_add(v.cumulative_amount))
+                };
+                let before = self
+                    .outgoing
+                    .get(&v.channel_id)
+                    .map_or(Amount::ZERO, |o| o.cumulative_amount);
+                let after = paid(&self.outgoing)
+                    .saturating_sub(before)
+                    .saturating_add(v.cumulative_amount);
+                let ok = matches!(op, WalletOp::AdoptOutgoing(_))
+                    || (!self.refuse_outgoing && after <= limit);
                 if ok {
                     keep(&mut self.outgoing, v);
                 }
                 Some(WalletDone::Outgoing {
                     voucher: v,
                     ok,
-                    headroom: bitcloud::money::Amount::from_cc(1),
+                    headroom: limit.saturating_sub(paid(&self.outgoing)),
                 })
             }
             WalletOp::CommitIncoming(v) => {
