@@ -25,6 +25,8 @@
 #   BENCH_BITCLOUD_FEE  relay layout: R's fee in units per MiB (default 0: an unpaid relay);
 #                    with a fee, A and C pay R in vouchers and the table notes the payment
 #                    bytes per GB carried (run once with 0 and once with a fee to compare)
+#   BENCH_BITCLOUD_CONFIG  TOML text appended to every bitcloud node's config
+#                    (e.g. $'[wallet]\npay_interval_ms = 500')
 #   BORINGTUN_VERSION  boringtun-cli version for `cargo install` (default 0.7.1)
 #
 # Addresses used (nothing else is ever contacted):
@@ -457,6 +459,9 @@ start_bitcloud() {
         bc_peer c "${BCID[r]}" "198.18.2.1:51820"
         bc_peer r "${BCID[a]}" "198.18.1.1:51820"
         bc_peer r "${BCID[c]}" "198.18.2.2:51820"
+        if [[ -n ${BENCH_BITCLOUD_CONFIG:-} ]]; then
+            for r in "${roles[@]}"; do printf '\n%s\n' "$BENCH_BITCLOUD_CONFIG" >>"${BCCFG[$r]}"; done
+        fi
         if ((${BENCH_BITCLOUD_FEE:-0} > 0)); then
             printf '\n[pricing]\nfee_per_mib = %d\n' "$BENCH_BITCLOUD_FEE" >>"${BCCFG[r]}"
         fi

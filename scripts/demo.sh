@@ -56,7 +56,7 @@ echo; echo "== bitcloud routes on a"
 "$BIN" routes -c "$dir/a/bitcloud.toml"
 echo; echo "== bitcloud status on a"
 "$BIN" status -c "$dir/a/bitcloud.toml"
-echo; echo "== a sends 2 MB of pings to c; relay b bills it"
+echo; echo "== a sends 1.4 MB of pings to c; relay b bills it"
 ip netns exec "${tag}a" ping -q -c 1000 -i 0.002 -s 1400 "$c6" >/dev/null || true
 sleep 2
 echo; echo "== bitcloud wallet channels on b (the relay)"

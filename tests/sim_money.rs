@@ -176,17 +176,34 @@ fn forged_replayed_and_malformed_channel_messages_change_nothing() {
     let stored = net.nodes[1].wallet.incoming.get(&ch).copied().unwrap();
     let big = Amount::from_units(1 << 40);
     let forger = Identity::from_secret([0x99; 32]);
+    let (seq, amt, bytes) = (
+        stored.seq,
+        stored.cumulative_amount,
+        stored.cumulative_bytes,
+    );
+    let one = Amount::from_units(1);
     let bad = [
         // Signed by someone else.
-        Voucher::sign(&forger, ch, stored.seq + 1, big, 1 << 30, 1),
-        // The latest one again with a higher amount but the same seq.
-        Voucher::sign(&ident(0), ch, stored.seq, big, stored.cumulative_bytes, 1),
-        // An older seq (replay of a stale voucher).
-        Voucher::sign(&ident(0), ch, 1, stored.cumulative_amount, 0, 1),
+        Voucher::sign(&forger, ch, seq + 1, big, 1 << 30, 1),
+        // The latest seq again with another body.
+        Voucher::sign(&ident(0), ch, seq, big, bytes, 1),
+        // An older seq (a replayed stale voucher).
+        Voucher::sign(&ident(0), ch, 1, amt, 0, 1),
         // Seq 0.
         Voucher::sign(&ident(0), ch, 0, big, 0, 1),
-        // More than was ever metered.
-        Voucher::sign(&ident(0), ch, stored.seq + 1, big, 1 << 40, 1),
+        // Above the channel limit (10 CC).
+        Voucher::sign(&ident(0), ch, seq + 1, big, bytes, 1),
+        // A newer seq that takes the amount back.
+        Voucher::sign(&ident(0), ch, seq + 1, amt.saturating_sub(one), bytes, 1),
+        // Far more bytes than were ever metered.
+        Voucher::sign(
+            &ident(0),
+            ch,
+            seq + 1,
+            amt.saturating_add(one),
+            bytes + (1 << 40),
+            1,
+        ),
     ];
     let now = net.now;
     for v in bad {
@@ -206,7 +223,7 @@ fn forged_replayed_and_malformed_channel_messages_change_nothing() {
     );
     net.run(Duration::from_millis(500));
     let d = net.nodes[1].node.drops();
-    assert_eq!(d.get(DropReason::ChannelRejected), 5);
+    assert_eq!(d.get(DropReason::ChannelRejected), 7);
     assert_eq!(d.get(DropReason::BadChannelMsg), 1);
     assert_eq!(
         net.nodes[1].wallet.incoming.get(&ch),
@@ -215,5 +232,21 @@ fn forged_replayed_and_malformed_channel_messages_change_nothing() {
     );
     let after = view(&net, 1, 0, "incoming");
     assert_eq!(after.cumulative_paid, before.cumulative_paid);
-    assert_eq!(after.rejected, 5);
+    assert_eq!(after.rejected, 7);
+    let expect = [
+        ("forged_signature", 1),
+        ("stale_seq", 2),
+        ("malformed", 1),
+        ("over_limit", 1),
+        ("non_monotonic", 1),
+        ("over_metered", 1),
+    ];
+    for (reason, n) in expect {
+        assert_eq!(
+            after.rejects.get(reason),
+            Some(&n),
+            "{reason}: {:?}",
+            after.rejects
+        );
+    }
 }

@@ -86,6 +86,19 @@ impl Reject {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// The stable `snake_case` name used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::ForgedSignature => "forged_signature",
+            Reject::WrongChannel => "wrong_channel",
+            Reject::StaleSeq => "stale_seq",
+            Reject::NonMonotonic => "non_monotonic",
+            Reject::OverLimit => "over_limit",
+            Reject::OverMetered => "over_metered",
+            Reject::Malformed => "malformed",
+        }
+    }
 }
 
 /// Per-reason rejection counters.
@@ -103,6 +116,15 @@ impl RejectCounts {
     /// Rejections for one reason.
     pub fn get(&self, r: Reject) -> u64 {
         self.0.get(r.index()).copied().unwrap_or(0)
+    }
+
+    /// Non-zero counts by reason name, for JSON output.
+    pub fn to_map(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        Reject::ALL
+            .iter()
+            .map(|r| (r.name(), self.get(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// All rejections.

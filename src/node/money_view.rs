@@ -28,6 +28,7 @@ impl<A: TransportAead> Node<A> {
                 enforcement: None,
                 throttled: Some(p.throttled()),
                 rejected: p.stats().rejects.total(),
+                rejects: p.stats().rejects.to_map(),
             });
             let e = &a.payee;
             out.push(ChannelView {
@@ -44,6 +45,7 @@ impl<A: TransportAead> Node<A> {
                 enforcement: Some(level_name(e.level(now))),
                 throttled: None,
                 rejected: e.stats().rejects.total(),
+                rejects: e.stats().rejects.to_map(),
             });
         }
         out
@@ -87,4 +89,6 @@ pub struct ChannelView {
     pub throttled: Option<bool>,
     /// Channel messages rejected.
     pub rejected: u64,
+    /// The same by reason (`forged_signature`, `stale_seq`, ...), non-zero only.
+    pub rejects: std::collections::BTreeMap<&'static str, u64>,
 }
