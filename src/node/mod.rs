@@ -8,6 +8,7 @@
 mod link;
 mod mesh;
 mod money;
+mod money_types;
 mod money_view;
 mod status;
 
@@ -26,7 +27,7 @@ use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
-pub use money::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
+pub use money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
 pub use money_view::ChannelView;
 pub use status::{Found, PeerStatus, SessionStatus};
 

@@ -1,0 +1,98 @@
+//! The node's interface to money outside it: its settings ([`MoneyConfig`]), the durable
+//! steps it asks of the wallet ([`WalletOp`]) and their outcomes ([`WalletDone`]), what a
+//! restart restores ([`Restored`]), and traffic counters. Plain values, no behaviour.
+
+use std::time::Duration;
+
+use crate::money::{
+    Amount, ChannelId, ChannelParams, MeterSnapshot, PayeeConfig, PayerConfig, Voucher,
+};
+
+/// Money settings of a node.
+#[derive(Clone, Debug)]
+pub struct MoneyConfig {
+    /// Our side as payer: pay interval, resend, default window.
+    pub payer: PayerConfig,
+    /// Our side as payee: credit window, grace, free tier, channel limit.
+    pub payee: PayeeConfig,
+    /// Sign vouchers and self-throttle. `false` exists only to test enforcement (config
+    /// `[testing] pay = false`): the node forwards and never pays.
+    pub pay: bool,
+    /// How often meters are checkpointed to the wallet.
+    pub checkpoint_interval: Duration,
+    /// How much more the wallet lets us pay in total (updated after each commit).
+    pub headroom: Amount,
+}
+
+impl Default for MoneyConfig {
+    fn default() -> Self {
+        MoneyConfig {
+            payer: PayerConfig::default(),
+            payee: PayeeConfig::default(),
+            pay: true,
+            checkpoint_interval: Duration::from_secs(3),
+            headroom: Amount::from_cc(1),
+        }
+    }
+}
+
+/// A durable step for the wallet. The caller performs them in order and reports each
+/// commit back with [`super::Node::wallet_done`]; the node acts on a voucher only after that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalletOp {
+    /// Register the channel where we pay `params.payee` (idempotent).
+    EnsureOutgoing(ChannelParams),
+    /// Register the channel where `params.payer` pays us (idempotent).
+    EnsureIncoming(ChannelParams),
+    /// Store a voucher we signed; report [`WalletDone::Outgoing`].
+    CommitOutgoing(Voucher),
+    /// Store a voucher of ours learned back in a resync; report [`WalletDone::Outgoing`].
+    AdoptOutgoing(Voucher),
+    /// Store a verified incoming voucher; report [`WalletDone::Incoming`].
+    CommitIncoming(Voucher),
+    /// Store meter checkpoints (never lowers one). Nothing to report.
+    Checkpoint(Vec<(ChannelId, MeterSnapshot)>),
+}
+
+/// The outcome of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalletDone {
+    /// An outgoing voucher: stored (`ok`) or refused; the wallet's remaining spend headroom.
+    Outgoing {
+        /// The voucher.
+        voucher: Voucher,
+        /// Whether it is durable now.
+        ok: bool,
+        /// How much more we may pay in total.
+        headroom: Amount,
+    },
+    /// An incoming voucher: stored (`ok`) or refused.
+    Incoming {
+        /// The voucher.
+        voucher: Voucher,
+        /// Whether it is durable now.
+        ok: bool,
+    },
+}
+
+/// Wallet state of one channel, to restore after a restart.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    /// Latest committed voucher.
+    pub latest: Option<Voucher>,
+    /// Last meter checkpoint.
+    pub meter: MeterSnapshot,
+}
+
+/// Payment-channel traffic, for the overhead figure (payment bytes per GB carried).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MoneyStats {
+    /// Channel frames sent.
+    pub frames_sent: u64,
+    /// Their datagram bytes (link header and tag included).
+    pub bytes_sent: u64,
+    /// Channel frames received.
+    pub frames_received: u64,
+    /// Their datagram bytes.
+    pub bytes_received: u64,
+}
