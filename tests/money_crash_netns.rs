@@ -13,24 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bitcloud::wallet::{Direction, Wallet};
-use common::{Lab, Node, mesh, root_or_skip, udp_flood, units};
+use common::{Lab, mesh, root_or_skip, udp_flood, units};
 
 fn cycles() -> usize {
     std::env::var("BITCLOUD_KILL_CYCLES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50)
-}
-
-fn outgoing(node: &Node, peer: &Node) -> serde_json::Value {
-    let v = node.wallet("channels");
-    v["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["peer"] == peer.id.as_str() && c["direction"] == "outgoing")
-        .cloned()
-        .unwrap_or_else(|| panic!("no outgoing channel to {} in {v}", peer.id))
 }
 
 #[test]
@@ -90,16 +79,7 @@ fn kill9_payer_and_payee_at_random_instants_loses_nothing() {
     eprintln!("{total} kills; {sent} bytes offered");
 
     // Settle: A pays what it owes and R acknowledges it.
-    let t1 = Instant::now();
-    let a_out = loop {
-        let c = outgoing(&n[0], &n[1]);
-        let settled = units(&c["unpaid"]) == 0 && c["acked_seq"] == c["latest_seq"];
-        if settled || t1.elapsed() > Duration::from_secs(30) {
-            assert!(settled, "A's channel to R did not settle: {c}");
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let a_out = n[0].wait_settled(&n[1], Duration::from_secs(30));
     assert!(
         units(&a_out["cumulative_paid"]) > 0,
         "A paid something: {a_out}"

@@ -23,32 +23,6 @@ fn chain(lab: &mut Lab, extra_r: &str, extra_all: &str) -> Vec<Node> {
     n
 }
 
-/// The channel of `node` with `peer` in `direction`.
-fn channel(node: &Node, peer: &Node, direction: &str) -> serde_json::Value {
-    let v = node.wallet("channels");
-    v["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["peer"] == peer.id.as_str() && c["direction"] == direction)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {direction} channel with {} in {v}", peer.id))
-}
-
-/// Wait until `payer`'s channel to `payee` is fully paid and acknowledged (nothing in flight).
-fn wait_settled(payer: &Node, payee: &Node, limit: Duration) -> serde_json::Value {
-    let t0 = Instant::now();
-    loop {
-        let c = channel(payer, payee, "outgoing");
-        let settled = units(&c["unpaid"]) == 0 && c["acked_seq"] == c["latest_seq"];
-        if settled || t0.elapsed() > limit {
-            assert!(settled, "not settled after {limit:?}: {c}");
-            return c;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn paid_relay_earns_what_it_forwards_and_wallets_agree() {
     if !root_or_skip("paid_relay_earns_what_it_forwards_and_wallets_agree") {
@@ -72,10 +46,10 @@ fn paid_relay_earns_what_it_forwards_and_wallets_agree() {
     assert_eq!(got, 50 << 20);
     // Quiet now; let the last vouchers go through.
     std::thread::sleep(Duration::from_secs(1));
-    let a_out = wait_settled(a, r, Duration::from_secs(15));
-    let c_out = wait_settled(c, r, Duration::from_secs(15));
-    let r_from_a = channel(r, a, "incoming");
-    let r_from_c = channel(r, c, "incoming");
+    let a_out = a.wait_settled(r, Duration::from_secs(15));
+    let c_out = c.wait_settled(r, Duration::from_secs(15));
+    let r_from_a = r.channel(a, "incoming");
+    let r_from_c = r.channel(c, "incoming");
 
     // R's earnings from A are the bytes R carried for A at R's price, within 0.5 %.
     let carried = u128::from(r_from_a["metered_bytes"].as_u64().unwrap());
@@ -165,7 +139,7 @@ fn neighbour_that_never_pays_is_shaped_then_cut_and_restored_when_it_pays() {
     let t0 = Instant::now();
     let mut seen_shaped = false;
     let level = loop {
-        let ch = channel(r, a, "incoming");
+        let ch = r.channel(a, "incoming");
         let level = ch["enforcement"].as_str().unwrap().to_string();
         seen_shaped |= level == "shaped";
         if level == "cut" || t0.elapsed() > Duration::from_secs(30) {
@@ -192,7 +166,7 @@ fn neighbour_that_never_pays_is_shaped_then_cut_and_restored_when_it_pays() {
     let (a, r, c) = (&n[0], &n[1], &n[2]);
     let back = a.wait_ping(c.ipv6, Duration::from_secs(20));
     assert!(back.is_some(), "service restored after paying");
-    let ch = channel(r, a, "incoming");
+    let ch = r.channel(a, "incoming");
     assert_eq!(ch["enforcement"], "full", "{ch}");
     assert!(units(&ch["cumulative_paid"]) > 0, "A paid: {ch}");
 }

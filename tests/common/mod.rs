@@ -571,6 +571,33 @@ impl Node {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// This node's channel with `peer` in `direction` (`outgoing`/`incoming`), from
+    /// `wallet channels --json`.
+    pub fn channel(&self, peer: &Node, direction: &str) -> serde_json::Value {
+        let v = self.wallet("channels");
+        v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["peer"] == peer.id.as_str() && c["direction"] == direction)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {direction} channel with {} in {v}", peer.id))
+    }
+
+    /// Wait until this node's channel paying `payee` is fully paid and acknowledged.
+    pub fn wait_settled(&self, payee: &Node, limit: Duration) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let c = self.channel(payee, "outgoing");
+            let settled = units(&c["unpaid"]) == 0 && c["acked_seq"] == c["latest_seq"];
+            if settled || t0.elapsed() > limit {
+                assert!(settled, "not settled after {limit:?}: {c}");
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// This node's wallet database file.
     pub fn wallet_file(&self) -> PathBuf {
         self.cfg.with_file_name("data").join("wallet.sqlite")
