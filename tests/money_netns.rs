@@ -106,6 +106,15 @@ fn paid_relay_earns_what_it_forwards_and_wallets_agree() {
     assert_eq!(from_a["earned"], r_from_a["cumulative_paid"]);
     let h = a.wallet("history");
     assert!(!h["history"].as_array().unwrap().is_empty());
+
+    // With the daemon stopped, the wallet commands read the file: same stored figures.
+    let r_earned = units(&br["earned"]);
+    assert!(n[1].stop(), "clean shutdown");
+    let offline = n[1].wallet("balance");
+    assert_eq!(offline["live"], false);
+    assert_eq!(units(&offline["earned"]), r_earned);
+    let ch = n[1].wallet("channels");
+    assert_eq!(ch["channels"].as_array().unwrap().len(), 4, "{ch}");
 }
 
 #[test]
