@@ -75,16 +75,6 @@ impl Money {
     pub(super) fn next_deadline(&self) -> Instant {
         self.next_poll.min(self.next_checkpoint)
     }
-
-    fn account_by_channel(&mut self, id: &ChannelId, payer_side: bool) -> Option<&mut Account> {
-        self.accounts.iter_mut().flatten().find(|a| {
-            if payer_side {
-                a.payer.id() == *id
-            } else {
-                a.payee.id() == *id
-            }
-        })
-    }
 }
 
 impl<A: TransportAead> Node<A> {
@@ -277,13 +267,8 @@ impl<A: TransportAead> Node<A> {
             Ok(m) => m,
             Err(_) => return self.drop_for(Some(pi), DropReason::BadChannelMsg),
         };
-        let fresh = self
-            .money
-            .accounts
-            .get(pi)
-            .and_then(|a| a.as_ref())
-            .is_some_and(|a| a.fresh);
         let Some(a) = self.account(pi) else { return };
+        let fresh = a.fresh;
         let r = match msg {
             ChannelMsg::PriceQuote(q) => a.payer.on_price_quote(&q).map(|()| None),
             ChannelMsg::CreditGrant(g) => a.payer.on_credit_grant(&g).map(|()| None),
@@ -330,6 +315,16 @@ impl<A: TransportAead> Node<A> {
                 ok,
                 headroom,
             } => {
+                let pi = self.account_index(&voucher.channel_id, true);
+                let mut send = None;
+                if let Some(a) = pi.and_then(|pi| self.money.accounts.get_mut(pi)?.as_mut()) {
+                    if !ok {
+                        a.payer.commit_failed(&voucher);
+                    } else if a.payer.committed(&voucher, now) {
+                        send = pi;
+                    }
+                }
+                // Every payer's cap: what it has paid plus what the wallet still allows.
                 self.money.cfg.headroom = headroom;
                 for a in self.money.accounts.iter_mut().flatten() {
                     let paid = a
@@ -338,18 +333,7 @@ impl<A: TransportAead> Node<A> {
                         .map_or(Amount::ZERO, |v| v.cumulative_amount);
                     a.payer.set_spend_cap(paid.saturating_add(headroom));
                 }
-                let Some(pi) = self.account_index(&voucher.channel_id, true) else {
-                    return;
-                };
-                let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
-                    return;
-                };
-                if !ok {
-                    return a.payer.commit_failed(&voucher);
-                }
-                if a.payer.committed(&voucher, now) {
-                    let paid = voucher.cumulative_amount;
-                    a.payer.set_spend_cap(paid.saturating_add(headroom));
+                if let Some(pi) = send {
                     self.send_channel(pi, ChannelMsg::Voucher(voucher), now);
                 }
             }
@@ -370,9 +354,18 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
-    fn account_index(&mut self, id: &ChannelId, payer_side: bool) -> Option<usize> {
-        let found = self.money.account_by_channel(id, payer_side)?.peer;
-        self.by_id.get(&found).copied()
+    /// The neighbour index whose payer (or payee) channel is `id`.
+    fn account_index(&self, id: &ChannelId, payer_side: bool) -> Option<usize> {
+        self.money.accounts.iter().position(|a| {
+            a.as_ref().is_some_and(|a| {
+                let ours = if payer_side {
+                    a.payer.id()
+                } else {
+                    a.payee.id()
+                };
+                ours == *id
+            })
+        })
     }
 
     /// Announce a new price epoch to every payer (our fee changed).
