@@ -35,6 +35,7 @@ reasons! {
     UnknownKind => "unknown_kind": "Authenticated frame of a kind we do not know.",
     BadInnerPacket => "bad_inner_packet": "Decrypted payload that is not an IP packet.",
     SpoofedSource => "spoofed_source": "Inner source address not owned by the authenticated peer.",
+    NotForUs => "not_for_us": "Decrypted packet whose destination is not one of our overlay addresses.",
     NoRoute => "no_route": "Packet from the TUN for an address no peer owns.",
     NotIp => "not_ip": "Packet from the TUN that is not IPv4 or IPv6.",
     StagedOverflow => "staged_overflow": "Packet waiting for a handshake when the queue was full.",

@@ -2,10 +2,11 @@
 //! packets, and carrying the router's messages. Invariant: a frame is acted on only after it
 //! authenticated under the session of the neighbour it is attributed to.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Node, Transmit, UdpOut, ip_src_dst};
+use super::inner::Owner;
+use super::{Node, Transmit, UdpOut};
 use crate::drops::DropReason;
 use crate::session::aead::TransportAead;
 use crate::session::handshake::{self, HandshakeError};
@@ -69,19 +70,19 @@ impl<A: TransportAead> Node<A> {
         }
         let range = PT..PT + n;
         match Kind::from_u8(h.kind) {
-            Some(Kind::Packet) => match msg.get(range.clone()).and_then(ip_src_dst) {
-                None => self.drop_for(Some(pi), DropReason::BadInnerPacket),
-                Some((src, _)) if src != IpAddr::V4(v4) && src != IpAddr::V6(v6) => {
-                    self.drop_for(Some(pi), DropReason::SpoofedSource)
-                }
-                Some(_) => {
-                    if let Some(p) = self.peers.get_mut(pi) {
-                        p.stats.rx_bytes += n as u64;
-                        p.stats.rx_packets += 1;
+            Some(Kind::Packet) => {
+                let pkt = msg.get(range.clone()).unwrap_or_default();
+                match self.inner_refusal(pkt, Owner { v4, v6 }) {
+                    Some(why) => self.drop_for(Some(pi), why),
+                    None => {
+                        if let Some(p) = self.peers.get_mut(pi) {
+                            p.stats.rx_bytes += n as u64;
+                            p.stats.rx_packets += 1;
+                        }
+                        return UdpOut::Tun(range);
                     }
-                    return UdpOut::Tun(range);
                 }
-            },
+            }
             Some(Kind::Routing) => {
                 let body = msg.get(range).unwrap_or_default();
                 if self.router.handle_message(id, body, now).is_err() {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use super::inner::Owner;
 use super::link::seal_copy;
 use super::{MESH_OVERHEAD, Node, UdpOut, ip_src_dst};
 use crate::drops::DropReason;
@@ -95,6 +96,24 @@ impl<A: TransportAead> Node<A> {
                 None
             }
         }
+    }
+
+    /// Seal a TUN packet at `buf[HEADROOM..HEADROOM + len]` end to end for node `dest`,
+    /// whatever its destination address, and hand it to the next hop towards `dest` (how a
+    /// client's packets for the internet reach the exit it chose). None if `dest` has no route
+    /// or the packet was staged, answered with ICMP or dropped.
+    pub fn send_via(
+        &mut self,
+        dest: NodeId,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(Range<usize>, SocketAddr)> {
+        let Some(next_hop) = self.router.next_hop(&dest) else {
+            self.drops.add(DropReason::NoRoute);
+            return None;
+        };
+        self.send_routed(dest, next_hop, now, buf, len)
     }
 
     fn initiate_e2e(&mut self, dest: NodeId, now: Instant) {
@@ -253,20 +272,15 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let range = TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + k;
-        match m.get(range.clone()).and_then(ip_src_dst) {
-            None => self.drops.add(DropReason::BadInnerPacket),
-            Some((src, _)) if src != IpAddr::V4(v4) && src != IpAddr::V6(v6) => {
-                self.drops.add(DropReason::SpoofedSource)
-            }
-            Some(_) => {
-                if let Some(e) = self.e2e.get_mut(&dest) {
-                    e.stats.rx_bytes += k as u64;
-                    e.stats.rx_packets += 1;
-                }
-                return Some(range);
-            }
+        if let Some(why) = self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }) {
+            self.drops.add(why);
+            return None;
         }
-        None
+        if let Some(e) = self.e2e.get_mut(&dest) {
+            e.stats.rx_bytes += k as u64;
+            e.stats.rx_packets += 1;
+        }
+        Some(range)
     }
 
     fn e2e_init(&mut self, now: Instant, init: &outer::Init<'_>) {

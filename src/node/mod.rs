@@ -5,6 +5,7 @@
 //! owns its inner source address; the data path seals, opens and relays in the caller's
 //! buffer without allocating.
 
+mod inner;
 mod link;
 mod mesh;
 mod money;
@@ -99,6 +100,7 @@ impl Default for NodeConfig {
 /// The sans-IO node.
 pub struct Node<A = DefaultAead> {
     id: NodeId,
+    v4: Ipv4Addr,
     v6: Ipv6Addr,
     local: StaticKeys,
     peers: Vec<Peer<A>>,
@@ -136,6 +138,7 @@ impl<A: TransportAead> Node<A> {
         let id = identity.id();
         let mut n = Node {
             id,
+            v4: id.ipv4(),
             v6: id.ipv6(),
             local: StaticKeys::new(identity),
             peers: Vec::new(),

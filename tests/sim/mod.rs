@@ -12,6 +12,7 @@ use bitcloud::node::{
     HEADROOM, Node, NodeConfig, PeerConfig, TAILROOM, UdpOut, WalletDone, WalletOp,
 };
 use bitcloud::route::RouterConfig;
+use bitcloud::session::aead::{RingAead, TAG_LEN, TransportAead};
 use bitcloud::session::timers::Timers;
 
 /// Simulation step.
@@ -35,15 +36,52 @@ pub const PERFECT: Link = Link {
     jitter_ms: 0,
 };
 
+thread_local! {
+    /// Plaintexts opened by the node the simulation is driving, while it records.
+    static OPENED: std::cell::RefCell<Option<Vec<Vec<u8>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// ring's AEAD, and a copy of every plaintext it opens while the driven node records: what a
+/// node held between opening a frame and anything it did next (such as a relay's reseal).
+pub struct SimAead(RingAead);
+
+impl TransportAead for SimAead {
+    fn new(key: &[u8; 32]) -> Self {
+        SimAead(RingAead::new(key))
+    }
+
+    fn seal(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        self.0.seal(counter, aad, buf)
+    }
+
+    fn open(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+        let ok = self.0.open(counter, aad, buf, tag);
+        if ok {
+            OPENED.with(|o| {
+                if let Some(v) = o.borrow_mut().as_mut() {
+                    v.push(buf.to_vec());
+                }
+            });
+        }
+        ok
+    }
+}
+
+/// The node type of the simulation.
+pub type SimNodeT = Node<SimAead>;
+
 /// One simulated node.
 pub struct SimNode {
-    pub node: Node,
+    pub node: SimNodeT,
     pub addr: SocketAddr,
     pub identity: Identity,
     pub delivered: Vec<Vec<u8>>,
     /// Every datagram this node received or sent, as the bytes stood after it was done
     /// with them (for plaintext searches).
     pub touched: Vec<Vec<u8>>,
+    /// Every plaintext this node's sessions opened (link and end-to-end), as it stood right
+    /// after opening, while `record` is set.
+    pub opened: Vec<Vec<u8>>,
     pub record: bool,
     /// The node's committed vouchers (an in-memory wallet that commits at once).
     pub wallet: MemWallet,
@@ -162,7 +200,7 @@ pub fn ident(i: usize) -> Identity {
 }
 
 /// A node `i` with the given neighbours configured (by index).
-pub fn make_node(i: usize, neighbours: &[usize], t: Timers, now: Instant) -> Node {
+pub fn make_node(i: usize, neighbours: &[usize], t: Timers, now: Instant) -> SimNodeT {
     let peers: Vec<_> = neighbours
         .iter()
         .map(|&j| PeerConfig {
@@ -205,6 +243,7 @@ impl Net {
                     identity: ident(i),
                     delivered: vec![],
                     touched: vec![],
+                    opened: vec![],
                     record: false,
                     wallet: MemWallet::default(),
                 }
@@ -313,7 +352,14 @@ impl Net {
         self.in_flight = rest;
         for (_, from, to, mut data) in due {
             let Some(i) = self.index_of(to) else { continue };
+            let record = self.nodes[i].record;
+            if record {
+                OPENED.with(|o| *o.borrow_mut() = Some(Vec::new()));
+            }
             let out = self.nodes[i].node.handle_udp(now, from, &mut data);
+            if record && let Some(v) = OPENED.with(|o| o.borrow_mut().take()) {
+                self.nodes[i].opened.extend(v);
+            }
             match out {
                 UdpOut::Tun(r) => self.nodes[i].delivered.push(data[r].to_vec()),
                 UdpOut::Forward(n, dst) => {
@@ -333,6 +379,30 @@ impl Net {
             }
             self.flush(i);
         }
+    }
+
+    /// Flush every node's queued transmits, wallet work and TUN writes.
+    pub fn flush_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.flush(i);
+        }
+    }
+
+    /// Node i seals `buf[HEADROOM..HEADROOM + len]` end to end for node `dest` whatever its
+    /// destination address ([`Node::send_via`]), and sends it.
+    pub fn send_via(
+        &mut self,
+        i: usize,
+        dest: bitcloud::identity::NodeId,
+        buf: &mut [u8],
+        len: usize,
+    ) {
+        let now = self.now;
+        if let Some((r, dst)) = self.nodes[i].node.send_via(dest, now, buf, len) {
+            let from = self.nodes[i].addr;
+            self.send(from, dst, buf[r].to_vec());
+        }
+        self.flush(i);
     }
 
     /// Run for `d` of virtual time.
