@@ -95,13 +95,11 @@ fn routed_packets_for_other_destinations_are_dropped_at_the_endpoint() {
         "the e2e session is up"
     );
     let b_v4 = ident(1).id().ipv4();
-    let mut seq = 20;
-    for dst in foreign_v4(b_v4) {
+    for (seq, dst) in (20..).zip(foreign_v4(b_v4)) {
         let p = v4_packet(a.id().ipv4(), dst, seq);
         let mut buf = vec![0u8; HEADROOM + p.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(&p);
         net.send_via(0, c.id(), &mut buf, p.len());
-        seq += 1;
     }
     net.run(Duration::from_millis(200));
     assert_eq!(
