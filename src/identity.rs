@@ -204,7 +204,7 @@ impl Identity {
             path: path.display().to_string(),
             msg,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = read_private(path).map_err(err)?;
         let mut seed = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut seed)
             .map_err(|_| err("expected 64 hex digits of an Ed25519 secret".into()))?;
@@ -227,10 +227,43 @@ pub fn write_secret_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     write_file_atomic(path, data, 0o600)
 }
 
-/// Atomically replace `path` with `data` with the given mode: temp file, fsync, rename,
-/// fsync the directory, so a crash leaves the old file or the new one, never a torn one.
+/// Read a secret file, refusing one that others could have read or replaced: it must be a
+/// regular file (not reached through a symlink) with no group or world permission bits.
+fn read_private(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // O_NOFOLLOW: a symlink planted at the key's path is refused rather than followed.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "is a symbolic link; refusing to follow it".to_string(),
+            _ => e.to_string(),
+        })?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "is readable or writable by group or others (mode {mode:03o}); the secret may be \
+             compromised: fix with `chmod 600 {}` or generate a new key",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// Atomically replace `path` with `data` with the given mode: a temp file created exclusively
+/// (never an existing file or a planted symlink; `tempfile` picks a random name with O_EXCL),
+/// fsync, rename, fsync the directory, so a crash leaves the old file or the new one, never a
+/// torn one, and the data is never readable beyond `mode`.
 pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -239,17 +272,14 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -310,5 +340,41 @@ mod tests {
         );
         assert_eq!(Identity::load(&p).unwrap().id(), a.id());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn key_file_readable_by_others_or_a_symlink_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.key");
+        let a = Identity::generate();
+        a.save(&p).unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o666] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Identity::load(&p).err().expect("refused").to_string();
+            assert!(e.contains("group or others") && e.contains("node.key"), "{e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(Identity::load(&p).unwrap().id(), a.id());
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let e = Identity::load(&link).err().expect("refused").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(Identity::load(dir.path()).is_err(), "a directory is no key");
+    }
+
+    #[test]
+    fn save_never_writes_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // An attacker who can write the directory plants links at every name the old code
+        // used for its temp file; the new one picks an unpredictable name with O_EXCL.
+        let p = dir.path().join("node.key");
+        let old_tmp = dir.path().join(format!(".node.key.tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+        Identity::generate().save(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(Identity::load(&p).is_ok());
     }
 }
