@@ -352,7 +352,10 @@ mod tests {
         for mode in [0o640, 0o604, 0o620, 0o666] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = Identity::load(&p).err().expect("refused").to_string();
-            assert!(e.contains("group or others") && e.contains("node.key"), "{e}");
+            assert!(
+                e.contains("group or others") && e.contains("node.key"),
+                "{e}"
+            );
         }
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(Identity::load(&p).unwrap().id(), a.id());
@@ -371,7 +374,9 @@ mod tests {
         // An attacker who can write the directory plants links at every name the old code
         // used for its temp file; the new one picks an unpredictable name with O_EXCL.
         let p = dir.path().join("node.key");
-        let old_tmp = dir.path().join(format!(".node.key.tmp{}", std::process::id()));
+        let old_tmp = dir
+            .path()
+            .join(format!(".node.key.tmp{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
         Identity::generate().save(&p).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");

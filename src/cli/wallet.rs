@@ -92,8 +92,7 @@ impl WalletCmd {
 /// Send the subcommand's request to the daemon and print its answer (pretty JSON or a table).
 pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
-    let running = std::os::unix::net::UnixStream::connect(&cfg.control_socket).is_ok();
-    let v = if running {
+    let v = if daemon_running(&cfg.control_socket)? {
         check_answer(crate::daemon::control::call(
             &cfg.control_socket,
             &cmd.request(),
@@ -108,6 +107,26 @@ pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
         print!("{}", (cmd.human())(&v));
     }
     Ok(())
+}
+
+/// Whether a daemon answers on `socket`. Only "no socket" and "nobody listening" mean it is
+/// not running (then the CLI may read the file itself); any other error, permission denied
+/// above all, is reported: reading the wallet beside a running daemon would be a second
+/// opener of its database.
+fn daemon_running(socket: &Path) -> anyhow::Result<bool> {
+    use std::io::ErrorKind;
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            Ok(false)
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => anyhow::bail!(
+            "cannot reach the daemon at {}: permission denied (members of group bitcloud may \
+             read; try sudo)",
+            socket.display()
+        ),
+        Err(e) => anyhow::bail!("cannot reach the daemon at {}: {e}", socket.display()),
+    }
 }
 
 /// The answer, or an error if it carries a non-null `"error"` (whatever its type).

@@ -200,3 +200,23 @@ fn note_matches_the_contract() {
     // Missing `backed` is treated as unbacked: the note is never silently dropped.
     assert_eq!(footer(&json!({})), NOTE);
 }
+
+#[test]
+fn only_a_missing_or_dead_socket_means_no_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.sock");
+    assert!(!daemon_running(&missing).unwrap());
+    let dead = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    assert!(!daemon_running(&dead).unwrap(), "a stale socket file");
+    let live = dir.path().join("live.sock");
+    let _l = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    assert!(daemon_running(&live).unwrap());
+    // Any other failure is an error, never a silent second opener of the wallet.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let e = daemon_running(&file.join("x.sock"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot reach the daemon"), "{e}");
+}
