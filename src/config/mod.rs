@@ -24,6 +24,8 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/bitcloud/bitcloud.sock";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/bitcloud";
 /// Default time between two LAN discovery beacons.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// The largest `[session]` timer accepted (one day), so no timer arithmetic can overflow.
+pub const MAX_TIMER_SECS: u64 = 86_400;
 /// Longest beacon interval accepted, in seconds (an hour; longer is discovery in name only).
 pub const MAX_DISCOVERY_INTERVAL_SECS: u64 = 3600;
 
@@ -258,13 +260,17 @@ impl Config {
 
         let mut timers = Timers::default();
         let s = &raw.session;
+        // Upper bound: timer arithmetic (backoff doubling, Instant additions, 3/2 ratios) must
+        // never overflow, and a day is far beyond any useful session timer.
         let secs = |v: &Option<Spanned<u64>>, min: u64| -> Result<Option<Duration>, ConfigError> {
             match v {
                 None => Ok(None),
-                Some(x) if *x.get_ref() >= min => Ok(Some(Duration::from_secs(*x.get_ref()))),
+                Some(x) if (min..=MAX_TIMER_SECS).contains(x.get_ref()) => {
+                    Ok(Some(Duration::from_secs(*x.get_ref())))
+                }
                 Some(x) => Err(at(
                     Some(x.span()),
-                    format!("must be at least {min} second(s)"),
+                    format!("must be {min} to {MAX_TIMER_SECS} seconds"),
                 )),
             }
         };

@@ -142,3 +142,32 @@ fn peers_and_duplicates() {
     let e = parse(&format!("{}{p}{p}", base())).unwrap_err();
     assert!(e.msg.contains("twice"), "{e}");
 }
+
+#[test]
+fn session_timers_have_upper_bounds() {
+    // Huge timers used to overflow `d * 3 / 2` and the backoff's Instant additions (panics).
+    for key in [
+        "rekey_after_time",
+        "reject_after_time",
+        "keepalive_timeout",
+        "rekey_timeout",
+        "persistent_keepalive",
+    ] {
+        for v in ["86401", "9223372036854775807"] {
+            let e = parse(&format!("{}[session]\n{key} = {v}\n", base())).unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (15, format!("session.{key}").as_str()),
+                "{e}"
+            );
+            assert!(e.msg.contains("86400"), "{e}");
+        }
+    }
+    let c = parse(&format!(
+        "{}[session]\nrekey_after_time = 86400\nreject_after_time = 86400\n",
+        base()
+    ));
+    assert!(c.is_err(), "reject must still exceed rekey");
+    let c = parse(&format!("{}[session]\nrekey_after_time = 57600\n", base())).unwrap();
+    assert_eq!(c.timers.reject_after_time, Duration::from_secs(86_400));
+}
