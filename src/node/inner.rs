@@ -29,7 +29,7 @@ impl<A: TransportAead> Node<A> {
         }
         // Only our own addresses: never the host's LAN, loopback, multicast or another overlay
         // node's address (a host that forwards would otherwise carry it for the sender).
-        if dst != IpAddr::V4(self.v4) && dst != IpAddr::V6(self.v6) {
+        if dst != IpAddr::V4(self.own_v4) && dst != IpAddr::V6(self.v6) {
             return Some(DropReason::NotForUs);
         }
         None

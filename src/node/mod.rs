@@ -100,7 +100,7 @@ impl Default for NodeConfig {
 /// The sans-IO node.
 pub struct Node<A = DefaultAead> {
     id: NodeId,
-    v4: Ipv4Addr,
+    own_v4: Ipv4Addr,
     v6: Ipv6Addr,
     local: StaticKeys,
     peers: Vec<Peer<A>>,
@@ -138,7 +138,7 @@ impl<A: TransportAead> Node<A> {
         let id = identity.id();
         let mut n = Node {
             id,
-            v4: id.ipv4(),
+            own_v4: id.ipv4(),
             v6: id.ipv6(),
             local: StaticKeys::new(identity),
             peers: Vec::new(),
