@@ -256,7 +256,7 @@ fn router_config(seed: &[u8; 8], pricing: &crate::config::Pricing) -> RouterConf
         route_expiry: Duration::from_secs(14),
         request_timeout: Duration::from_secs(1),
         // A restarted node starts from a random seqno so its announcements are not ignored.
-        initial_seqno: u16::from_le_bytes([seed[0], seed[1]]),
+        initial_seqno: u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]),
         ..RouterConfig::default()
     }
 }

@@ -5,10 +5,14 @@
 
 use std::time::Instant;
 
+use super::limits::MAX_EXPIRY_FACTOR;
+use super::neighbour::NOMINAL_COST;
 use super::table::{self, RouteEntry, RouteKey};
 use super::{Forwarded, RouteError, Router};
 use crate::identity::NodeId;
-use crate::wire::routing::{self, Hello, Ihu, RouteRequest, Seqno, SeqnoRequest, Tlv, Update};
+use crate::wire::routing::{
+    self, Hello, Ihu, RouteRequest, Seqno, SeqnoRequest, Tlv, Update, WireError,
+};
 
 impl Router {
     /// Process one routing message from neighbour `from`. Bad signatures, unfeasible updates
@@ -20,12 +24,18 @@ impl Router {
         now: Instant,
     ) -> Result<(), RouteError> {
         self.stats.messages_received += 1;
-        let decoded = routing::decode(bytes).inspect_err(|_| self.stats.malformed += 1)?;
+        let decoded = routing::decode(bytes).inspect_err(|e| {
+            self.stats.malformed += 1;
+            if matches!(e, WireError::TooManyTlvs { .. }) {
+                self.stats.too_many_tlvs += 1;
+            }
+        })?;
         if !self.neighbours.contains_key(&from) {
             self.stats.unknown_neighbour += 1;
             return Err(RouteError::UnknownNeighbour(from));
         }
         self.stats.skipped_tlvs += decoded.skipped as u64;
+        self.stats.legacy_tlvs += decoded.legacy as u64;
         for tlv in decoded.tlvs {
             match tlv {
                 Tlv::Hello(h) => self.on_hello(from, h, now),
@@ -62,14 +72,21 @@ impl Router {
     }
 
     /// Route acquisition (RFC 8966 §3.5.3), with the signature check added in front.
-    fn on_update(&mut self, from: NodeId, u: Update, now: Instant) {
+    fn on_update(&mut self, from: NodeId, mut u: Update, now: Instant) {
         self.stats.updates_received += 1;
+        if from != u.originator && u.metric < NOMINAL_COST {
+            // Only the originator itself is at distance 0, and every link costs at least a
+            // loss-free hop (neighbour.rs floors it): a relay claiming less is lying, and a
+            // replayed signature must not buy a better metric than adjacency.
+            u.metric = NOMINAL_COST;
+            self.stats.relay_metric_raised += 1;
+        }
         let key = RouteKey {
             originator: u.originator,
             kind: u.kind,
         };
         if u.originator == self.id {
-            self.on_own_update(&u);
+            self.on_own_update(&u, now);
             return;
         }
         if u.is_retraction() {
@@ -103,7 +120,17 @@ impl Router {
         if !feasible {
             self.stats.unfeasible += 1;
         }
-        let expiry = self.cfg.route_expiry.max(u.interval * 7 / 2);
+        let expiry = self
+            .cfg
+            .route_expiry
+            .max(u.interval * 7 / 2)
+            .min(self.cfg.route_expiry * MAX_EXPIRY_FACTOR);
+        let room = self.total_routes < self.cfg.max_routes
+            && self
+                .neighbours
+                .get(&from)
+                .is_some_and(|n| n.routes < self.cfg.max_routes_per_neighbour);
+        let mut inserted = false;
         let dest = self.dests.entry(key).or_default();
         match dest.route_mut(&from) {
             // Older than what this neighbour already told us: a reordered or replayed
@@ -121,22 +148,35 @@ impl Router {
                 r.expires = now + expiry;
                 r.updated = now;
             }
-            None if feasible => dest.routes.push(RouteEntry {
-                neighbour: from,
-                seqno: u.seqno,
-                refmetric: u.metric,
-                price_per_mib: u.price_per_mib,
-                price_epoch: u.price_epoch,
-                signature: u.signature,
-                expires: now + expiry,
-                updated: now,
-            }),
-            // RFC 8966 §3.5.3: an unfeasible update for a route we do not have is ignored...
+            None if feasible && room => {
+                inserted = true;
+                dest.routes.push(RouteEntry {
+                    neighbour: from,
+                    seqno: u.seqno,
+                    refmetric: u.metric,
+                    price_per_mib: u.price_per_mib,
+                    price_epoch: u.price_epoch,
+                    signature: u.signature,
+                    expires: now + expiry,
+                    updated: now,
+                });
+            }
+            // RFC 8966 §3.5.3: an unfeasible update for a route we do not have is ignored
+            // (so is one over the caps)...
             None => {
+                if feasible {
+                    self.stats.routes_refused += 1;
+                }
                 if dest.routes.is_empty() && dest.advertised.is_none() && dest.retractions_left == 0
                 {
                     self.dests.remove(&key);
                 }
+            }
+        }
+        if inserted {
+            self.total_routes += 1;
+            if let Some(n) = self.neighbours.get_mut(&from) {
+                n.routes += 1;
             }
         }
         self.reselect(key, now);
@@ -149,18 +189,33 @@ impl Router {
 
     /// Our own announcement came back. If it carries a seqno newer than ours (we restarted and
     /// lost our seqno), jump past it so our announcements are feasible again.
-    fn on_own_update(&mut self, u: &Update) {
+    /// Not rate-limited: only our own signatures get here, so after one jump past the newest
+    /// of them none is newer.
+    fn on_own_update(&mut self, u: &Update, now: Instant) {
         if !u.is_retraction() && u.seqno.is_newer_than(self.seqno) && u.verify_signature() {
             self.seqno = u.seqno;
-            self.bump_seqno();
+            self.raise_seqno(now);
         }
     }
 
     /// RFC 8966 §3.8.1.1.
     fn on_route_request(&mut self, from: NodeId, r: RouteRequest, now: Instant) {
         match r {
-            RouteRequest::Wildcard => self.queue_full_dump(from, now),
+            RouteRequest::Wildcard => {
+                // One dump pending per neighbour at most, and one per hello interval: it gets
+                // every route at each periodic update anyway.
+                let recent = self.neighbours.get(&from).is_none_or(|n| {
+                    n.dumped_at
+                        .is_some_and(|t| now < t + self.cfg.hello_interval)
+                });
+                if recent || !self.dump_wanted.insert(from) {
+                    self.stats.route_requests_refused += 1;
+                }
+            }
             RouteRequest::Specific { kind, originator } => {
+                if !self.request_budget(from, now) {
+                    return;
+                }
                 let key = RouteKey { originator, kind };
                 if !self.queue_advert(key, &[from], now) {
                     let seqno = self.sources.get(&key).map_or(Seqno(0), |s| s.seqno);
@@ -172,14 +227,18 @@ impl Router {
 
     /// RFC 8966 §3.8.1.2.
     fn on_seqno_request(&mut self, from: NodeId, r: SeqnoRequest, now: Instant) {
+        if !self.request_budget(from, now) {
+            return;
+        }
         let key = RouteKey {
             originator: r.originator,
             kind: r.kind,
         };
         if r.originator == self.id {
             if r.seqno.is_newer_than(self.seqno) {
-                // Raises our seqno by one and triggers announcements to every neighbour.
-                self.bump_seqno();
+                // Raises our seqno by one (at most once per `seqno_bump_interval`) and
+                // triggers announcements to every neighbour.
+                self.bump_seqno(now);
             } else {
                 self.queue_advert(key, &[from], now);
             }
@@ -196,11 +255,11 @@ impl Router {
         if r.hop_count < 2 {
             return;
         }
-        if self
-            .forwarded
-            .get(&key)
-            .is_some_and(|f| f.until > now && f.seqno.is_at_least(r.seqno))
-        {
+        // One forwarded request per destination per request timeout, whatever seqno it asks
+        // for: the originator raises its seqno by one per request anyway, and requesters
+        // resend (RFC 8966 §3.8.1.2 leaves duplicate suppression to the implementation).
+        if self.forwarded.get(&key).is_some_and(|f| f.until > now) {
+            self.stats.seqno_requests_suppressed += 1;
             return;
         }
         // Forward towards the originator: the selected route's neighbour, else any neighbour
@@ -227,7 +286,6 @@ impl Router {
         self.forwarded.insert(
             key,
             Forwarded {
-                seqno: r.seqno,
                 until: now + self.cfg.request_timeout,
             },
         );
@@ -239,5 +297,17 @@ impl Router {
                 ..r
             }),
         );
+    }
+
+    /// Take one request from `from`'s budget; false (and counted) when it is spent.
+    fn request_budget(&mut self, from: NodeId, now: Instant) -> bool {
+        let ok = self
+            .neighbours
+            .get_mut(&from)
+            .is_some_and(|n| n.requests.take(now));
+        if !ok {
+            self.stats.requests_rate_limited += 1;
+        }
+        ok
     }
 }
