@@ -136,4 +136,6 @@ pub struct RouterStats {
     /// Updates from a relay claiming less than one loss-free hop to someone else's prefix;
     /// the metric was raised to that hop.
     pub relay_metric_raised: u64,
+    /// Updates dropped unverified because their sender had spent its verification budget.
+    pub verifications_refused: u64,
 }

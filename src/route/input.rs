@@ -105,18 +105,54 @@ impl Router {
             }
             return;
         }
+        // Everything that needs no signature is decided first, so refusals cost no
+        // verification: a replay older than what this neighbour holds, a new route over the caps.
+        let feasible = table::is_feasible(self.sources.get(&key), u.seqno, u.metric);
+        let held = self
+            .dests
+            .get(&key)
+            .and_then(|d| d.route(&from))
+            .map(|r| r.seqno);
+        let room = self.total_routes < self.cfg.max_routes
+            && self
+                .neighbours
+                .get(&from)
+                .is_some_and(|n| n.routes < self.cfg.max_routes_per_neighbour);
+        match held {
+            // Older than what this neighbour already told us: a reordered or replayed
+            // announcement. Letting it unselect a good route would hand a replaying neighbour
+            // a cheap way to cut us off.
+            Some(s) if !feasible && s.is_newer_than(u.seqno) => {
+                self.stats.unfeasible += 1;
+                return;
+            }
+            None if !room => {
+                if feasible {
+                    self.stats.routes_refused += 1;
+                }
+                return;
+            }
+            _ => {}
+        }
         let verified = self
             .dests
             .get(&key)
             .is_some_and(|d| d.has_verified(u.seqno, &u.signature));
         if !verified {
+            let budget = self
+                .neighbours
+                .get_mut(&from)
+                .is_some_and(|n| n.verifications.take(now));
+            if !budget {
+                self.stats.verifications_refused += 1;
+                return;
+            }
             self.stats.signatures_checked += 1;
             if !u.verify_signature() {
                 self.stats.bad_signature += 1;
                 return;
             }
         }
-        let feasible = table::is_feasible(self.sources.get(&key), u.seqno, u.metric);
         if !feasible {
             self.stats.unfeasible += 1;
         }
@@ -125,18 +161,9 @@ impl Router {
             .route_expiry
             .max(u.interval * 7 / 2)
             .min(self.cfg.route_expiry * MAX_EXPIRY_FACTOR);
-        let room = self.total_routes < self.cfg.max_routes
-            && self
-                .neighbours
-                .get(&from)
-                .is_some_and(|n| n.routes < self.cfg.max_routes_per_neighbour);
         let mut inserted = false;
         let dest = self.dests.entry(key).or_default();
         match dest.route_mut(&from) {
-            // Older than what this neighbour already told us: a reordered or replayed
-            // announcement (its signature is still valid). Letting it unselect a good route
-            // would hand a replaying neighbour a cheap way to cut us off.
-            Some(r) if !feasible && r.seqno.is_newer_than(u.seqno) => {}
             Some(r) => {
                 // RFC 8966 §3.5.3: the entry is updated even when unfeasible; selection below
                 // then refuses to use it.
@@ -148,7 +175,7 @@ impl Router {
                 r.expires = now + expiry;
                 r.updated = now;
             }
-            None if feasible && room => {
+            None if feasible => {
                 inserted = true;
                 dest.routes.push(RouteEntry {
                     neighbour: from,
@@ -161,12 +188,8 @@ impl Router {
                     updated: now,
                 });
             }
-            // RFC 8966 §3.5.3: an unfeasible update for a route we do not have is ignored
-            // (so is one over the caps)...
+            // RFC 8966 §3.5.3: an unfeasible update for a route we do not have is ignored...
             None => {
-                if feasible {
-                    self.stats.routes_refused += 1;
-                }
                 if dest.routes.is_empty() && dest.advertised.is_none() && dest.retractions_left == 0
                 {
                     self.dests.remove(&key);

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::limits::Bucket;
+use super::limits::{
+    Bucket, REQUEST_BURST, REQUEST_RATE_PER_SEC, VERIFY_BURST, VERIFY_RATE_PER_SEC,
+};
 use crate::wire::routing::{HelloSeqno, INFINITY};
 
 /// Number of hellos remembered (RFC 8966 Appendix A.1: a 16-bit history).
@@ -63,6 +65,8 @@ impl RttCost {
 pub(crate) struct Neighbour {
     /// Budget for the requests it may make us answer.
     pub requests: Bucket,
+    /// Budget for the signatures it may make us verify.
+    pub verifications: Bucket,
     /// When we last queued it a full dump (periodic, link-up or asked for).
     pub dumped_at: Option<Instant>,
     /// Route entries it holds in our table (bounded by `max_routes_per_neighbour`).
@@ -93,7 +97,8 @@ impl Neighbour {
     pub fn new() -> Self {
         Neighbour {
             tx_hello_seqno: HelloSeqno(0),
-            requests: Bucket::new(),
+            requests: Bucket::new(REQUEST_BURST, REQUEST_RATE_PER_SEC),
+            verifications: Bucket::new(VERIFY_BURST, VERIFY_RATE_PER_SEC),
             dumped_at: None,
             routes: 0,
             history: 0,
