@@ -142,3 +142,34 @@ fn peers_and_duplicates() {
     let e = parse(&format!("{}{p}{p}", base())).unwrap_err();
     assert!(e.msg.contains("twice"), "{e}");
 }
+
+#[test]
+fn routing_bounds_default_parse_and_are_bounded() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.routing, RoutingSettings::default());
+    assert_eq!(c.routing.max_routes_per_neighbour, 4096);
+    assert_eq!(c.routing.max_routes, 16384);
+    let c = parse(&format!(
+        "{}[routing]\nmax_routes_per_neighbour = 100\nmax_routes = 1000\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(
+        (c.routing.max_routes_per_neighbour, c.routing.max_routes),
+        (100, 1000)
+    );
+    for bad in [
+        "max_routes_per_neighbour = 0",
+        "max_routes_per_neighbour = 65537",
+        "max_routes = 1048577",
+        "bogus = 1",
+    ] {
+        let e = parse(&format!("{}[routing]\n{bad}\n", base())).unwrap_err();
+        let key = bad.split(' ').next().unwrap();
+        assert_eq!(
+            (e.line, e.key.clone()),
+            (15, format!("routing.{key}")),
+            "{e}"
+        );
+    }
+}

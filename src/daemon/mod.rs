@@ -80,6 +80,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let channels = wallet.channels().await.context("reading wallet channels")?;
     let mut router = router_config(&seed, &cfg.pricing);
     router.price_epoch = epoch;
+    router.max_routes_per_neighbour = cfg.routing.max_routes_per_neighbour;
+    router.max_routes = cfg.routing.max_routes;
     if unix_nanos > 0 {
         // Seqnos start at the wall clock in seconds (mod 2^32): with at most one bump a second,
         // a restarted node starts above every seqno it signed before (docs/routing.md).

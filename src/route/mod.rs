@@ -30,7 +30,7 @@ use crate::identity::{Identity, NodeId};
 use crate::wire::routing::{INFINITY, SIGNATURE_LEN, Seqno, Tlv, WireError};
 
 pub use crate::wire::routing::PrefixKind;
-pub use config::{RouterConfig, RouterStats};
+pub use config::{MAX_ROUTES, MAX_ROUTES_PER_NEIGHBOUR, RouterConfig, RouterStats};
 pub use neighbour::RttCost;
 pub use table::{RouteKey, SelectionPolicy};
 
