@@ -21,8 +21,8 @@ pub(crate) const REQUEST_BURST: u64 = 16 * MAX_TLVS_PER_MESSAGE as u64;
 /// Signature verifications per neighbour per second, sustained: under 1 % of a core.
 pub(crate) const VERIFY_RATE_PER_SEC: u64 = 256;
 
-/// Verifications in a burst: a whole table from a neighbour whose link just came up (it can
-/// hold no more than `MAX_ROUTES_PER_NEIGHBOUR` of our routes anyway). Copies of an
+/// Verifications in a burst, at least: a whole table from a neighbour whose link just came up
+/// (the burst is raised to `max_routes_per_neighbour` when that is configured higher). Copies of an
 /// announcement already verified cost nothing, so steady state uses almost none.
 pub(crate) const VERIFY_BURST: u64 = super::config::MAX_ROUTES_PER_NEIGHBOUR as u64;
 

@@ -289,7 +289,8 @@ impl Router {
         if id == self.id || self.neighbours.contains_key(&id) {
             return;
         }
-        self.neighbours.insert(id, Neighbour::new());
+        self.neighbours
+            .insert(id, Neighbour::new(self.cfg.max_routes_per_neighbour));
         // Say hello at once so the link is usable within one round trip, not one interval.
         self.queue_hello(id, now);
         self.flush(now);

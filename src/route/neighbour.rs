@@ -94,11 +94,13 @@ pub(crate) struct Neighbour {
 }
 
 impl Neighbour {
-    pub fn new() -> Self {
+    /// A neighbour whose verification burst covers `max_routes` (its cap in our table).
+    pub fn new(max_routes: usize) -> Self {
+        let verify_burst = u64::try_from(max_routes).map_or(VERIFY_BURST, |m| m.max(VERIFY_BURST));
         Neighbour {
             tx_hello_seqno: HelloSeqno(0),
             requests: Bucket::new(REQUEST_BURST, REQUEST_RATE_PER_SEC),
-            verifications: Bucket::new(VERIFY_BURST, VERIFY_RATE_PER_SEC),
+            verifications: Bucket::new(verify_burst, VERIFY_RATE_PER_SEC),
             dumped_at: None,
             routes: 0,
             history: 0,
@@ -260,7 +262,7 @@ mod tests {
     #[test]
     fn needs_both_directions() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         assert!(!n.recompute(&RttCost::default()));
         assert_eq!(n.cost, INFINITY);
         n.on_hello(HelloSeqno(7), S, t);
@@ -274,7 +276,7 @@ mod tests {
     #[test]
     fn loss_raises_cost_and_silence_kills_the_link() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         up(&mut n, t);
         // Every other hello lost: ETX doubles the receive cost.
         for i in 1..16u16 {
@@ -295,7 +297,7 @@ mod tests {
     #[test]
     fn late_hello_undoes_missed_marks_and_reboot_resets() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         up(&mut n, t);
         n.tick(t + S * 3); // counts seqno 1 and 2 as missed
         assert_eq!(n.hello_stats(), (1, 3));
@@ -308,7 +310,7 @@ mod tests {
     #[test]
     fn ihu_expires_and_rtt_penalises() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         up(&mut n, t);
         n.set_rtt(Some(Duration::from_millis(65)));
         n.recompute(&RttCost::default());
@@ -325,7 +327,7 @@ mod tests {
     #[test]
     fn a_neighbour_cannot_claim_a_better_than_lossless_link() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         n.on_hello(HelloSeqno(0), S, t);
         n.on_ihu(1, S, S, t);
         n.recompute(&RttCost::default());
