@@ -86,7 +86,7 @@ impl Router {
             kind: u.kind,
         };
         if u.originator == self.id {
-            self.on_own_update(&u, now);
+            self.on_own_update(from, &u, now);
             return;
         }
         if u.is_retraction() {
@@ -139,12 +139,7 @@ impl Router {
             .get(&key)
             .is_some_and(|d| d.has_verified(u.seqno, &u.signature));
         if !verified {
-            let budget = self
-                .neighbours
-                .get_mut(&from)
-                .is_some_and(|n| n.verifications.take(now));
-            if !budget {
-                self.stats.verifications_refused += 1;
+            if !self.verify_budget(from, now) {
                 return;
             }
             self.stats.signatures_checked += 1;
@@ -212,13 +207,22 @@ impl Router {
 
     /// Our own announcement came back. If it carries a seqno newer than ours (we restarted and
     /// lost our seqno), jump past it so our announcements are feasible again.
-    /// Not rate-limited: only our own signatures get here, so after one jump past the newest
-    /// of them none is newer.
-    fn on_own_update(&mut self, u: &Update, now: Instant) {
-        if !u.is_retraction() && u.seqno.is_newer_than(self.seqno) && u.verify_signature() {
-            self.seqno = u.seqno;
-            self.raise_seqno(now);
+    /// The jump is not rate-limited: only our own signatures can cause one, and after jumping
+    /// past the newest of them none is newer. The verification is, like any other.
+    fn on_own_update(&mut self, from: NodeId, u: &Update, now: Instant) {
+        if u.is_retraction() || !u.seqno.is_newer_than(self.seqno) {
+            return;
         }
+        if !self.verify_budget(from, now) {
+            return;
+        }
+        self.stats.signatures_checked += 1;
+        if !u.verify_signature() {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        self.seqno = u.seqno;
+        self.raise_seqno(now);
     }
 
     /// RFC 8966 §3.8.1.1.
@@ -330,6 +334,18 @@ impl Router {
             .is_some_and(|n| n.requests.take(now));
         if !ok {
             self.stats.requests_rate_limited += 1;
+        }
+        ok
+    }
+
+    /// Take one verification from `from`'s budget; false (and counted) when it is spent.
+    fn verify_budget(&mut self, from: NodeId, now: Instant) -> bool {
+        let ok = self
+            .neighbours
+            .get_mut(&from)
+            .is_some_and(|n| n.verifications.take(now));
+        if !ok {
+            self.stats.verifications_refused += 1;
         }
         ok
     }

@@ -460,6 +460,19 @@ fn signature_floods_are_held_to_a_verification_budget() {
     assert!(s.signatures_checked <= 4096 + 256 * 10, "{s:?}");
     assert_eq!(s.bad_signature, s.signatures_checked);
     assert!(s.verifications_refused >= 64_000 - 4096 - 256 * 10, "{s:?}");
+    // Our own address with a newer seqno and a bad signature (what a restart jump checks)
+    // draws on the same budget.
+    let mut own = update(&ident(1), r.seqno().wrapping_add(5), 256);
+    own.signature = [2; 64];
+    let before = r.stats();
+    r.handle_message(n[0], &routing::encode(&vec![Tlv::Update(own); 64]), t)
+        .unwrap();
+    let after = r.stats();
+    assert_eq!(after.signatures_checked, before.signatures_checked);
+    assert_eq!(
+        after.verifications_refused,
+        before.verifications_refused + 64
+    );
     // Another neighbour's genuine announcements are verified and used meanwhile.
     send(&mut r, n[1], &[Tlv::Update(update(&many(2), 1, 256))], t);
     assert_eq!(r.next_hop(&many(2).id()), Some(n[1]));
