@@ -325,4 +325,5 @@ fn unfeasible_route_is_not_used_and_triggers_a_seqno_request() {
 }
 
 mod hostile;
+mod hostile_hops;
 mod later;
