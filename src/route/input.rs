@@ -1,7 +1,9 @@
 //! Handling of received routing messages: hellos and IHUs feed link state, updates feed the
 //! route table (after the signature and feasibility checks), requests are answered or
-//! forwarded (RFC 8966 §3.4, §3.5, §3.8). Invariant: an update with a finite metric enters the
-//! table only if its originator's signature verified; nothing here panics on peer input.
+//! forwarded (RFC 8966 §3.4, §3.5, §3.8). Invariants: an update with a finite metric enters the
+//! table only if its originator's signature verified; nothing here panics on peer input; what
+//! a neighbour can make us do is bounded (route caps, request and verification budgets, one
+//! pending dump, rate-limited seqno bumps and forwarding; docs/routing.md).
 
 use std::time::Instant;
 

@@ -4,7 +4,8 @@
 //! table; it never reads a clock, touches a socket or spawns a task. Invariants: only feasible
 //! routes (RFC 8966 §3.5.1) are ever selected, so next hops never form a loop; every accepted
 //! announcement carries a valid signature by its originator; the forwarding table always
-//! mirrors the selected routes.
+//! mirrors the selected routes; `total_routes` and each neighbour's `routes` count exactly the
+//! entries in `dests`, within the configured caps.
 //!
 //! Driving it, quinn-proto style: feed [`Router::handle_message`], [`Router::add_neighbour`],
 //! [`Router::remove_neighbour`], [`Router::set_link_stats`] and [`Router::handle_timeout`] (at
