@@ -32,6 +32,16 @@ fn announce(r: &mut Router, from: NodeId, t: u32, now: Instant) {
     }
 }
 
+/// The route counters agree with the table.
+fn assert_counts(r: &Router) {
+    let entries: usize = r.dests.values().map(|d| d.routes.len()).sum();
+    assert_eq!(r.total_routes, entries);
+    for (id, n) in &r.neighbours {
+        let mine = r.dests.values().filter(|d| d.route(id).is_some()).count();
+        assert_eq!(n.routes, mine);
+    }
+}
+
 /// A router whose neighbour `n[1]` announced `t` destinations, drained.
 fn with_table(t: u32, now: Instant) -> (Router, Vec<NodeId>) {
     let (mut r, n) = with_fake_neighbours(2, now);
@@ -412,6 +422,7 @@ fn routes_per_neighbour_and_in_total_are_capped_and_idle_ones_expire() {
     assert_eq!(count(&r, n[0]), per, "one neighbour holds at most its cap");
     assert_eq!(count(&r, n[1]), 6000 - per, "the rest of the total");
     assert_eq!(r.routes(now).count(), 6000);
+    assert_counts(&r);
     assert_eq!(r.stats().routes_refused, 2 * 5000 - 6000);
     // Refreshing an accepted route is not a new route: nothing more is refused.
     send(&mut r, n[0], &ups[..8], now);
@@ -434,6 +445,12 @@ fn routes_per_neighbour_and_in_total_are_capped_and_idle_ones_expire() {
     // The room is back.
     send(&mut r, n[1], &ups[..8], t);
     assert_eq!(r.routes(t).count(), 8);
+    send(&mut r, n[0], &ups[..4], t);
+    assert_counts(&r);
+    // Removing a neighbour releases its share.
+    r.remove_neighbour(n[1], t);
+    assert_counts(&r);
+    assert_eq!(r.total_routes, 4);
 }
 
 #[test]
