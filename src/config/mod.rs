@@ -11,7 +11,9 @@ use toml::Spanned;
 use crate::identity::NodeId;
 use crate::session::timers::Timers;
 
+mod routing;
 mod wallet;
+pub use routing::RoutingSettings;
 pub use wallet::{Testing, WalletSettings};
 
 /// Default config path.
@@ -70,6 +72,8 @@ pub struct Config {
     pub pricing: Pricing,
     /// Money policy (`[wallet]`).
     pub wallet: WalletSettings,
+    /// Router bounds (`[routing]`).
+    pub routing: RoutingSettings,
     /// Test-only switches (`[testing]`).
     pub testing: Testing,
 }
@@ -133,6 +137,8 @@ struct Raw {
     discovery: RawDiscovery,
     #[serde(default)]
     pricing: Pricing,
+    #[serde(default)]
+    routing: routing::RawRouting,
     #[serde(default)]
     wallet: wallet::RawWallet,
     #[serde(default)]
@@ -383,6 +389,10 @@ impl Config {
             pricing: raw.pricing,
             wallet: raw
                 .wallet
+                .validate()
+                .map_err(|(span, msg)| at(Some(span), msg))?,
+            routing: raw
+                .routing
                 .validate()
                 .map_err(|(span, msg)| at(Some(span), msg))?,
             testing: raw.testing.validate(),

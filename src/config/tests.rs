@@ -170,4 +170,33 @@ fn session_timers_have_upper_bounds() {
     assert!(c.is_err(), "reject must still exceed rekey");
     let c = parse(&format!("{}[session]\nrekey_after_time = 57600\n", base())).unwrap();
     assert_eq!(c.timers.reject_after_time, Duration::from_secs(86_400));
+
+fn routing_bounds_default_parse_and_are_bounded() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.routing, RoutingSettings::default());
+    assert_eq!(c.routing.max_routes_per_neighbour, 4096);
+    assert_eq!(c.routing.max_routes, 16384);
+    let c = parse(&format!(
+        "{}[routing]\nmax_routes_per_neighbour = 100\nmax_routes = 1000\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(
+        (c.routing.max_routes_per_neighbour, c.routing.max_routes),
+        (100, 1000)
+    );
+    for bad in [
+        "max_routes_per_neighbour = 0",
+        "max_routes_per_neighbour = 65537",
+        "max_routes = 1048577",
+        "bogus = 1",
+    ] {
+        let e = parse(&format!("{}[routing]\n{bad}\n", base())).unwrap_err();
+        let key = bad.split(' ').next().unwrap();
+        assert_eq!(
+            (e.line, e.key.clone()),
+            (15, format!("routing.{key}")),
+            "{e}"
+        );
+    }
 }

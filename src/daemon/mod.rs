@@ -80,6 +80,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let channels = wallet.channels().await.context("reading wallet channels")?;
     let mut router = router_config(&seed, &cfg.pricing);
     router.price_epoch = epoch;
+    router.max_routes_per_neighbour = cfg.routing.max_routes_per_neighbour;
+    router.max_routes = cfg.routing.max_routes;
+    if unix_nanos > 0 {
+        // Seqnos start at the wall clock in seconds (mod 2^32): with at most one bump a second,
+        // a restarted node starts above every seqno it signed before (docs/routing.md).
+        router.initial_seqno = (unix_nanos / 1_000_000_000) as u32;
+    }
     if !cfg.testing.pay {
         tracing::warn!("[testing] pay = false: this node forwards but never pays (tests only)");
     }
@@ -255,8 +262,9 @@ fn router_config(seed: &[u8; 8], pricing: &crate::config::Pricing) -> RouterConf
         update_interval: Duration::from_secs(4),
         route_expiry: Duration::from_secs(14),
         request_timeout: Duration::from_secs(1),
-        // A restarted node starts from a random seqno so its announcements are not ignored.
-        initial_seqno: u16::from_le_bytes([seed[0], seed[1]]),
+        // Without a wall clock, a random seqno, so a restarted node's announcements are
+        // unlikely to be ignored.
+        initial_seqno: u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]),
         ..RouterConfig::default()
     }
 }

@@ -1,14 +1,20 @@
 //! Handling of received routing messages: hellos and IHUs feed link state, updates feed the
 //! route table (after the signature and feasibility checks), requests are answered or
-//! forwarded (RFC 8966 §3.4, §3.5, §3.8). Invariant: an update with a finite metric enters the
-//! table only if its originator's signature verified; nothing here panics on peer input.
+//! forwarded (RFC 8966 §3.4, §3.5, §3.8). Invariants: an update with a finite metric enters the
+//! table only if its originator's signature verified; nothing here panics on peer input; what
+//! a neighbour can make us do is bounded (route caps, request and verification budgets, one
+//! pending dump, rate-limited seqno bumps and forwarding; docs/routing.md).
 
 use std::time::Instant;
 
+use super::limits::MAX_EXPIRY_FACTOR;
+use super::neighbour::NOMINAL_COST;
 use super::table::{self, RouteEntry, RouteKey};
 use super::{Forwarded, RouteError, Router};
 use crate::identity::NodeId;
-use crate::wire::routing::{self, Hello, Ihu, RouteRequest, Seqno, SeqnoRequest, Tlv, Update};
+use crate::wire::routing::{
+    self, Hello, Ihu, RouteRequest, Seqno, SeqnoRequest, Tlv, Update, WireError,
+};
 
 impl Router {
     /// Process one routing message from neighbour `from`. Bad signatures, unfeasible updates
@@ -20,12 +26,18 @@ impl Router {
         now: Instant,
     ) -> Result<(), RouteError> {
         self.stats.messages_received += 1;
-        let decoded = routing::decode(bytes).inspect_err(|_| self.stats.malformed += 1)?;
+        let decoded = routing::decode(bytes).inspect_err(|e| {
+            self.stats.malformed += 1;
+            if matches!(e, WireError::TooManyTlvs { .. }) {
+                self.stats.too_many_tlvs += 1;
+            }
+        })?;
         if !self.neighbours.contains_key(&from) {
             self.stats.unknown_neighbour += 1;
             return Err(RouteError::UnknownNeighbour(from));
         }
         self.stats.skipped_tlvs += decoded.skipped as u64;
+        self.stats.legacy_tlvs += decoded.legacy as u64;
         for tlv in decoded.tlvs {
             match tlv {
                 Tlv::Hello(h) => self.on_hello(from, h, now),
@@ -62,14 +74,21 @@ impl Router {
     }
 
     /// Route acquisition (RFC 8966 §3.5.3), with the signature check added in front.
-    fn on_update(&mut self, from: NodeId, u: Update, now: Instant) {
+    fn on_update(&mut self, from: NodeId, mut u: Update, now: Instant) {
         self.stats.updates_received += 1;
+        if from != u.originator && u.metric < NOMINAL_COST {
+            // Only the originator itself is at distance 0, and every link costs at least a
+            // loss-free hop (neighbour.rs floors it): a relay claiming less is lying, and a
+            // replayed signature must not buy a better metric than adjacency.
+            u.metric = NOMINAL_COST;
+            self.stats.relay_metric_raised += 1;
+        }
         let key = RouteKey {
             originator: u.originator,
             kind: u.kind,
         };
         if u.originator == self.id {
-            self.on_own_update(&u);
+            self.on_own_update(from, &u, now);
             return;
         }
         if u.is_retraction() {
@@ -88,28 +107,60 @@ impl Router {
             }
             return;
         }
+        // Everything that needs no signature is decided first, so refusals cost no
+        // verification: a replay older than what this neighbour holds, a new route over the caps.
+        let feasible = table::is_feasible(self.sources.get(&key), u.seqno, u.metric);
+        let held = self
+            .dests
+            .get(&key)
+            .and_then(|d| d.route(&from))
+            .map(|r| r.seqno);
+        let room = self.total_routes < self.cfg.max_routes
+            && self
+                .neighbours
+                .get(&from)
+                .is_some_and(|n| n.routes < self.cfg.max_routes_per_neighbour);
+        match held {
+            // Older than what this neighbour already told us: a reordered or replayed
+            // announcement. Letting it unselect a good route would hand a replaying neighbour
+            // a cheap way to cut us off.
+            Some(s) if !feasible && s.is_newer_than(u.seqno) => {
+                self.stats.unfeasible += 1;
+                return;
+            }
+            None if !room => {
+                if feasible {
+                    self.stats.routes_refused += 1;
+                }
+                return;
+            }
+            _ => {}
+        }
         let verified = self
             .dests
             .get(&key)
             .is_some_and(|d| d.has_verified(u.seqno, &u.signature));
         if !verified {
+            if !self.verify_budget(from, now) {
+                return;
+            }
             self.stats.signatures_checked += 1;
             if !u.verify_signature() {
                 self.stats.bad_signature += 1;
                 return;
             }
         }
-        let feasible = table::is_feasible(self.sources.get(&key), u.seqno, u.metric);
         if !feasible {
             self.stats.unfeasible += 1;
         }
-        let expiry = self.cfg.route_expiry.max(u.interval * 7 / 2);
+        let expiry = self
+            .cfg
+            .route_expiry
+            .max(u.interval * 7 / 2)
+            .min(self.cfg.route_expiry * MAX_EXPIRY_FACTOR);
+        let mut inserted = false;
         let dest = self.dests.entry(key).or_default();
         match dest.route_mut(&from) {
-            // Older than what this neighbour already told us: a reordered or replayed
-            // announcement (its signature is still valid). Letting it unselect a good route
-            // would hand a replaying neighbour a cheap way to cut us off.
-            Some(r) if !feasible && r.seqno.is_newer_than(u.seqno) => {}
             Some(r) => {
                 // RFC 8966 §3.5.3: the entry is updated even when unfeasible; selection below
                 // then refuses to use it.
@@ -121,22 +172,31 @@ impl Router {
                 r.expires = now + expiry;
                 r.updated = now;
             }
-            None if feasible => dest.routes.push(RouteEntry {
-                neighbour: from,
-                seqno: u.seqno,
-                refmetric: u.metric,
-                price_per_mib: u.price_per_mib,
-                price_epoch: u.price_epoch,
-                signature: u.signature,
-                expires: now + expiry,
-                updated: now,
-            }),
+            None if feasible => {
+                inserted = true;
+                dest.routes.push(RouteEntry {
+                    neighbour: from,
+                    seqno: u.seqno,
+                    refmetric: u.metric,
+                    price_per_mib: u.price_per_mib,
+                    price_epoch: u.price_epoch,
+                    signature: u.signature,
+                    expires: now + expiry,
+                    updated: now,
+                });
+            }
             // RFC 8966 §3.5.3: an unfeasible update for a route we do not have is ignored...
             None => {
                 if dest.routes.is_empty() && dest.advertised.is_none() && dest.retractions_left == 0
                 {
                     self.dests.remove(&key);
                 }
+            }
+        }
+        if inserted {
+            self.total_routes += 1;
+            if let Some(n) = self.neighbours.get_mut(&from) {
+                n.routes += 1;
             }
         }
         self.reselect(key, now);
@@ -149,18 +209,42 @@ impl Router {
 
     /// Our own announcement came back. If it carries a seqno newer than ours (we restarted and
     /// lost our seqno), jump past it so our announcements are feasible again.
-    fn on_own_update(&mut self, u: &Update) {
-        if !u.is_retraction() && u.seqno.is_newer_than(self.seqno) && u.verify_signature() {
-            self.seqno = u.seqno;
-            self.bump_seqno();
+    /// The jump is not rate-limited: only our own signatures can cause one, and after jumping
+    /// past the newest of them none is newer. The verification is, like any other.
+    fn on_own_update(&mut self, from: NodeId, u: &Update, now: Instant) {
+        if u.is_retraction() || !u.seqno.is_newer_than(self.seqno) {
+            return;
         }
+        if !self.verify_budget(from, now) {
+            return;
+        }
+        self.stats.signatures_checked += 1;
+        if !u.verify_signature() {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        self.seqno = u.seqno;
+        self.raise_seqno(now);
     }
 
     /// RFC 8966 §3.8.1.1.
     fn on_route_request(&mut self, from: NodeId, r: RouteRequest, now: Instant) {
         match r {
-            RouteRequest::Wildcard => self.queue_full_dump(from, now),
+            RouteRequest::Wildcard => {
+                // One dump pending per neighbour at most, and one per hello interval: it gets
+                // every route at each periodic update anyway.
+                let recent = self.neighbours.get(&from).is_none_or(|n| {
+                    n.dumped_at
+                        .is_some_and(|t| now < t + self.cfg.hello_interval)
+                });
+                if recent || !self.dump_wanted.insert(from) {
+                    self.stats.route_requests_refused += 1;
+                }
+            }
             RouteRequest::Specific { kind, originator } => {
+                if !self.request_budget(from, now) {
+                    return;
+                }
                 let key = RouteKey { originator, kind };
                 if !self.queue_advert(key, &[from], now) {
                     let seqno = self.sources.get(&key).map_or(Seqno(0), |s| s.seqno);
@@ -172,14 +256,18 @@ impl Router {
 
     /// RFC 8966 §3.8.1.2.
     fn on_seqno_request(&mut self, from: NodeId, r: SeqnoRequest, now: Instant) {
+        if !self.request_budget(from, now) {
+            return;
+        }
         let key = RouteKey {
             originator: r.originator,
             kind: r.kind,
         };
         if r.originator == self.id {
             if r.seqno.is_newer_than(self.seqno) {
-                // Raises our seqno by one and triggers announcements to every neighbour.
-                self.bump_seqno();
+                // Raises our seqno by one (at most once per `seqno_bump_interval`) and
+                // triggers announcements to every neighbour.
+                self.bump_seqno(now);
             } else {
                 self.queue_advert(key, &[from], now);
             }
@@ -196,11 +284,11 @@ impl Router {
         if r.hop_count < 2 {
             return;
         }
-        if self
-            .forwarded
-            .get(&key)
-            .is_some_and(|f| f.until > now && f.seqno.is_at_least(r.seqno))
-        {
+        // One forwarded request per destination per request timeout, whatever seqno it asks
+        // for: the originator raises its seqno by one per request anyway, and requesters
+        // resend (RFC 8966 §3.8.1.2 leaves duplicate suppression to the implementation).
+        if self.forwarded.get(&key).is_some_and(|f| f.until > now) {
+            self.stats.seqno_requests_suppressed += 1;
             return;
         }
         // Forward towards the originator: the selected route's neighbour, else any neighbour
@@ -227,7 +315,6 @@ impl Router {
         self.forwarded.insert(
             key,
             Forwarded {
-                seqno: r.seqno,
                 until: now + self.cfg.request_timeout,
             },
         );
@@ -239,5 +326,29 @@ impl Router {
                 ..r
             }),
         );
+    }
+
+    /// Take one request from `from`'s budget; false (and counted) when it is spent.
+    fn request_budget(&mut self, from: NodeId, now: Instant) -> bool {
+        let ok = self
+            .neighbours
+            .get_mut(&from)
+            .is_some_and(|n| n.requests.take(now));
+        if !ok {
+            self.stats.requests_rate_limited += 1;
+        }
+        ok
+    }
+
+    /// Take one verification from `from`'s budget; false (and counted) when it is spent.
+    fn verify_budget(&mut self, from: NodeId, now: Instant) -> bool {
+        let ok = self
+            .neighbours
+            .get_mut(&from)
+            .is_some_and(|n| n.verifications.take(now));
+        if !ok {
+            self.stats.verifications_refused += 1;
+        }
+        ok
     }
 }

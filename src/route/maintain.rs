@@ -124,7 +124,7 @@ impl Router {
                 self.push_event(RouteEvent::NeighbourUp(id));
                 // A new neighbour learns our whole table at once rather than at the next
                 // periodic update (what a wildcard route request would achieve, one trip sooner).
-                self.queue_full_dump(id, now);
+                self.queue_full_dump(id);
             } else {
                 self.push_event(RouteEvent::NeighbourDown(id));
             }
@@ -188,11 +188,29 @@ impl Router {
         }
     }
 
-    /// Increase our own seqno, re-sign, and announce everywhere (RFC 8966 §3.8.1.2).
-    pub(super) fn bump_seqno(&mut self) {
+    /// Increase our own seqno, re-sign, and announce everywhere (RFC 8966 §3.8.1.2), at most
+    /// once per `seqno_bump_interval`: a request within it is served by one bump when the
+    /// interval ends. Every seqno we sign is announced at once, so with this rate nobody can
+    /// hold a signature of ours that is ahead of what the mesh has heard (docs/routing.md).
+    pub(super) fn bump_seqno(&mut self, now: Instant) {
+        let allowed = self
+            .last_bump
+            .map_or(now, |t| t + self.cfg.seqno_bump_interval);
+        if now >= allowed {
+            self.raise_seqno(now);
+        } else {
+            self.stats.seqno_bumps_deferred += 1;
+            self.bump_due = Some(allowed);
+        }
+    }
+
+    /// The bump itself: next seqno, new signatures, triggered announcements.
+    pub(super) fn raise_seqno(&mut self, now: Instant) {
         self.seqno = self.seqno.next();
         self.sign_own();
         self.stats.seqno_bumps += 1;
+        self.last_bump = Some(now);
+        self.bump_due = None;
         for key in self.own_keys() {
             self.triggered.insert(key);
         }
@@ -210,11 +228,24 @@ impl Router {
     /// interval: expiry is accurate to one hello interval, which keeps `poll_timeout` O(1).
     pub(super) fn housekeeping(&mut self, now: Instant) {
         let mut expired = Vec::new();
+        let mut gone = Vec::new();
         for (key, d) in self.dests.iter_mut() {
             let before = d.routes.len();
-            d.routes.retain(|r| r.expires > now);
+            d.routes.retain(|r| {
+                let keep = r.expires > now;
+                if !keep {
+                    gone.push(r.neighbour);
+                }
+                keep
+            });
             if d.routes.len() != before {
                 expired.push(*key);
+            }
+        }
+        self.total_routes = self.total_routes.saturating_sub(gone.len());
+        for id in gone {
+            if let Some(n) = self.neighbours.get_mut(&id) {
+                n.routes = n.routes.saturating_sub(1);
             }
         }
         for key in expired {

@@ -4,15 +4,18 @@
 //! table; it never reads a clock, touches a socket or spawns a task. Invariants: only feasible
 //! routes (RFC 8966 §3.5.1) are ever selected, so next hops never form a loop; every accepted
 //! announcement carries a valid signature by its originator; the forwarding table always
-//! mirrors the selected routes.
+//! mirrors the selected routes; `total_routes` and each neighbour's `routes` count exactly the
+//! entries in `dests`, within the configured caps.
 //!
 //! Driving it, quinn-proto style: feed [`Router::handle_message`], [`Router::add_neighbour`],
 //! [`Router::remove_neighbour`], [`Router::set_link_stats`] and [`Router::handle_timeout`] (at
 //! [`Router::poll_timeout`]); after each call drain [`Router::poll_transmit`] and
 //! [`Router::poll_event`].
 
+mod config;
 mod fib;
 mod input;
+mod limits;
 mod maintain;
 mod neighbour;
 mod output;
@@ -28,6 +31,7 @@ use crate::identity::{Identity, NodeId};
 use crate::wire::routing::{INFINITY, SIGNATURE_LEN, Seqno, Tlv, WireError};
 
 pub use crate::wire::routing::PrefixKind;
+pub use config::{MAX_ROUTES, MAX_ROUTES_PER_NEIGHBOUR, RouterConfig, RouterStats};
 pub use neighbour::RttCost;
 pub use table::{RouteKey, SelectionPolicy};
 
@@ -49,60 +53,6 @@ const RETRACTION_SENDS: u8 = 3;
 
 /// Events kept for the caller before the oldest are dropped (and counted).
 const MAX_EVENTS: usize = 4096;
-
-/// Timing and policy of a router. All durations are local; intervals are also announced on the
-/// wire so neighbours with other settings still agree on expiry.
-#[derive(Clone, Debug)]
-pub struct RouterConfig {
-    /// Hellos and IHUs go out this often (RFC 8966 Appendix B: 4 s).
-    pub hello_interval: Duration,
-    /// Full route dumps go out this often (RFC 8966 Appendix B: 4 hello intervals, 16 s).
-    pub update_interval: Duration,
-    /// A route not refreshed for this long is dropped; at least 3.5 times the announced update
-    /// interval (RFC 8966 Appendix B: route expiry time).
-    pub route_expiry: Duration,
-    /// A feasibility distance is forgotten this long after it was last used (RFC 8966
-    /// Appendix B: source GC time, 3 min).
-    pub source_gc: Duration,
-    /// First resend delay of an unanswered seqno request, doubled each time (RFC 8966
-    /// Appendix B: 2 s).
-    pub request_timeout: Duration,
-    /// Largest routing message produced, in bytes.
-    pub max_message_len: usize,
-    /// How price is weighed against metric.
-    pub policy: SelectionPolicy,
-    /// How RTT adds to link cost.
-    pub rtt: RttCost,
-    /// Announce the default routes (this node is an exit).
-    pub exit: bool,
-    /// Our own fee per MiB, added to the price of every route we advertise (and the price of
-    /// our default route). Set by the money layer; 0 until then.
-    pub fee_per_mib: u64,
-    /// The price epoch of our own announcements.
-    pub price_epoch: u32,
-    /// Seqno of our own announcements at start; a random value avoids a restarted node's
-    /// announcements looking old until neighbours forget it.
-    pub initial_seqno: u16,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        RouterConfig {
-            hello_interval: Duration::from_secs(4),
-            update_interval: Duration::from_secs(16),
-            route_expiry: Duration::from_secs(56),
-            source_gc: Duration::from_secs(180),
-            request_timeout: Duration::from_secs(2),
-            max_message_len: 1200,
-            policy: SelectionPolicy::default(),
-            rtt: RttCost::default(),
-            exit: false,
-            fee_per_mib: 0,
-            price_epoch: 0,
-            initial_seqno: 0,
-        }
-    }
-}
 
 /// Errors from [`Router::handle_message`]. The message was dropped and counted either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,39 +92,6 @@ pub enum RouteEvent {
     },
 }
 
-/// Counters, for the CLI and for tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RouterStats {
-    /// Messages handed to `handle_message`.
-    pub messages_received: u64,
-    /// Messages dropped because they did not parse.
-    pub malformed: u64,
-    /// Messages dropped because the sender was not a neighbour.
-    pub unknown_neighbour: u64,
-    /// TLVs skipped: unknown types or prefix kinds.
-    pub skipped_tlvs: u64,
-    /// Signatures verified (copies of an already verified announcement are not re-verified).
-    pub signatures_checked: u64,
-    /// Updates dropped because the originator's signature did not verify.
-    pub bad_signature: u64,
-    /// Updates received that were not feasible.
-    pub unfeasible: u64,
-    /// Updates received (retractions included).
-    pub updates_received: u64,
-    /// Update TLVs sent (retractions included).
-    pub updates_sent: u64,
-    /// Seqno requests we originated.
-    pub seqno_requests_sent: u64,
-    /// Seqno requests we forwarded for others.
-    pub seqno_requests_forwarded: u64,
-    /// Times our own seqno was increased.
-    pub seqno_bumps: u64,
-    /// Messages produced by `poll_transmit`.
-    pub messages_sent: u64,
-    /// Events dropped because the caller did not poll them.
-    pub events_dropped: u64,
-}
-
 /// One route, for display.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteInfo {
@@ -187,7 +104,7 @@ pub struct RouteInfo {
     /// The metric the neighbour advertised.
     pub advertised_metric: u16,
     /// The originator's seqno.
-    pub seqno: u16,
+    pub seqno: u32,
     /// What the neighbour bills per MiB for this destination.
     pub price_per_mib: u64,
     /// The price epoch of that price.
@@ -231,7 +148,6 @@ struct PendingRequest {
 /// A seqno request we forwarded, remembered to suppress duplicates (RFC 8966 §3.8.1.2).
 #[derive(Clone, Copy, Debug)]
 struct Forwarded {
-    seqno: Seqno,
     until: Instant,
 }
 
@@ -255,6 +171,15 @@ pub struct Router {
     triggered: BTreeSet<RouteKey>,
     /// TLVs waiting to be packed, per neighbour.
     pending: BTreeMap<NodeId, Vec<Tlv>>,
+    /// Neighbours owed a full dump at the next flush: a set, so any number of reasons (link
+    /// up, new fee, wildcard requests) make one dump.
+    dump_wanted: BTreeSet<NodeId>,
+    /// Route entries in `dests`, all neighbours together.
+    total_routes: usize,
+    /// When our seqno was last raised.
+    last_bump: Option<Instant>,
+    /// A raise asked for within `seqno_bump_interval` of the last, due at this instant.
+    bump_due: Option<Instant>,
     outbox: VecDeque<(NodeId, Vec<u8>)>,
     events: VecDeque<RouteEvent>,
     stats: RouterStats,
@@ -281,6 +206,10 @@ impl Router {
             fib: Fib::new(id),
             triggered: BTreeSet::new(),
             pending: BTreeMap::new(),
+            dump_wanted: BTreeSet::new(),
+            total_routes: 0,
+            last_bump: None,
+            bump_due: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: RouterStats::default(),
@@ -299,7 +228,7 @@ impl Router {
     }
 
     /// The seqno of our own announcements.
-    pub fn seqno(&self) -> u16 {
+    pub fn seqno(&self) -> u32 {
         self.seqno.0
     }
 
@@ -351,7 +280,7 @@ impl Router {
         self.cfg.price_epoch = epoch;
         let ids: Vec<NodeId> = self.neighbours.keys().copied().collect();
         for id in ids {
-            self.queue_full_dump(id, now);
+            self.queue_full_dump(id);
         }
         self.flush(now);
     }
@@ -361,7 +290,8 @@ impl Router {
         if id == self.id || self.neighbours.contains_key(&id) {
             return;
         }
-        self.neighbours.insert(id, Neighbour::new());
+        self.neighbours
+            .insert(id, Neighbour::new(self.cfg.max_routes_per_neighbour));
         // Say hello at once so the link is usable within one round trip, not one interval.
         self.queue_hello(id, now);
         self.flush(now);
@@ -373,6 +303,8 @@ impl Router {
             return;
         };
         self.pending.remove(&id);
+        self.dump_wanted.remove(&id);
+        self.total_routes = self.total_routes.saturating_sub(n.routes);
         self.outbox.retain(|(to, _)| *to != id);
         if n.cost < INFINITY {
             self.push_event(RouteEvent::NeighbourDown(id));
@@ -403,7 +335,8 @@ impl Router {
 
     /// When [`Router::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_hello.min(self.next_update))
+        let t = self.next_hello.min(self.next_update);
+        Some(self.bump_due.map_or(t, |b| b.min(t)))
     }
 
     /// Next hop towards node `dest`, if routed. A hash lookup; no allocation.

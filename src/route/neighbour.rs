@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::wire::routing::{INFINITY, Seqno};
+use super::limits::{
+    Bucket, REQUEST_BURST, REQUEST_RATE_PER_SEC, VERIFY_BURST, VERIFY_RATE_PER_SEC,
+};
+use crate::wire::routing::{HelloSeqno, INFINITY};
 
 /// Number of hellos remembered (RFC 8966 Appendix A.1: a 16-bit history).
 const HISTORY_LEN: u8 = 16;
@@ -60,14 +63,22 @@ impl RttCost {
 /// State of one neighbour's link.
 #[derive(Debug)]
 pub(crate) struct Neighbour {
+    /// Budget for the requests it may make us answer.
+    pub requests: Bucket,
+    /// Budget for the signatures it may make us verify.
+    pub verifications: Bucket,
+    /// When we last queued it a full dump (periodic, link-up or asked for).
+    pub dumped_at: Option<Instant>,
+    /// Route entries it holds in our table (bounded by `max_routes_per_neighbour`).
+    pub routes: usize,
     /// Seqno of the next hello we send to this neighbour (unicast hellos, per neighbour).
-    pub tx_hello_seqno: Seqno,
+    pub tx_hello_seqno: HelloSeqno,
     /// Bit 0 is the most recent expected hello; 1 = received.
     history: u16,
     /// How many bits of `history` are meaningful.
     history_len: u8,
     /// The seqno we expect in the neighbour's next hello.
-    expected: Option<Seqno>,
+    expected: Option<HelloSeqno>,
     /// The interval the neighbour announced in its last hello.
     hello_interval: Duration,
     /// When we count the next hello as missed.
@@ -83,9 +94,15 @@ pub(crate) struct Neighbour {
 }
 
 impl Neighbour {
-    pub fn new() -> Self {
+    /// A neighbour whose verification burst covers `max_routes` (its cap in our table).
+    pub fn new(max_routes: usize) -> Self {
+        let verify_burst = u64::try_from(max_routes).map_or(VERIFY_BURST, |m| m.max(VERIFY_BURST));
         Neighbour {
-            tx_hello_seqno: Seqno(0),
+            tx_hello_seqno: HelloSeqno(0),
+            requests: Bucket::new(REQUEST_BURST, REQUEST_RATE_PER_SEC),
+            verifications: Bucket::new(verify_burst, VERIFY_RATE_PER_SEC),
+            dumped_at: None,
+            routes: 0,
             history: 0,
             history_len: 0,
             expected: None,
@@ -104,7 +121,7 @@ impl Neighbour {
     }
 
     /// Account for a hello (RFC 8966 Appendix A.1).
-    pub fn on_hello(&mut self, seqno: Seqno, interval: Duration, now: Instant) {
+    pub fn on_hello(&mut self, seqno: HelloSeqno, interval: Duration, now: Instant) {
         if let Some(expected) = self.expected {
             // Signed distance from the expected seqno; i16 reinterpretation is the modular
             // difference of RFC 8966 §3.2.1.
@@ -155,7 +172,7 @@ impl Neighbour {
                 self.push(false);
             }
             if let Some(e) = self.expected.as_mut() {
-                *e = Seqno(e.0.wrapping_add(missed));
+                *e = HelloSeqno(e.0.wrapping_add(missed));
             }
             self.hello_deadline = Some(deadline + iv * u32::from(missed));
         }
@@ -237,7 +254,7 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn up(n: &mut Neighbour, now: Instant) {
-        n.on_hello(Seqno(0), S, now);
+        n.on_hello(HelloSeqno(0), S, now);
         n.on_ihu(NOMINAL_COST, S, S, now);
         n.recompute(&RttCost::default());
     }
@@ -245,10 +262,10 @@ mod tests {
     #[test]
     fn needs_both_directions() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         assert!(!n.recompute(&RttCost::default()));
         assert_eq!(n.cost, INFINITY);
-        n.on_hello(Seqno(7), S, t);
+        n.on_hello(HelloSeqno(7), S, t);
         n.recompute(&RttCost::default());
         assert_eq!(n.cost, INFINITY, "no IHU yet");
         n.on_ihu(NOMINAL_COST, S, S, t);
@@ -259,12 +276,12 @@ mod tests {
     #[test]
     fn loss_raises_cost_and_silence_kills_the_link() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         up(&mut n, t);
         // Every other hello lost: ETX doubles the receive cost.
         for i in 1..16u16 {
             if i % 2 == 0 {
-                n.on_hello(Seqno(i), S, t + S * u32::from(i));
+                n.on_hello(HelloSeqno(i), S, t + S * u32::from(i));
             }
         }
         n.on_ihu(NOMINAL_COST, S, S, t + S * 15);
@@ -280,20 +297,20 @@ mod tests {
     #[test]
     fn late_hello_undoes_missed_marks_and_reboot_resets() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         up(&mut n, t);
         n.tick(t + S * 3); // counts seqno 1 and 2 as missed
         assert_eq!(n.hello_stats(), (1, 3));
-        n.on_hello(Seqno(1), S, t + S * 3);
+        n.on_hello(HelloSeqno(1), S, t + S * 3);
         assert_eq!(n.hello_stats(), (2, 2));
-        n.on_hello(Seqno(5000), S, t + S * 4);
+        n.on_hello(HelloSeqno(5000), S, t + S * 4);
         assert_eq!(n.hello_stats(), (1, 1));
     }
 
     #[test]
     fn ihu_expires_and_rtt_penalises() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
+        let mut n = Neighbour::new(4096);
         up(&mut n, t);
         n.set_rtt(Some(Duration::from_millis(65)));
         n.recompute(&RttCost::default());
@@ -301,7 +318,7 @@ mod tests {
         n.set_rtt(Some(Duration::from_millis(500)));
         n.recompute(&RttCost::default());
         assert!(n.cost > NOMINAL_COST + 75 && n.cost < NOMINAL_COST + 150);
-        n.on_hello(Seqno(1), S * 100, t);
+        n.on_hello(HelloSeqno(1), S * 100, t);
         n.tick(t + S * 4);
         n.recompute(&RttCost::default());
         assert_eq!(n.cost, INFINITY, "IHU held 3.5 intervals only");
@@ -310,8 +327,8 @@ mod tests {
     #[test]
     fn a_neighbour_cannot_claim_a_better_than_lossless_link() {
         let t = Instant::now();
-        let mut n = Neighbour::new();
-        n.on_hello(Seqno(0), S, t);
+        let mut n = Neighbour::new(4096);
+        n.on_hello(HelloSeqno(0), S, t);
         n.on_ihu(1, S, S, t);
         n.recompute(&RttCost::default());
         assert_eq!(n.cost, NOMINAL_COST);

@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 use super::table::{self, Advertised, RouteKey};
 use super::{RETRACTION_SENDS, Router};
 use crate::identity::NodeId;
-use crate::wire::routing::{self, Hello, INFINITY, Ihu, PrefixKind, Seqno, Tlv, Update};
+use crate::wire::routing::{
+    self, Hello, INFINITY, Ihu, MAX_TLVS_PER_MESSAGE, PrefixKind, Seqno, Tlv, Update,
+};
 
 impl Router {
     /// Run the timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.bump_due.is_some_and(|t| now >= t) {
+            self.raise_seqno(now);
+        }
         if now >= self.next_hello {
             self.hello_tick(now);
             self.next_hello = next_deadline(self.next_hello, self.cfg.hello_interval, now);
@@ -22,6 +27,11 @@ impl Router {
             let adverts = self.all_adverts(now);
             let ids: Vec<NodeId> = self.up_neighbours().collect();
             for id in ids {
+                // This is a full dump: a pending one would only repeat it.
+                self.dump_wanted.remove(&id);
+                if let Some(n) = self.neighbours.get_mut(&id) {
+                    n.dumped_at = Some(now);
+                }
                 self.queue_adverts(id, &adverts);
             }
             self.next_update = next_deadline(self.next_update, self.cfg.update_interval, now);
@@ -185,10 +195,9 @@ impl Router {
         }
     }
 
-    /// Our whole table to one neighbour.
-    pub(super) fn queue_full_dump(&mut self, to: NodeId, now: Instant) {
-        let adverts = self.all_adverts(now);
-        self.queue_adverts(to, &adverts);
+    /// Our whole table to one neighbour, at the next flush, once however often it is asked.
+    pub(super) fn queue_full_dump(&mut self, to: NodeId) {
+        self.dump_wanted.insert(to);
     }
 
     pub(super) fn queue_retraction(&mut self, to: NodeId, key: RouteKey, seqno: Seqno) {
@@ -233,15 +242,32 @@ impl Router {
                 self.queue_retraction_to_all(key, seqno);
             }
         }
+        let wanted: Vec<NodeId> = std::mem::take(&mut self.dump_wanted)
+            .into_iter()
+            .filter(|id| self.neighbours.contains_key(id))
+            .collect();
+        if !wanted.is_empty() {
+            let adverts = self.all_adverts(now);
+            for id in wanted {
+                if let Some(n) = self.neighbours.get_mut(&id) {
+                    n.dumped_at = Some(now);
+                }
+                self.queue_adverts(id, &adverts);
+            }
+        }
         let max = self.cfg.max_message_len;
         for (to, tlvs) in std::mem::take(&mut self.pending) {
             let mut msg = routing::encode(&[]);
+            let mut count = 0;
             for t in tlvs {
-                if msg.len() + t.encoded_len() > max && msg.len() > 1 {
+                let full_len = msg.len() + t.encoded_len() > max && msg.len() > 1;
+                if full_len || count == MAX_TLVS_PER_MESSAGE {
                     let full = std::mem::replace(&mut msg, routing::encode(&[]));
                     self.outbox.push_back((to, full));
+                    count = 0;
                 }
                 t.encode_into(&mut msg);
+                count += 1;
             }
             if msg.len() > 1 {
                 self.outbox.push_back((to, msg));

@@ -230,7 +230,7 @@ mod tests {
         Identity::from_secret([n; 32]).id()
     }
 
-    fn entry(n: u8, seqno: u16, refmetric: u16, price: u64, now: Instant) -> RouteEntry {
+    fn entry(n: u8, seqno: u32, refmetric: u16, price: u64, now: Instant) -> RouteEntry {
         RouteEntry {
             neighbour: id(n),
             seqno: Seqno(seqno),
@@ -268,10 +268,10 @@ mod tests {
             is_feasible(s, Seqno(9), INFINITY),
             "retractions are always feasible"
         );
-        // Across the wrap: 65535 is older than 10, 2 is newer than 65530.
-        assert!(!is_feasible(s, Seqno(65535), 1));
+        // Across the wrap: u32::MAX is older than 10, 2 is newer than u32::MAX - 5.
+        assert!(!is_feasible(s, Seqno(u32::MAX), 1));
         let wrapped = Source {
-            seqno: Seqno(65530),
+            seqno: Seqno(u32::MAX - 5),
             ..src
         };
         assert!(is_feasible(Some(&wrapped), Seqno(2), 9000));

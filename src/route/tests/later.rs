@@ -10,7 +10,7 @@ fn seqno_requests_are_answered_forwarded_or_bump_the_originator() {
     let d = ident(61);
     send(&mut r, n[0], &[Tlv::Update(update(&d, 7, 256))], now);
     let _ = sent_tlvs(&mut r);
-    let req = |seqno: u16, originator: NodeId| {
+    let req = |seqno: u32, originator: NodeId| {
         Tlv::SeqnoRequest(SeqnoRequest {
             kind: PrefixKind::Node,
             hop_count: 10,
@@ -47,14 +47,14 @@ fn seqno_requests_are_answered_forwarded_or_bump_the_originator() {
 #[test]
 fn seqno_wraps_around() {
     let cfg = RouterConfig {
-        initial_seqno: 65535,
+        initial_seqno: u32::MAX,
         ..RouterConfig::default()
     };
     let mut net = Net::new(3, &cfg);
     net.link(0, 1);
     net.link(1, 2);
     let d = net.id(2);
-    // Ask node 2 for seqno 0, which is newer than 65535.
+    // Ask node 2 for seqno 0, which is newer than u32::MAX.
     let req = Tlv::SeqnoRequest(SeqnoRequest {
         kind: PrefixKind::Node,
         hop_count: 2,
@@ -71,7 +71,7 @@ fn seqno_wraps_around() {
         .collect();
     assert_eq!((r[0].seqno, r[0].selected), (0, true));
     // An announcement from before the wrap is now stale: unfeasible, and ignored.
-    let stale = update(&ident(3), 65535, 0);
+    let stale = update(&ident(3), u32::MAX, 0);
     let f = net.id(1);
     send(&mut net.routers[0], f, &[Tlv::Update(stale)], net.now);
     assert_eq!(net.routers[0].stats().unfeasible, 1);

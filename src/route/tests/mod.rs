@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::wire::routing::{self, Hello, Ihu, SeqnoRequest, Update, sign_announcement};
+use crate::wire::routing::{
+    self, Hello, HelloSeqno, Ihu, RouteRequest, SeqnoRequest, Update, sign_announcement,
+};
 
 fn ident(n: u8) -> Identity {
     Identity::from_secret([n; 32])
@@ -116,7 +118,7 @@ fn hello_ihu(seqno: u16) -> Vec<u8> {
     let iv = Duration::from_secs(4);
     routing::encode(&[
         Tlv::Hello(Hello {
-            seqno: Seqno(seqno),
+            seqno: HelloSeqno(seqno),
             interval: iv,
         }),
         Tlv::Ihu(Ihu {
@@ -126,7 +128,7 @@ fn hello_ihu(seqno: u16) -> Vec<u8> {
     ])
 }
 
-fn update(origin: &Identity, seqno: u16, metric: u16) -> Update {
+fn update(origin: &Identity, seqno: u32, metric: u16) -> Update {
     Update {
         kind: PrefixKind::Node,
         interval: Duration::from_secs(16),
@@ -322,4 +324,6 @@ fn unfeasible_route_is_not_used_and_triggers_a_seqno_request() {
     assert_eq!(r.next_hop(&d.id()), Some(n[1]));
 }
 
+mod hostile;
+mod hostile_hops;
 mod later;

@@ -1,6 +1,7 @@
 //! Tests of the routing message codec: round trips, the documented layout, signatures,
 //! framing errors, skipping of unknown TLVs, seqno arithmetic, and never panicking.
 
+use super::codec::from_centis;
 use super::*;
 use proptest::prelude::*;
 
@@ -13,19 +14,19 @@ fn sample_update() -> Update {
     Update {
         kind: PrefixKind::Default,
         interval: Duration::from_secs(16),
-        seqno: Seqno(0xfffe),
+        seqno: Seqno(0xffff_fffe),
         metric: 300,
         price_per_mib: 1234567,
         price_epoch: 7,
         originator: ident.id(),
-        signature: sign_announcement(&ident, Seqno(0xfffe), PrefixKind::Default),
+        signature: sign_announcement(&ident, Seqno(0xffff_fffe), PrefixKind::Default),
     }
 }
 
 fn samples() -> Vec<Tlv> {
     vec![
         Tlv::Hello(Hello {
-            seqno: Seqno(65535),
+            seqno: HelloSeqno(65535),
             interval: Duration::from_secs(4),
         }),
         Tlv::Ihu(Ihu {
@@ -67,17 +68,18 @@ fn roundtrip_every_tlv() {
 fn update_layout_is_as_documented() {
     let u = sample_update();
     let bytes = encode(&[Tlv::Update(u.clone())]);
-    assert_eq!(bytes.len(), 1 + 2 + 116);
-    assert_eq!(&bytes[..3], &[VERSION, tlv_type::UPDATE, 116]);
+    assert_eq!(bytes.len(), 1 + 2 + 118);
+    assert_eq!(&bytes[..3], &[VERSION, tlv_type::UPDATE, 118]);
     assert_eq!(bytes[3], 1, "kind");
     assert_eq!(
         &bytes[5..7],
         &1600u16.to_be_bytes(),
         "interval in centiseconds"
     );
-    assert_eq!(&bytes[7..9], &[0xff, 0xfe], "seqno");
-    assert_eq!(&bytes[23..55], u.originator.as_bytes());
-    assert_eq!(&bytes[55..], &u.signature);
+    assert_eq!(&bytes[7..11], &[0xff, 0xff, 0xff, 0xfe], "seqno");
+    assert_eq!(&bytes[11..13], &300u16.to_be_bytes(), "metric");
+    assert_eq!(&bytes[25..57], u.originator.as_bytes());
+    assert_eq!(&bytes[57..], &u.signature);
 }
 
 #[test]
@@ -94,7 +96,12 @@ fn signatures_bind_originator_seqno_and_kind() {
     assert!(hop.verify_signature());
     for bad in [
         Update {
-            seqno: Seqno(0xffff),
+            seqno: Seqno(0xffff_ffff),
+            ..u.clone()
+        },
+        // The same low 16 bits: format 1's seqno space is not a prefix of format 2's.
+        Update {
+            seqno: Seqno(0x0000_fffe),
             ..u.clone()
         },
         Update {
@@ -192,27 +199,78 @@ fn unknown_types_and_kinds_are_skipped_and_counted() {
 #[test]
 fn seqno_comparison_is_modular() {
     assert!(Seqno(1).is_newer_than(Seqno(0)));
-    assert!(Seqno(0).is_newer_than(Seqno(65535)));
-    assert!(Seqno(10).is_newer_than(Seqno(65530)));
-    assert!(!Seqno(65530).is_newer_than(Seqno(10)));
+    assert!(Seqno(0).is_newer_than(Seqno(u32::MAX)));
+    assert!(Seqno(10).is_newer_than(Seqno(u32::MAX - 5)));
+    assert!(!Seqno(u32::MAX - 5).is_newer_than(Seqno(10)));
     assert!(!Seqno(5).is_newer_than(Seqno(5)));
     assert!(Seqno(5).is_at_least(Seqno(5)));
-    assert!(Seqno(0x7fff).is_newer_than(Seqno(0)));
-    assert!(!Seqno(0x8000).is_newer_than(Seqno(0)));
-    assert_eq!(Seqno(65535).next(), Seqno(0));
+    assert!(Seqno(0x7fff_ffff).is_newer_than(Seqno(0)));
+    assert!(!Seqno(0x8000_0000).is_newer_than(Seqno(0)));
+    // 16 bits ahead is nowhere near the edge any more.
+    assert!(Seqno(0x1_0000).is_newer_than(Seqno(0)));
+    assert_eq!(Seqno(u32::MAX).next(), Seqno(0));
+    assert!(HelloSeqno(0).is_newer_than(HelloSeqno(65535)));
+    assert!(!HelloSeqno(0x8000).is_newer_than(HelloSeqno(0)));
+    assert_eq!(HelloSeqno(65535).next(), HelloSeqno(0));
+}
+
+#[test]
+fn more_than_the_tlv_limit_is_refused_whole() {
+    let ok = vec![Tlv::RouteRequest(RouteRequest::Wildcard); MAX_TLVS_PER_MESSAGE];
+    assert_eq!(
+        decode(&encode(&ok)).unwrap().tlvs.len(),
+        MAX_TLVS_PER_MESSAGE
+    );
+    // Unknown and legacy TLVs count too: skipping is still work.
+    for extra in [Tlv::RouteRequest(RouteRequest::Wildcard).encoded_len(), 0] {
+        let mut b = encode(&ok);
+        if extra == 0 {
+            b.extend_from_slice(&[200, 0]);
+        } else {
+            b.extend_from_slice(&[tlv_type::ROUTE_REQUEST, 0]);
+        }
+        assert_eq!(
+            decode(&b),
+            Err(WireError::TooManyTlvs {
+                max: MAX_TLVS_PER_MESSAGE
+            })
+        );
+    }
+    // The largest datagram of two-byte TLVs fails at the 65th header.
+    let mut huge = vec![VERSION];
+    for _ in 0..32_767 {
+        huge.extend_from_slice(&[tlv_type::ROUTE_REQUEST, 0]);
+    }
+    assert!(matches!(decode(&huge), Err(WireError::TooManyTlvs { .. })));
+}
+
+#[test]
+fn format_1_updates_and_seqno_requests_are_refused_and_counted() {
+    // A format 1 update: 116-byte body with a 16-bit seqno, signed under "bitcloud route v1".
+    let mut b = vec![VERSION, tlv_type::LEGACY_UPDATE, 116];
+    b.extend_from_slice(&[0; 116]);
+    b.extend_from_slice(&[tlv_type::LEGACY_SEQNO_REQUEST, 36]);
+    b.extend_from_slice(&[0; 36]);
+    Tlv::RouteRequest(RouteRequest::Wildcard).encode_into(&mut b);
+    let d = decode(&b).unwrap();
+    assert_eq!((d.legacy, d.skipped), (2, 0));
+    assert_eq!(d.tlvs, vec![Tlv::RouteRequest(RouteRequest::Wildcard)]);
+    assert_ne!(tlv_type::UPDATE, tlv_type::LEGACY_UPDATE);
+    assert_eq!(ANNOUNCEMENT_FORMAT, 2);
+    assert_eq!(ROUTE_SIG_DOMAIN, b"bitcloud route v2");
 }
 
 #[test]
 fn intervals_saturate() {
     let h = Tlv::Hello(Hello {
-        seqno: Seqno(0),
+        seqno: HelloSeqno(0),
         interval: Duration::from_secs(10_000),
     });
     let d = decode(&encode(&[h])).unwrap();
     assert_eq!(
         d.tlvs[0],
         Tlv::Hello(Hello {
-            seqno: Seqno(0),
+            seqno: HelloSeqno(0),
             interval: Duration::from_millis(655_350)
         })
     );
@@ -249,7 +307,7 @@ proptest! {
 
     #[test]
     fn roundtrip_arbitrary_updates(
-        seqno in any::<u16>(), metric in any::<u16>(), price in any::<u64>(),
+        seqno in any::<u32>(), metric in any::<u16>(), price in any::<u64>(),
         epoch in any::<u32>(), cs in any::<u16>(), sig in proptest::collection::vec(any::<u8>(), 64),
         orig in any::<[u8; 32]>(), default in any::<bool>(),
     ) {
