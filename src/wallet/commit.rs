@@ -106,7 +106,19 @@ impl Wallet {
                 .ok_or(WalletError::UnknownChannel(*id))?;
             let old_bytes: i64 = row.try_get("meter_bytes")?;
             let old_amount = parse_amount(&row.try_get::<String, _>("meter_amount")?)?;
-            let total_bytes = to_i64(snap.total_bytes(), "meter bytes")?;
+            // A meter beyond what the file can hold (the channel layer bounds what a
+            // neighbour may add, `money::MAX_WIRE_BYTES`) skips this channel only: one bad
+            // channel must never stop every other channel's checkpoint.
+            let fits = snap.buckets.iter().all(|(_, b)| i64::try_from(*b).is_ok())
+                && i64::try_from(snap.base_bytes).is_ok();
+            let Ok(total_bytes) = to_i64(snap.total_bytes(), "meter bytes") else {
+                tracing::warn!(channel = %id, "meter beyond the wallet's range, not checkpointed");
+                continue;
+            };
+            if !fits {
+                tracing::warn!(channel = %id, "meter beyond the wallet's range, not checkpointed");
+                continue;
+            }
             let total_amount = snap.total_cost();
             if total_bytes < old_bytes || total_amount < old_amount {
                 continue;
