@@ -24,7 +24,15 @@ pub struct WalletSettings {
     pub max_channel: Amount,
     /// Pay at least this often while anything is owed.
     pub pay_interval: Duration,
+    /// The largest credit window we act on as a payer, and the most resyncs may ever add to
+    /// what we pay a neighbour beyond our own meter.
+    pub max_accepted_window: Amount,
+    /// The credit window we grant a neighbour found by discovery (not in `[[peer]]`).
+    pub unknown_credit_window: Amount,
 }
+
+/// The largest value any `[wallet]` amount key accepts (a typo guard: 1,000 CC).
+const MAX_AMOUNT_KEY: Amount = Amount::from_cc(1000);
 
 impl Default for WalletSettings {
     fn default() -> Self {
@@ -36,6 +44,8 @@ impl Default for WalletSettings {
             free_bytes_per_sec: e.free_bytes_per_sec,
             max_channel: PayeeConfig::default().max_cumulative,
             pay_interval: PayerConfig::default().pay_interval,
+            max_accepted_window: PayerConfig::default().max_window,
+            unknown_credit_window: crate::node::MoneyConfig::default().unknown_credit_window,
         }
     }
 }
@@ -55,11 +65,13 @@ impl WalletSettings {
         }
     }
 
-    /// Our payer policy.
-    pub fn payer(&self) -> PayerConfig {
+    /// Our payer policy, paying at most `max_price_per_mib` (`[pricing]`).
+    pub fn payer(&self, max_price_per_mib: Option<u64>) -> PayerConfig {
         PayerConfig {
             pay_interval: self.pay_interval,
-            default_window: self.credit_window,
+            default_window: self.credit_window.min(self.max_accepted_window),
+            max_window: self.max_accepted_window,
+            max_price_per_mib: max_price_per_mib.unwrap_or(u64::MAX),
             ..PayerConfig::default()
         }
     }
@@ -87,6 +99,8 @@ pub(super) struct RawWallet {
     free_bytes_per_sec: Option<Spanned<u64>>,
     max_channel: Option<Spanned<String>>,
     pay_interval_ms: Option<Spanned<u64>>,
+    max_accepted_window: Option<Spanned<String>>,
+    unknown_credit_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +130,9 @@ fn amount(v: &Spanned<String>, positive: bool) -> Result<Amount, SpanError> {
     if positive && a.is_zero() {
         return Err((v.span(), "must be above 0".into()));
     }
+    if a > MAX_AMOUNT_KEY {
+        return Err((v.span(), format!("must be at most {MAX_AMOUNT_KEY} CC")));
+    }
     Ok(a)
 }
 
@@ -130,6 +147,15 @@ impl RawWallet {
         }
         if let Some(v) = &self.max_channel {
             w.max_channel = amount(v, true)?;
+        }
+        if let Some(v) = &self.max_accepted_window {
+            w.max_accepted_window = amount(v, true)?;
+        }
+        if let Some(v) = &self.unknown_credit_window {
+            w.unknown_credit_window = amount(v, true)?;
+            if w.unknown_credit_window > w.credit_window {
+                return Err((v.span(), "must not be above credit_window".into()));
+            }
         }
         if let Some(v) = &self.grace_secs {
             if !(1..=86_400).contains(v.get_ref()) {
