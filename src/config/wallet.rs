@@ -178,3 +178,72 @@ impl RawWallet {
         Ok(w)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, render_initial};
+    use crate::money::Amount;
+
+    fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let base = render_initial(
+            "node.key",
+            "0.0.0.0:51820".parse().unwrap(),
+            "bc0",
+            "bc.sock",
+            "data",
+        );
+        Config::parse(Path::new("/etc/bc/x.toml"), &format!("{base}{extra}"))
+    }
+
+    #[test]
+    fn payer_policy_keys_default_bound_and_report_their_line() {
+        let c = parse("").unwrap();
+        assert_eq!(c.wallet.max_accepted_window, Amount::from_units(50_000_000));
+        assert_eq!(
+            c.wallet.unknown_credit_window,
+            Amount::from_units(1_000_000)
+        );
+        assert_eq!(c.pricing.max_price_per_mib, Some(10_000_000));
+        let payer = c.wallet.payer(c.pricing.max_price_per_mib);
+        assert_eq!(
+            (payer.max_window, payer.max_price_per_mib),
+            (Amount::from_units(50_000_000), 10_000_000)
+        );
+        let c =
+            parse("[wallet]\nmax_accepted_window = \"0.2\"\nunknown_credit_window = \"0.005\"\n")
+                .unwrap();
+        assert_eq!(
+            c.wallet.max_accepted_window,
+            Amount::from_units(200_000_000)
+        );
+        assert_eq!(
+            c.wallet.unknown_credit_window,
+            Amount::from_units(5_000_000)
+        );
+        for (text, key) in [
+            (
+                "[wallet]\nmax_accepted_window = \"0\"\n",
+                "wallet.max_accepted_window",
+            ),
+            (
+                "[wallet]\nmax_accepted_window = \"1001\"\n",
+                "wallet.max_accepted_window",
+            ),
+            (
+                "[wallet]\nunknown_credit_window = \"0.02\"\n",
+                "wallet.unknown_credit_window",
+            ),
+            (
+                "[wallet]\nunknown_credit_window = \"x\"\n",
+                "wallet.unknown_credit_window",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().starts_with("/etc/bc/x.toml:"), "{e}");
+            assert!(e.line > 10, "{e}");
+        }
+    }
+}
