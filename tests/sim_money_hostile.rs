@@ -218,6 +218,27 @@ fn a_fee_rise_mid_stream_leaves_no_unpaid_debt() {
 }
 
 #[test]
+fn a_fee_rise_from_free_is_accepted_and_paid() {
+    // Billing the old (free) fee until the payer signs at the new epoch must not deadlock:
+    // the payer pays what it sent since the payee's last report at the price it metered,
+    // and that voucher names the new epoch.
+    let mut net = line(0);
+    send(&mut net, 0, 2, 100, 1000);
+    let now = net.now;
+    net.nodes[1].node.set_fee(5000, now);
+    net.run(Duration::from_secs(5));
+    for _ in 0..3 {
+        send(&mut net, 0, 2, 300, 1000);
+    }
+    net.run(Duration::from_secs(8));
+    let out = view(&net, 0, 1, "outgoing");
+    let inc = view(&net, 1, 0, "incoming");
+    assert!(inc.cumulative_paid > Amount::ZERO, "{inc:?}");
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
+}
+
+#[test]
 fn voucher_spam_is_refused_counted_and_never_stored() {
     let mut net = line(1000);
     send(&mut net, 0, 2, 100, 1000);
