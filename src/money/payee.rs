@@ -67,6 +67,8 @@ pub struct PayeeState {
     enforcer: Enforcer,
     /// When the last new voucher was accepted for commit (rate limit).
     last_voucher_at: Option<Instant>,
+    /// When a duplicate was last re-acked (rate limit: a copy must not buy an ack each).
+    last_reack_at: Option<Instant>,
     /// The highest price epoch the payer has signed a voucher at: it has accepted our prices
     /// up to that epoch.
     accepted_epoch: u32,
@@ -122,6 +124,7 @@ impl PayeeChannel {
                 pending: None,
                 enforcer: Enforcer::new(cfg.enforce),
                 last_voucher_at: None,
+                last_reack_at: None,
                 accepted_epoch: latest.map_or(0, |v| v.price_epoch),
                 prev_price: None,
             },
@@ -303,11 +306,19 @@ impl PayeeChannel {
     /// after the last one is refused ([`Reject::RateLimited`]) before its signature is checked.
     pub fn on_voucher_at(&mut self, v: &Voucher, now: Instant) -> Result<Option<Action>, Reject> {
         let s = &self.state;
-        let duplicate = [s.latest, s.pending].contains(&Some(*v));
-        let too_soon = s
-            .last_voucher_at
-            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.min_voucher_interval);
-        let r = if too_soon && !duplicate {
+        let gap = self.cfg.min_voucher_interval;
+        let soon = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < gap);
+        if [s.latest, s.pending].contains(&Some(*v)) {
+            // An exact copy (signature included) of a voucher we verified: no second verify,
+            // and at most one re-ack per interval, so copies cannot buy work or traffic.
+            self.stats.duplicates += 1;
+            if s.latest == Some(*v) && !soon(s.last_reack_at) {
+                self.state.last_reack_at = Some(now);
+                return Ok(Some(Action::SendAck(self.ack())));
+            }
+            return Ok(None);
+        }
+        let r = if soon(s.last_voucher_at) {
             Err(Reject::RateLimited)
         } else {
             self.check_voucher(v, true)

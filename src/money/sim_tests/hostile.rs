@@ -149,11 +149,13 @@ fn a_voucher_must_make_progress_and_respect_the_interval() {
     );
     let soon = now + MIN_VOUCHER_INTERVAL / 2;
     assert_eq!(p.payee.on_voucher_at(&v2, soon), Err(Reject::RateLimited));
-    // An exact duplicate is still re-acked at once; the next interval accepts v2.
+    // An exact duplicate is re-acked without a second verify, once per interval; the next
+    // interval accepts v2.
     assert!(matches!(
         p.payee.on_voucher_at(&v1, soon),
         Ok(Some(Action::SendAck(_)))
     ));
+    assert_eq!(p.payee.on_voucher_at(&v1, soon), Ok(None), "no second ack");
     let later = now + MIN_VOUCHER_INTERVAL;
     assert!(matches!(
         p.payee.on_voucher_at(&v2, later),
