@@ -50,6 +50,7 @@ reasons! {
     UnpaidShaped => "unpaid_shaped": "Relayed frame over the free tier from a neighbour beyond its credit window.",
     UnpaidCut => "unpaid_cut": "Relayed frame from a neighbour cut off for not paying.",
     SelfThrottled => "self_throttled": "Frame we held back: paying for it would pass our spend limit or credit window.",
+    PriceRefused => "price_refused": "Frame we held back: the next hop's price is above our max_price_per_mib.",
 }
 
 /// Counts per reason.

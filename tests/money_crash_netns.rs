@@ -2,8 +2,9 @@
 //! metered and paid to R, while A (payer) and R (payee) are killed with SIGKILL at random
 //! instants and restarted, 50 times (`BITCLOUD_KILL_CYCLES` for the soak script). Afterwards
 //! nothing is lost or double-counted: R's stored voucher for A's channel is exactly A's latest
-//! committed voucher, and both wallets pass `PRAGMA integrity_check` plus the wallet's own
-//! checks (monotonic vouchers whose deltas add up, valid signatures).
+//! committed voucher, both wallets pass `PRAGMA integrity_check` plus the wallet's own
+//! checks (monotonic vouchers whose deltas add up, valid signatures), and what A paid is R's
+//! metered bytes times R's price, to one unit of rounding per R start.
 
 mod common;
 
@@ -14,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use bitcloud::wallet::{Direction, Wallet};
 use common::{Lab, mesh, root_or_skip, udp_flood, units};
+
+/// R's fee, units per MiB.
+const FEE: u128 = 5000;
 
 fn cycles() -> usize {
     std::env::var("BITCLOUD_KILL_CYCLES")
@@ -32,7 +36,7 @@ fn kill9_payer_and_payee_at_random_instants_loses_nothing() {
     for x in &n {
         x.append_config("\n[wallet]\npay_interval_ms = 200\n");
     }
-    n[1].append_config("\n[pricing]\nfee_per_mib = 5000\n");
+    n[1].append_config(&format!("\n[pricing]\nfee_per_mib = {FEE}\n"));
     for x in n.iter_mut() {
         x.start();
     }
@@ -83,6 +87,31 @@ fn kill9_payer_and_payee_at_random_instants_loses_nothing() {
     assert!(
         units(&a_out["cumulative_paid"]) > 0,
         "A paid something: {a_out}"
+    );
+    // Paid = metered bytes x price. R's live meter of A's channel (what it carried, at its fee
+    // of 5000 units/MiB; C delivers for free) against what A paid.
+    let r_in = n[1].channel(&n[0], "incoming");
+    let (r_bytes, r_amount) = (
+        r_in["metered_bytes"].as_u64().expect("metered_bytes"),
+        units(&r_in["metered_amount"]),
+    );
+    let paid = units(&a_out["cumulative_paid"]);
+    let exact = (u128::from(r_bytes) * FEE).div_ceil(1 << 20);
+    eprintln!("R metered {r_bytes} bytes = {r_amount} units (exact {exact}); A paid {paid}");
+    // R's meter rounds up once per price bucket, and R opens a bucket per price epoch, i.e.
+    // per start: at most one unit per R start (<= total + 1) above the exact product.
+    let starts = total as u128 + 1;
+    assert!(
+        r_amount >= exact && r_amount <= exact + starts,
+        "R's meter is its bytes x its price: {r_amount} vs {exact}"
+    );
+    // A pays what R reported carrying (docs/payments.md, "Loss"): once traffic stops and A
+    // has settled, exactly R's meter. Where A's own count is the lower one (it lost a
+    // checkpoint interval and R's resync raised it), the two differ only by each side's
+    // rounding, one unit per price bucket: the same `starts` units.
+    assert!(
+        paid.abs_diff(r_amount) <= starts,
+        "A paid {paid} for {r_bytes} bytes R metered at {FEE}/MiB ({r_amount})"
     );
     for x in n.iter_mut() {
         assert!(x.stop(), "clean shutdown");

@@ -123,11 +123,13 @@ fn neighbour_that_never_pays_is_shaped_then_cut_and_restored_when_it_pays() {
         return;
     }
     let mut lab = Lab::new();
-    // Window 2 MiB of R's service, cut 2 s after passing 2.5 MiB.
+    // Window 2 MiB of R's service, cut 2 s after passing 2.5 MiB. Only what R carries is
+    // metered, so once shaped the debt grows by the free tier alone: 64 KiB/s takes it past
+    // 2.5 MiB in about 8 s.
     let n = chain(
         &mut lab,
         "",
-        "credit_window = \"0.000002\"\ngrace_secs = 2\nfree_bytes_per_sec = 4096",
+        "credit_window = \"0.000002\"\ngrace_secs = 2\nfree_bytes_per_sec = 65536",
     );
     let mut n = n;
     n[0].append_config("\n[testing]\npay = false\n");

@@ -98,7 +98,10 @@ fn non_payer_is_shaped_then_cut_and_restored_when_it_pays() {
     send(&mut net, 0, 2, 12_000, 1200);
     let inc = view(&net, 1, 0, "incoming");
     assert_ne!(inc.enforcement, Some("full"), "{inc:?}");
-    send(&mut net, 0, 2, 1000, 1200);
+    // Only what the relay carries is metered: shaped, the debt grows by the free tier alone
+    // (16 KiB/s = 0.0000156 CC/s here), so passing 1.25 x the window takes ~160 s of it, and
+    // then the grace period.
+    send(&mut net, 0, 2, 18_000, 1200);
     net.run(Duration::from_secs(12));
     send(&mut net, 0, 2, 200, 1200);
     let inc = view(&net, 1, 0, "incoming");

@@ -152,7 +152,8 @@ struct Raw {
 pub struct Pricing {
     /// Our own fee for forwarding, added to every route we advertise.
     pub fee_per_mib: u64,
-    /// Routes priced above this are never used (no limit if absent).
+    /// Routes priced above this are never used, and we never pay above it (default
+    /// [`crate::money::payer::DEFAULT_MAX_PRICE_PER_MIB`], docs/money.md).
     pub max_price_per_mib: Option<u64>,
     /// How much one unit of price per MiB weighs against one unit of routing metric, in
     /// thousandths (1000: a 256-cost hop is worth 256 units per MiB).
@@ -163,7 +164,7 @@ impl Default for Pricing {
     fn default() -> Self {
         Pricing {
             fee_per_mib: 0,
-            max_price_per_mib: None,
+            max_price_per_mib: Some(crate::money::payer::DEFAULT_MAX_PRICE_PER_MIB),
             price_weight_milli: 1000,
         }
     }

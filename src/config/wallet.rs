@@ -24,7 +24,15 @@ pub struct WalletSettings {
     pub max_channel: Amount,
     /// Pay at least this often while anything is owed.
     pub pay_interval: Duration,
+    /// The largest credit window we act on as a payer, and the most resyncs may ever add to
+    /// what we pay a neighbour beyond our own meter.
+    pub max_accepted_window: Amount,
+    /// The credit window we grant a neighbour found by discovery (not in `[[peer]]`).
+    pub unknown_credit_window: Amount,
 }
+
+/// The largest value any `[wallet]` amount key accepts (a typo guard: 1,000 CC).
+const MAX_AMOUNT_KEY: Amount = Amount::from_cc(1000);
 
 impl Default for WalletSettings {
     fn default() -> Self {
@@ -36,6 +44,8 @@ impl Default for WalletSettings {
             free_bytes_per_sec: e.free_bytes_per_sec,
             max_channel: PayeeConfig::default().max_cumulative,
             pay_interval: PayerConfig::default().pay_interval,
+            max_accepted_window: PayerConfig::default().max_window,
+            unknown_credit_window: crate::node::MoneyConfig::default().unknown_credit_window,
         }
     }
 }
@@ -55,11 +65,13 @@ impl WalletSettings {
         }
     }
 
-    /// Our payer policy.
-    pub fn payer(&self) -> PayerConfig {
+    /// Our payer policy, paying at most `max_price_per_mib` (`[pricing]`).
+    pub fn payer(&self, max_price_per_mib: Option<u64>) -> PayerConfig {
         PayerConfig {
             pay_interval: self.pay_interval,
-            default_window: self.credit_window,
+            default_window: self.credit_window.min(self.max_accepted_window),
+            max_window: self.max_accepted_window,
+            max_price_per_mib: max_price_per_mib.unwrap_or(u64::MAX),
             ..PayerConfig::default()
         }
     }
@@ -87,6 +99,8 @@ pub(super) struct RawWallet {
     free_bytes_per_sec: Option<Spanned<u64>>,
     max_channel: Option<Spanned<String>>,
     pay_interval_ms: Option<Spanned<u64>>,
+    max_accepted_window: Option<Spanned<String>>,
+    unknown_credit_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +130,9 @@ fn amount(v: &Spanned<String>, positive: bool) -> Result<Amount, SpanError> {
     if positive && a.is_zero() {
         return Err((v.span(), "must be above 0".into()));
     }
+    if a > MAX_AMOUNT_KEY {
+        return Err((v.span(), format!("must be at most {MAX_AMOUNT_KEY} CC")));
+    }
     Ok(a)
 }
 
@@ -130,6 +147,15 @@ impl RawWallet {
         }
         if let Some(v) = &self.max_channel {
             w.max_channel = amount(v, true)?;
+        }
+        if let Some(v) = &self.max_accepted_window {
+            w.max_accepted_window = amount(v, true)?;
+        }
+        if let Some(v) = &self.unknown_credit_window {
+            w.unknown_credit_window = amount(v, true)?;
+            if w.unknown_credit_window > w.credit_window {
+                return Err((v.span(), "must not be above credit_window".into()));
+            }
         }
         if let Some(v) = &self.grace_secs {
             if !(1..=86_400).contains(v.get_ref()) {
@@ -150,5 +176,74 @@ impl RawWallet {
             w.pay_interval = Duration::from_millis(*v.get_ref());
         }
         Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, render_initial};
+    use crate::money::Amount;
+
+    fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let base = render_initial(
+            "node.key",
+            "0.0.0.0:51820".parse().unwrap(),
+            "bc0",
+            "bc.sock",
+            "data",
+        );
+        Config::parse(Path::new("/etc/bc/x.toml"), &format!("{base}{extra}"))
+    }
+
+    #[test]
+    fn payer_policy_keys_default_bound_and_report_their_line() {
+        let c = parse("").unwrap();
+        assert_eq!(c.wallet.max_accepted_window, Amount::from_units(50_000_000));
+        assert_eq!(
+            c.wallet.unknown_credit_window,
+            Amount::from_units(1_000_000)
+        );
+        assert_eq!(c.pricing.max_price_per_mib, Some(10_000_000));
+        let payer = c.wallet.payer(c.pricing.max_price_per_mib);
+        assert_eq!(
+            (payer.max_window, payer.max_price_per_mib),
+            (Amount::from_units(50_000_000), 10_000_000)
+        );
+        let c =
+            parse("[wallet]\nmax_accepted_window = \"0.2\"\nunknown_credit_window = \"0.005\"\n")
+                .unwrap();
+        assert_eq!(
+            c.wallet.max_accepted_window,
+            Amount::from_units(200_000_000)
+        );
+        assert_eq!(
+            c.wallet.unknown_credit_window,
+            Amount::from_units(5_000_000)
+        );
+        for (text, key) in [
+            (
+                "[wallet]\nmax_accepted_window = \"0\"\n",
+                "wallet.max_accepted_window",
+            ),
+            (
+                "[wallet]\nmax_accepted_window = \"1001\"\n",
+                "wallet.max_accepted_window",
+            ),
+            (
+                "[wallet]\nunknown_credit_window = \"0.02\"\n",
+                "wallet.unknown_credit_window",
+            ),
+            (
+                "[wallet]\nunknown_credit_window = \"x\"\n",
+                "wallet.unknown_credit_window",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().starts_with("/etc/bc/x.toml:"), "{e}");
+            assert!(e.line > 10, "{e}");
+        }
     }
 }

@@ -96,10 +96,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         mtu: cfg.mtu,
         accept_discovered: true,
         money: MoneyConfig {
-            payer: cfg.wallet.payer(),
+            payer: cfg.wallet.payer(cfg.pricing.max_price_per_mib),
             payee: cfg.wallet.payee(),
             pay: cfg.testing.pay,
             headroom: wallet.spend_headroom(),
+            unknown_credit_window: cfg.wallet.unknown_credit_window,
             ..MoneyConfig::default()
         },
     };

@@ -1,10 +1,42 @@
 //! The channel messages other than the voucher itself, as plain values. Owns no behaviour:
 //! the state machines produce and consume them, `wire::channel` encodes them. They travel inside
-//! an authenticated link session, so unlike vouchers they carry no signature.
+//! an authenticated link session, so unlike vouchers they carry no signature. Every amount and
+//! byte count arriving in one is checked against [`MAX_WIRE_BYTES`] and [`MAX_WIRE_AMOUNT`]
+//! by the state machine that consumes it (a neighbour may send any well-formed value).
 
 use super::amount::Amount;
 use super::price::Price;
 use super::voucher::{ChannelId, Voucher};
+
+/// The largest byte count a channel message may carry: the wallet stores byte counts as SQLite
+/// INTEGER (i64), so anything above would make a checkpoint or commit fail (docs/money.md,
+/// "Bounds").
+pub const MAX_WIRE_BYTES: u64 = i64::MAX as u64;
+
+/// The largest amount a channel message may carry: 10^12 CC. Far above any channel limit, and
+/// 2^64 channels of it still sum inside `u128`, so wallet totals cannot overflow
+/// (docs/money.md, "Bounds").
+pub const MAX_WIRE_AMOUNT: Amount = Amount::from_units(1_000_000_000_000 * super::UNITS_PER_CC);
+
+/// Whether a received byte count and amounts are within the wire bounds.
+pub(crate) fn in_bounds(bytes: u64, amounts: &[Amount]) -> bool {
+    bytes <= MAX_WIRE_BYTES && amounts.iter().all(|a| *a <= MAX_WIRE_AMOUNT)
+}
+
+impl Voucher {
+    /// Whether the voucher's totals are within the wire bounds.
+    pub(crate) fn in_bounds(&self) -> bool {
+        in_bounds(self.cumulative_bytes, &[self.cumulative_amount])
+    }
+}
+
+impl Resync {
+    /// Whether every count in the resync (and its voucher) is within the wire bounds.
+    pub(crate) fn in_bounds(&self) -> bool {
+        in_bounds(self.meter_bytes, &[self.meter_amount])
+            && self.latest.is_none_or(|v| v.in_bounds())
+    }
+}
 
 /// Payee to payer: the price it bills from this epoch on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

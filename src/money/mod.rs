@@ -19,7 +19,7 @@ mod sim_tests;
 pub use amount::{Amount, AmountError, SignedAmount, UNITS_PER_CC};
 pub use enforce::{EnforceConfig, Enforcer, Level, Verdict};
 pub use ledger::{Ledger, LedgerError, NullLedger};
-pub use messages::{CreditGrant, PriceQuote, Resync, VoucherAck};
+pub use messages::{CreditGrant, MAX_WIRE_AMOUNT, MAX_WIRE_BYTES, PriceQuote, Resync, VoucherAck};
 pub use payee::{PayeeChannel, PayeeConfig};
 pub use payer::{PayerChannel, PayerConfig};
 pub use price::{BucketId, MIB, Meter, MeterSnapshot, Price};
@@ -69,11 +69,27 @@ pub enum Reject {
     /// Fields are inconsistent (seq 0, a price epoch from the future, ...).
     #[error("malformed")]
     Malformed,
+    /// An amount or byte count beyond the wire bounds (`messages::MAX_WIRE_*`).
+    #[error("amount or byte count out of range")]
+    OutOfRange,
+    /// A voucher that moves neither amount nor bytes: it would cost a verify, an fsync and a
+    /// row for nothing.
+    #[error("voucher makes no progress")]
+    NoProgress,
+    /// A voucher sooner than the channel's minimum interval after the last one.
+    #[error("vouchers too frequent")]
+    RateLimited,
+    /// A resync outside the one a handshake allows.
+    #[error("unexpected resync")]
+    UnexpectedResync,
+    /// A price above the payer's maximum.
+    #[error("price above our maximum")]
+    PriceRefused,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 12] = [
         Reject::ForgedSignature,
         Reject::WrongChannel,
         Reject::StaleSeq,
@@ -81,6 +97,11 @@ impl Reject {
         Reject::OverLimit,
         Reject::OverMetered,
         Reject::Malformed,
+        Reject::OutOfRange,
+        Reject::NoProgress,
+        Reject::RateLimited,
+        Reject::UnexpectedResync,
+        Reject::PriceRefused,
     ];
 
     fn index(self) -> usize {
@@ -97,6 +118,11 @@ impl Reject {
             Reject::OverLimit => "over_limit",
             Reject::OverMetered => "over_metered",
             Reject::Malformed => "malformed",
+            Reject::OutOfRange => "out_of_range",
+            Reject::NoProgress => "no_progress",
+            Reject::RateLimited => "rate_limited",
+            Reject::UnexpectedResync => "unexpected_resync",
+            Reject::PriceRefused => "price_refused",
         }
     }
 }

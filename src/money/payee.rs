@@ -3,15 +3,21 @@
 //! is credited only after the caller confirms it is committed; the credited voucher's seq and
 //! totals never decrease; nothing above the channel limit or (outside resync) above what was
 //! metered plus tolerance is accepted; a rejected message changes no state, only a counter.
+//! The payer is an adversary: every voucher must make progress (amount or bytes up) and comes
+//! at most once per `min_voucher_interval`, so each costs a bounded share of verifies, fsyncs
+//! and rows; a rise of our fee is billed only once the payer's signed voucher shows it metered
+//! at the new epoch.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::amount::Amount;
 use super::enforce::{EnforceConfig, Enforcer, Level, Verdict};
-use super::messages::{CreditGrant, PriceQuote, Resync, VoucherAck};
+use super::messages::{CreditGrant, PriceQuote, VoucherAck};
 use super::price::{BucketId, MIB, Meter, MeterSnapshot, Price};
 use super::voucher::{ChannelId, ChannelParams, Voucher, latest_of};
 use super::{Action, Reject, RejectCounts};
+
+mod resync;
 
 /// Payee policy for one channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +32,14 @@ pub struct PayeeConfig {
     /// payer meters what it sent, we meter what arrived. Vouchers beyond it are drift and are
     /// rejected as [`Reject::OverMetered`].
     pub max_loss_percent: u8,
+    /// The shortest time between two new vouchers we verify and commit (a re-acked duplicate
+    /// is exempt). An honest payer pays at half the window or every pay interval.
+    pub min_voucher_interval: Duration,
 }
+
+/// Default [`PayeeConfig::min_voucher_interval`]: at most 20 new vouchers per second per
+/// channel (docs/money.md, "Vouchers"); at 1 Gbit/s and the default window a payer needs ~25.
+pub const MIN_VOUCHER_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Default for PayeeConfig {
     fn default() -> Self {
@@ -35,6 +48,7 @@ impl Default for PayeeConfig {
             max_cumulative: Amount::from_cc(10),
             tolerance_bytes: 4 * MIB,
             max_loss_percent: 10,
+            min_voucher_interval: MIN_VOUCHER_INTERVAL,
         }
     }
 }
@@ -51,6 +65,15 @@ pub struct PayeeState {
     /// Verified and handed out for commit, not yet credited.
     pending: Option<Voucher>,
     enforcer: Enforcer,
+    /// When the last new voucher was accepted for commit (rate limit).
+    last_voucher_at: Option<Instant>,
+    /// When a duplicate was last re-acked (rate limit: a copy must not buy an ack each).
+    last_reack_at: Option<Instant>,
+    /// The highest price epoch the payer has signed a voucher at: it has accepted our prices
+    /// up to that epoch.
+    accepted_epoch: u32,
+    /// Our price before the last change, to bill a rise only once the payer accepted it.
+    prev_price: Option<Price>,
 }
 
 /// Payee counters.
@@ -100,6 +123,10 @@ impl PayeeChannel {
                 latest,
                 pending: None,
                 enforcer: Enforcer::new(cfg.enforce),
+                last_voucher_at: None,
+                last_reack_at: None,
+                accepted_epoch: latest.map_or(0, |v| v.price_epoch),
+                prev_price: None,
             },
             stats: PayeeStats::default(),
         }
@@ -171,6 +198,7 @@ impl PayeeChannel {
         if price.epoch <= self.price().epoch {
             return None;
         }
+        self.state.prev_price = Some(self.price());
         self.state
             .meter
             .close_epochs_before(price.epoch.saturating_sub(1));
@@ -183,6 +211,47 @@ impl PayeeChannel {
         PriceQuote {
             price: self.price(),
         }
+    }
+
+    /// The credit window we grant.
+    pub fn window(&self) -> Amount {
+        self.cfg.enforce.credit_window
+    }
+
+    /// The price to bill a frame at, given `billed` (what we advertise for its destination at
+    /// our current epoch). After a rise of our fee, until a voucher of the payer names the new
+    /// epoch, the frame is billed as the payer meters it: at the old fee and epoch, since the
+    /// payer meters the route price it has accepted. A fall applies at once (the payer pays
+    /// the lower of both counts, docs/payments.md, "Loss").
+    #[inline]
+    pub fn billing_price(&self, billed: Price) -> Price {
+        let cur = self.price();
+        match self.state.prev_price {
+            Some(prev)
+                if billed.epoch == cur.epoch
+                    && self.state.accepted_epoch < cur.epoch
+                    && prev.units_per_mib < cur.units_per_mib =>
+            {
+                let rise = cur.units_per_mib - prev.units_per_mib;
+                Price::new(billed.units_per_mib.saturating_sub(rise), prev.epoch)
+            }
+            _ => billed,
+        }
+    }
+
+    /// Hot path, data frames only: the ladder's verdict for `bytes` more from the payer, without
+    /// metering them. The caller meters with [`PayeeChannel::record_at`] only what it then
+    /// actually forwards, as the payer learns of the rest from our reports.
+    #[inline]
+    pub fn judge(&mut self, bytes: u64, now: Instant) -> Verdict {
+        let unpaid = self.unpaid();
+        self.state.enforcer.allow(unpaid, bytes, now)
+    }
+
+    /// Hot path: meter `bytes` we carried for the payer at `price`.
+    #[inline]
+    pub fn record_at(&mut self, price: Price, bytes: u64) {
+        self.state.meter.record_at(price, bytes);
     }
 
     /// Our credit grant as a message.
@@ -203,16 +272,6 @@ impl PayeeChannel {
             credited: self.credited(),
             metered_bytes: self.state.meter.total_bytes(),
             metered_amount: self.state.meter.total_cost(),
-        }
-    }
-
-    /// Our resync message: the latest credited voucher.
-    pub fn resync(&self) -> Resync {
-        Resync {
-            channel_id: self.state.id,
-            latest: self.state.latest,
-            meter_bytes: self.state.meter.total_bytes(),
-            meter_amount: self.state.meter.total_cost(),
         }
     }
 
@@ -237,8 +296,44 @@ impl PayeeChannel {
 
     /// A voucher from the payer. On success returns [`Action::CommitThenCredit`] (or a re-ack
     /// for an exact duplicate of the latest, or nothing for a duplicate of the pending one).
+    /// No rate limit: see [`PayeeChannel::on_voucher_at`].
     pub fn on_voucher(&mut self, v: &Voucher) -> Result<Option<Action>, Reject> {
         let r = self.check_voucher(v, true);
+        self.voucher_outcome(v, r)
+    }
+
+    /// [`PayeeChannel::on_voucher`] at `now`: a new voucher sooner than `min_voucher_interval`
+    /// after the last one is refused ([`Reject::RateLimited`]) before its signature is checked.
+    pub fn on_voucher_at(&mut self, v: &Voucher, now: Instant) -> Result<Option<Action>, Reject> {
+        let s = &self.state;
+        let gap = self.cfg.min_voucher_interval;
+        let soon = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < gap);
+        if [s.latest, s.pending].contains(&Some(*v)) {
+            // An exact copy (signature included) of a voucher we verified: no second verify,
+            // and at most one re-ack per interval, so copies cannot buy work or traffic.
+            self.stats.duplicates += 1;
+            if s.latest == Some(*v) && !soon(s.last_reack_at) {
+                self.state.last_reack_at = Some(now);
+                return Ok(Some(Action::SendAck(self.ack())));
+            }
+            return Ok(None);
+        }
+        let r = if soon(s.last_voucher_at) {
+            Err(Reject::RateLimited)
+        } else {
+            self.check_voucher(v, true)
+        };
+        if matches!(r, Ok(Check::New)) {
+            self.state.last_voucher_at = Some(now);
+        }
+        self.voucher_outcome(v, r)
+    }
+
+    fn voucher_outcome(
+        &mut self,
+        v: &Voucher,
+        r: Result<Check, Reject>,
+    ) -> Result<Option<Action>, Reject> {
         match r {
             Err(e) => {
                 self.stats.rejects.bump(e);
@@ -259,62 +354,6 @@ impl PayeeChannel {
         }
     }
 
-    /// The payer's resync. Our meter is raised to the payer's totals (its own admission, so
-    /// it buys no credit; this heals an interval we lost in a restart). A newer voucher is
-    /// verified like any other, without the metered check since the meter now covers it, and
-    /// returned for commit. Older ones are kept out: we keep the max. Only for the resync
-    /// that opens a session, before data flows: bytes in flight would otherwise count twice.
-    pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
-        self.on_resync_with(r, true)
-    }
-
-    /// [`PayeeChannel::on_resync`], raising our meter to the payer's totals only if
-    /// `raise_meter` (we restarted, so the link is fresh and nothing of ours is in flight).
-    /// A resync after a rekey, while data flows, keeps our meter: the payer's count includes
-    /// frames still on their way to us, which we are about to count ourselves.
-    pub fn on_resync_with(
-        &mut self,
-        r: &Resync,
-        raise_meter: bool,
-    ) -> Result<Option<Action>, Reject> {
-        let res = self.check_resync(r);
-        if let Err(e) = res {
-            self.stats.rejects.bump(e);
-        }
-        let new = res?;
-        let m = &mut self.state.meter;
-        if raise_meter {
-            m.raise_to(r.meter_bytes, r.meter_amount);
-        }
-        let Some(v) = new else { return Ok(None) };
-        m.raise_to(v.cumulative_bytes, v.cumulative_amount);
-        self.state.pending = Some(v);
-        Ok(Some(Action::CommitThenCredit(v)))
-    }
-
-    fn check_resync(&self, r: &Resync) -> Result<Option<Voucher>, Reject> {
-        if r.channel_id != self.state.id {
-            return Err(Reject::WrongChannel);
-        }
-        let Some(v) = r.latest else { return Ok(None) };
-        match self.check_voucher(&v, false) {
-            // The payer is behind us; our own resync tells it. Not an error unless its voucher
-            // contradicts ours.
-            Err(Reject::StaleSeq) => match self.state.latest {
-                Some(l)
-                    if v.cumulative_amount > l.cumulative_amount
-                        || v.cumulative_bytes > l.cumulative_bytes =>
-                {
-                    Err(Reject::NonMonotonic)
-                }
-                _ => Ok(None),
-            },
-            Err(e) => Err(e),
-            Ok(Check::DuplicateLatest | Check::DuplicatePending) => Ok(None),
-            Ok(Check::New) => Ok(Some(v)),
-        }
-    }
-
     /// The wallet committed `v`: credit it now. Returns the ack to send, or `None` if `v` was
     /// already superseded.
     pub fn committed(&mut self, v: &Voucher) -> Option<VoucherAck> {
@@ -325,6 +364,7 @@ impl PayeeChannel {
             return None;
         }
         self.state.latest = Some(*v);
+        self.state.accepted_epoch = self.state.accepted_epoch.max(v.price_epoch);
         Some(self.ack())
     }
 
@@ -335,10 +375,13 @@ impl PayeeChannel {
         }
     }
 
-    fn check_voucher(&self, v: &Voucher, metered: bool) -> Result<Check, Reject> {
+    pub(super) fn check_voucher(&self, v: &Voucher, metered: bool) -> Result<Check, Reject> {
         let s = &self.state;
         if v.channel_id != s.id {
             return Err(Reject::WrongChannel);
+        }
+        if !v.in_bounds() {
+            return Err(Reject::OutOfRange);
         }
         if !v.verify(&s.params.payer) {
             return Err(Reject::ForgedSignature);
@@ -359,6 +402,11 @@ impl PayeeChannel {
             }
             if !v.is_monotonic_successor_of(&b) {
                 return Err(Reject::NonMonotonic);
+            }
+            if v.cumulative_amount == b.cumulative_amount
+                && v.cumulative_bytes == b.cumulative_bytes
+            {
+                return Err(Reject::NoProgress);
             }
         }
         if v.cumulative_amount > self.cfg.max_cumulative {
@@ -400,7 +448,7 @@ impl PayeeChannel {
     }
 }
 
-enum Check {
+pub(super) enum Check {
     New,
     DuplicateLatest,
     DuplicatePending,

@@ -3,16 +3,20 @@
 //! seq strictly increases and cumulative totals never decrease across everything this side
 //! signs (even across restarts, via [`PayerChannel::restore`] and resync); a voucher is only
 //! released for sending after the caller confirms it is committed; nothing is ever signed above
-//! the spend cap.
+//! the spend cap. The payee is an adversary: what it grants, quotes and reports is bounded by
+//! our own policy, so we never pay for more than we metered plus one `max_window`
+//! (docs/money.md, "What a node can lose").
 
 use std::time::{Duration, Instant};
 
 use super::amount::Amount;
-use super::messages::{CreditGrant, PriceQuote, Resync, VoucherAck};
+use super::messages::{CreditGrant, PriceQuote, VoucherAck};
 use super::price::{BucketId, Meter, MeterSnapshot, Price};
 use super::voucher::{ChannelId, ChannelParams, Voucher};
 use super::{Action, Reject, RejectCounts};
 use crate::identity::Identity;
+
+mod resync;
 
 /// Payer tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +27,20 @@ pub struct PayerConfig {
     pub resend_after: Duration,
     /// The credit window assumed until the payee grants one.
     pub default_window: Amount,
+    /// The largest credit window we act on, whatever the payee grants (`[wallet]
+    /// max_accepted_window`). It is also the most a resync may ever add to our meter.
+    pub max_window: Amount,
+    /// The highest price per MiB we pay (`[pricing] max_price_per_mib`); quotes above it are
+    /// refused.
+    pub max_price_per_mib: u64,
 }
+
+/// Default `[wallet] max_accepted_window`: five default credit windows (docs/money.md).
+pub const DEFAULT_MAX_WINDOW: Amount = Amount::from_units(50_000_000);
+
+/// Default `[pricing] max_price_per_mib`: 0.01 CC per MiB (about 10 CC per GiB), ten times
+/// the fees the tests and docs use (docs/money.md, "Bounds").
+pub const DEFAULT_MAX_PRICE_PER_MIB: u64 = 10_000_000;
 
 impl Default for PayerConfig {
     fn default() -> Self {
@@ -31,6 +48,8 @@ impl Default for PayerConfig {
             pay_interval: Duration::from_secs(2),
             resend_after: Duration::from_secs(1),
             default_window: Amount::from_units(10_000_000),
+            max_window: DEFAULT_MAX_WINDOW,
+            max_price_per_mib: DEFAULT_MAX_PRICE_PER_MIB,
         }
     }
 }
@@ -56,6 +75,12 @@ pub struct PayerState {
     /// link after we sent it. Recomputed at each report; we pay for what was carried.
     lost_bytes: u64,
     lost_amount: Amount,
+    /// A handshake happened and the payee's resync for it has not arrived: only then may a
+    /// resync change anything.
+    resync_expected: bool,
+    /// How much more resyncs may still raise our meter above what we metered (starts at
+    /// `max_window`, never refills while the channel lives).
+    resync_budget: Amount,
 }
 
 /// Payer counters.
@@ -65,6 +90,8 @@ pub struct PayerStats {
     pub rejects: RejectCounts,
     /// Acks whose metered bytes exceed what we ever sent (the payee over-counts).
     pub drift_flags: u64,
+    /// Grants whose window was above our `max_window` (we act on `max_window`).
+    pub grants_clamped: u64,
 }
 
 /// The payer's half of a channel.
@@ -113,6 +140,9 @@ impl PayerChannel {
                 last_sent_at: None,
                 lost_bytes: 0,
                 lost_amount: Amount::ZERO,
+                // The first handshake of a (re)built channel brings one resync.
+                resync_expected: true,
+                resync_budget: cfg.max_window,
             },
             stats: PayerStats::default(),
         }
@@ -202,11 +232,18 @@ impl PayerChannel {
         self.state.spend_cap.min(limit)
     }
 
-    /// The credit window the payee granted (or the default until it does).
+    /// The credit window the payee granted (or the default until it does), never above our
+    /// `max_window`: a huge grant must not let unpaid debt or a resync grow past our policy.
     pub fn window(&self) -> Amount {
         self.state
             .grant
             .map_or(self.cfg.default_window, |g| g.credit_window)
+            .min(self.cfg.max_window)
+    }
+
+    /// A handshake completed: the payee's next resync may be acted on (once).
+    pub fn expect_resync(&mut self) {
+        self.state.resync_expected = true;
     }
 
     /// Set the most this channel may ever sign in total (the wallet computes it from its spend
@@ -256,7 +293,12 @@ impl PayerChannel {
             .last_paid_at
             .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.pay_interval);
         if !unpaid.is_zero() && (unpaid >= self.window().mul_ratio(1, 2) || interval_due) {
-            let epoch = s.meter.max_epoch().max(s.current.price().epoch);
+            // The highest epoch we actually metered at: the payee bills a fee rise only once
+            // a voucher shows we accepted it (docs/payments.md, "Prices and epochs").
+            let epoch = s
+                .meter
+                .max_metered_epoch()
+                .max(s.latest.map_or(0, |v| v.price_epoch));
             let v = Voucher::sign(me, s.id, s.next_seq, amount, bytes, epoch);
             self.state.next_seq = s.next_seq.saturating_add(1);
             self.state.pending = Some(v);
@@ -318,7 +360,9 @@ impl PayerChannel {
     /// malformed. Buckets two or more epochs old are folded (late frames are still counted).
     pub fn on_price_quote(&mut self, q: &PriceQuote) -> Result<(), Reject> {
         let cur = self.state.current.price();
-        let r = if q.price.epoch < cur.epoch {
+        let r = if q.price.units_per_mib > self.cfg.max_price_per_mib {
+            Err(Reject::PriceRefused)
+        } else if q.price.epoch < cur.epoch {
             Err(Reject::StaleSeq)
         } else if q.price.epoch == cur.epoch && q.price != cur {
             Err(Reject::Malformed)
@@ -346,6 +390,13 @@ impl PayerChannel {
             self.stats.rejects.bump(Reject::WrongChannel);
             return Err(Reject::WrongChannel);
         }
+        if !super::messages::in_bounds(0, &[g.credit_window, g.max_cumulative]) {
+            self.stats.rejects.bump(Reject::OutOfRange);
+            return Err(Reject::OutOfRange);
+        }
+        if g.credit_window > self.cfg.max_window {
+            self.stats.grants_clamped += 1;
+        }
         self.state.grant = Some(*g);
         Ok(())
     }
@@ -356,6 +407,8 @@ impl PayerChannel {
     pub fn on_ack(&mut self, a: &VoucherAck) -> Result<(), Reject> {
         let r = if a.channel_id != self.state.id {
             Err(Reject::WrongChannel)
+        } else if !super::messages::in_bounds(a.metered_bytes, &[a.credited, a.metered_amount]) {
+            Err(Reject::OutOfRange)
         } else if a.seq > self.state.latest.map_or(0, |l| l.seq) || a.credited > self.paid() {
             Err(Reject::Malformed)
         } else if self.state.acked.is_some_and(|p| a.seq < p.seq) {
@@ -373,81 +426,5 @@ impl PayerChannel {
         self.on_report(a.metered_bytes, a.metered_amount);
         self.state.acked = Some(*a);
         Ok(())
-    }
-
-    /// Our resync message: the latest committed voucher.
-    pub fn resync(&self) -> Resync {
-        Resync {
-            channel_id: self.state.id,
-            latest: self.state.latest,
-            meter_bytes: self.state.meter.total_bytes(),
-            meter_amount: self.state.meter.total_cost(),
-        }
-    }
-
-    /// The payee's resync. If it holds a newer voucher that we signed (we restored an old
-    /// backup), adopt it: seq continues above it and the meter is raised to it. If its meter
-    /// is ahead of ours (we lost a checkpoint interval), raise ours to it, but by at most one
-    /// credit window: that much we trusted it with anyway, more would be an unsigned claim.
-    pub fn on_resync(&mut self, r: &Resync) -> Result<Option<Action>, Reject> {
-        let res = self.check_resync(r);
-        if let Err(e) = res {
-            self.stats.rejects.bump(e);
-        }
-        let adopt = res?;
-        let window = self.window();
-        let m = &mut self.state.meter;
-        let amount = r.meter_amount.min(m.total_cost().saturating_add(window));
-        m.raise_to(r.meter_bytes, amount);
-        self.on_report(r.meter_bytes, r.meter_amount);
-        let s = &mut self.state;
-        // The payee holds (has credited) its voucher: that is as good as an ack for it, so
-        // we neither resend it nor count it as unacknowledged debt.
-        if let Some(v) = r.latest
-            && s.acked.is_none_or(|a| a.seq < v.seq)
-        {
-            s.acked = Some(VoucherAck {
-                channel_id: s.id,
-                seq: v.seq,
-                credited: v.cumulative_amount,
-                metered_bytes: r.meter_bytes,
-                metered_amount: r.meter_amount,
-            });
-        }
-        let Some(v) = adopt else { return Ok(None) };
-        s.meter.raise_to(v.cumulative_bytes, v.cumulative_amount);
-        s.latest = Some(v);
-        s.next_seq = s.next_seq.max(v.seq.saturating_add(1));
-        Ok(Some(Action::Commit(v)))
-    }
-
-    fn check_resync(&self, r: &Resync) -> Result<Option<Voucher>, Reject> {
-        if r.channel_id != self.state.id {
-            return Err(Reject::WrongChannel);
-        }
-        let Some(v) = r.latest else { return Ok(None) };
-        if v.channel_id != self.state.id {
-            return Err(Reject::WrongChannel);
-        }
-        if !v.verify(&self.state.params.payer) {
-            return Err(Reject::ForgedSignature);
-        }
-        if v.seq == 0 {
-            return Err(Reject::Malformed);
-        }
-        // Compare with what is committed only: a pending voucher below `v` is superseded
-        // (its commit will report it not to be sent).
-        match self.state.latest {
-            Some(o) if v.seq < o.seq => Ok(None),
-            Some(o) if v.seq == o.seq => {
-                if v.body_bytes() == o.body_bytes() {
-                    Ok(None)
-                } else {
-                    Err(Reject::NonMonotonic)
-                }
-            }
-            Some(o) if !v.is_monotonic_successor_of(&o) => Err(Reject::NonMonotonic),
-            _ => Ok(Some(v)),
-        }
     }
 }

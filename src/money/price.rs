@@ -1,7 +1,9 @@
 //! Prices and byte metering. Owns [`Price`], the cost rule, and [`Meter`], the per-neighbour
 //! byte counters. Invariants: cost is always computed from a cumulative byte total (never summed
 //! per packet), so rounding cannot accumulate; recording bytes is a plain integer add on memory
-//! owned by one task (no lock, no allocation) once the bucket for a price exists.
+//! owned by one task (no lock, no allocation) once the bucket for a price exists; a meter
+//! holds at most [`MAX_BUCKETS`] open buckets, so the per-frame scan is bounded whatever
+//! prices a neighbour advertises.
 //!
 //! Rounding: `cost = ceil(cumulative_bytes * units_per_mib / 2^20)` per price bucket. Ceiling
 //! means the relay is never paid less than the exact value of what it carried; the payer's
@@ -12,6 +14,11 @@ use super::amount::Amount;
 
 /// Bytes in one MiB: prices are quoted per MiB.
 pub const MIB: u64 = 1 << 20;
+
+/// Most open price buckets per meter (docs/money.md, "Prices and rounding"). A new price
+/// beyond it folds the smallest open bucket into the exact base first: at most one unit of
+/// rounding per fold, and a neighbour advertising many prices cannot grow the per-frame scan.
+pub const MAX_BUCKETS: usize = 16;
 
 /// A price: integer units per MiB, valid from a price epoch on (epochs only increase).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +116,9 @@ impl Meter {
                 price,
             };
         }
+        if self.buckets.len() >= MAX_BUCKETS {
+            self.fold_smallest();
+        }
         self.buckets.push(Bucket { price, bytes: 0 });
         BucketId {
             index: u32::try_from(self.buckets.len() - 1).unwrap_or(u32::MAX),
@@ -169,6 +179,32 @@ impl Meter {
         self.buckets
             .iter()
             .map(|b| b.price.units_per_mib)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Fold the open bucket with the fewest bytes into the base (exact, total unchanged).
+    fn fold_smallest(&mut self) {
+        let smallest = self
+            .buckets
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, b)| b.bytes)
+            .map(|(i, _)| i);
+        if let Some(i) = smallest {
+            let b = self.buckets.swap_remove(i);
+            self.base_bytes = self.base_bytes.saturating_add(b.bytes);
+            self.base_amount = self.base_amount.saturating_add(b.price.cost(b.bytes));
+        }
+    }
+
+    /// Highest price epoch of a bucket that holds bytes (0 if none): the epochs this meter
+    /// has actually billed at.
+    pub fn max_metered_epoch(&self) -> u32 {
+        self.buckets
+            .iter()
+            .filter(|b| b.bytes > 0)
+            .map(|b| b.price.epoch)
             .max()
             .unwrap_or(0)
     }
@@ -286,6 +322,26 @@ mod tests {
         assert_eq!((m.total_bytes(), m.total_cost().units()), (100, 100));
         m.raise_to(150, Amount::from_units(170));
         assert_eq!((m.total_bytes(), m.total_cost().units()), (150, 170));
+    }
+
+    #[test]
+    fn buckets_are_bounded_and_folding_keeps_the_total() {
+        // A neighbour advertising a new price for every frame cannot grow the meter.
+        let mut m = Meter::new();
+        let mut exact = 0u128;
+        for i in 0..10_000u64 {
+            let p = Price::new(1000 + i, 1);
+            m.record_at(p, MIB);
+            exact += u128::from(p.units_per_mib);
+            assert!(m.bucket_count() <= MAX_BUCKETS);
+        }
+        assert_eq!(m.total_bytes(), 10_000 * MIB);
+        // Each bucket held whole MiB, so folding rounded nothing.
+        assert_eq!(m.total_cost().units(), exact);
+        assert_eq!(m.max_metered_epoch(), 1);
+        let mut n = Meter::new();
+        n.bucket(Price::new(5, 9));
+        assert_eq!((n.max_epoch(), n.max_metered_epoch()), (9, 0));
     }
 
     proptest! {

@@ -175,14 +175,8 @@ impl<A: TransportAead> Node<A> {
         if h.dst == self.v6 {
             return self.deliver(now, msg, n);
         }
+        self.money_relay_seen(from_pi);
         let route = self.router.lookup_addr(IpAddr::V6(h.dst));
-        // Carrying it is billed to the sender, and judged, before anything else can drop it:
-        // the sender metered it when it sent it.
-        if let Some((dest, _)) = route
-            && !self.meter_received(from_pi, &dest, n, now)
-        {
-            return UdpOut::None;
-        }
         if msg
             .get_mut(TRANSPORT_HEADER_LEN..)
             .and_then(mesh::decrement_ttl)
@@ -197,7 +191,10 @@ impl<A: TransportAead> Node<A> {
             self.drop_for(Some(from_pi), DropReason::RelayNoRoute);
             return UdpOut::None;
         };
-        if !self.may_send(pi, &dest) {
+        // Money (docs/payments.md): the sender's ladder, then our own limits as a payer.
+        // Only a frame actually handed to the next hop is metered, on both channels; the
+        // sender learns of the others from our meter reports and does not pay for them.
+        if !self.judge_received(from_pi, n, now) || !self.may_send(pi, &dest) {
             return UdpOut::None;
         }
         let timers = self.cfg.timers;
@@ -208,6 +205,7 @@ impl<A: TransportAead> Node<A> {
             .and_then(|p| p.seal(Kind::Mesh, msg, n, now, &timers))
         {
             Some((len, ep)) => {
+                self.meter_received(from_pi, &dest, n);
                 self.meter_sent(pi, &dest, n);
                 UdpOut::Forward(len, ep)
             }

@@ -4,14 +4,17 @@
 //! (`Kind::Channel`) and the queue of durable steps for the wallet. Invariants: a voucher is
 //! sent only after the wallet reported it committed, and credit is extended only after the
 //! wallet reported the incoming voucher committed ([`Node::wallet_done`]); channel and routing
-//! frames are never metered or throttled; both sides meter exactly the mesh frames whose
-//! destination is not the receiving neighbour, so byte counts agree whatever the prices.
+//! frames are never metered or throttled; both sides meter only mesh frames that were actually
+//! forwarded (whose destination is not the receiving neighbour): the payer learns of frames the
+//! payee did not carry from the payee's meter reports and does not pay for them. A neighbour
+//! costs wallet rows only once there is something to store (a voucher or a non-zero meter),
+//! and a checkpoint writes only channels whose meters moved.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::Node;
-pub use super::money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
+pub use super::money_types::{MoneyConfig, MoneyStats, Restored, WalletOp};
 use crate::drops::DropReason;
 use crate::identity::{Identity, NodeId};
 use crate::money::{
@@ -20,6 +23,9 @@ use crate::money::{
 use crate::session::aead::TransportAead;
 use crate::wire::channel::ChannelMsg;
 use crate::wire::outer::Kind;
+
+#[path = "money_wallet.rs"]
+mod wallet;
 
 /// How often `handle_timeout` runs the channels (pay, resend, resync).
 const MONEY_POLL: Duration = Duration::from_millis(200);
@@ -44,6 +50,20 @@ pub(super) struct Account {
     /// Our payee meter's byte total at the last report, and when it was sent.
     reported_bytes: u64,
     reported_at: Option<Instant>,
+    /// A frame to relay arrived since the last report: even if we carried none of it, the
+    /// payer must hear our count, or it pays for what we dropped.
+    relay_seen: bool,
+    /// Both channels are registered in the wallet (restored from it, or registered when the
+    /// first thing needed storing).
+    registered: bool,
+    /// Meter totals (payer, payee) of the last checkpoint sent to the wallet.
+    checkpointed: [(u64, Amount); 2],
+}
+
+impl Account {
+    fn params(&self) -> (ChannelParams, ChannelParams) {
+        (*self.payer.params(), *self.payee.params())
+    }
 }
 
 /// The node's money state.
@@ -100,25 +120,6 @@ impl<A: TransportAead> Node<A> {
         self.money.ops.pop_front()
     }
 
-    /// Checkpoint every meter now (before a clean shutdown).
-    pub fn checkpoint_now(&mut self) {
-        let snaps: Vec<_> = self
-            .money
-            .accounts
-            .iter()
-            .flatten()
-            .flat_map(|a| {
-                [
-                    (a.payer.id(), a.payer.meter().snapshot()),
-                    (a.payee.id(), a.payee.meter().snapshot()),
-                ]
-            })
-            .collect();
-        if !snaps.is_empty() {
-            self.money.ops.push_back(WalletOp::Checkpoint(snaps));
-        }
-    }
-
     /// The channels with neighbour `pi`, created (or restored) on first use.
     fn account(&mut self, pi: usize) -> Option<&mut Account> {
         if self.money.accounts.get(pi).is_none_or(|a| a.is_none()) {
@@ -135,17 +136,28 @@ impl<A: TransportAead> Node<A> {
                 payee: self.id,
                 nonce: 0,
             };
-            let ro = m.restored.remove(&out.id()).unwrap_or_default();
-            let ri = m.restored.remove(&inc.id()).unwrap_or_default();
+            let (ro, ri) = (m.restored.remove(&out.id()), m.restored.remove(&inc.id()));
+            let registered = ro.is_some() || ri.is_some();
+            let (ro, ri) = (ro.unwrap_or_default(), ri.unwrap_or_default());
+            // A neighbour found by discovery (not in `[[peer]]`) starts with the smaller
+            // `unknown_credit_window`: a freshly minted id must not get a full window of
+            // relaying that we pay our own next hop for (docs/money.md).
+            let mut payee_cfg = m.cfg.payee;
+            if self.found.get(pi) != Some(&super::status::Found::Config) {
+                let w = &mut payee_cfg.enforce.credit_window;
+                *w = (*w).min(m.cfg.unknown_credit_window);
+            }
             // The payee's price is unknown until it quotes one; frames are billed per
             // destination at its advertised prices anyway.
             let unknown = Price::new(0, 0);
             let mut payer = PayerChannel::restore(out, m.cfg.payer, unknown, ro.latest, &ro.meter);
             let paid = ro.latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
             payer.set_spend_cap(paid.saturating_add(m.cfg.headroom));
-            let payee = PayeeChannel::restore(inc, m.cfg.payee, price, ri.latest, &ri.meter);
-            m.ops.push_back(WalletOp::EnsureOutgoing(out));
-            m.ops.push_back(WalletOp::EnsureIncoming(inc));
+            let payee = PayeeChannel::restore(inc, payee_cfg, price, ri.latest, &ri.meter);
+            let checkpointed = [
+                (ro.meter.total_bytes(), ro.meter.total_cost()),
+                (ri.meter.total_bytes(), ri.meter.total_cost()),
+            ];
             if m.accounts.len() <= pi {
                 m.accounts.resize_with(pi + 1, || None);
             }
@@ -158,6 +170,9 @@ impl<A: TransportAead> Node<A> {
                     fresh: false,
                     reported_bytes: 0,
                     reported_at: None,
+                    relay_seen: false,
+                    registered,
+                    checkpointed,
                 });
             }
         }
@@ -169,6 +184,8 @@ impl<A: TransportAead> Node<A> {
         if let Some(a) = self.account(pi) {
             a.resync_due = true;
             a.fresh |= fresh;
+            // The payee's resync for this handshake may be acted on (once).
+            a.payer.expect_resync();
         }
     }
 
@@ -185,6 +202,14 @@ impl<A: TransportAead> Node<A> {
         if peer == *dest {
             return true;
         }
+        // The payer side of "a price rise applies only once accepted": we never pay above our
+        // maximum, whatever the next hop advertises (the router also skips such hops when its
+        // filter has the same maximum, `[pricing] max_price_per_mib`).
+        let (units, _) = self.router.route_price(dest).unwrap_or((0, 0));
+        if units > self.money.cfg.payer.max_price_per_mib {
+            self.drop_for(Some(pi), DropReason::PriceRefused);
+            return false;
+        }
         let throttled = self
             .money
             .accounts
@@ -197,8 +222,9 @@ impl<A: TransportAead> Node<A> {
         !throttled
     }
 
-    /// Payer side, after a mesh frame of `bytes` for `dest` went to neighbour `pi`: we owe
-    /// it `bytes` at its advertised price for `dest`. Frames for the neighbour itself are free.
+    /// Payer side, after a mesh frame of `bytes` for `dest` went to neighbour `pi` (sealed and
+    /// handed out): we owe it `bytes` at its advertised price for `dest`, unless it does not
+    /// carry it (then its reports leave it unpaid). Frames for the neighbour itself are free.
     #[inline]
     pub(super) fn meter_sent(&mut self, pi: usize, dest: &NodeId, bytes: usize) {
         let Some(peer) = self.peers.get(pi).map(|p| p.id) else {
@@ -214,20 +240,35 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
-    /// Payee side, a mesh frame of `bytes` for `dest` (not us) arrived from neighbour `pi`:
-    /// meter it at what we bill for `dest` and decide whether to carry it.
+    /// Payee side, after a mesh frame of `bytes` for `dest` (not us) from neighbour `pi` was
+    /// forwarded: meter it at what we bill for `dest` (a fee rise only once the payer
+    /// accepted it, [`PayeeChannel::billing_price`]). Frames we did not carry are not metered:
+    /// the payer sees them missing from our reports and does not pay for them.
     #[inline]
-    pub(super) fn meter_received(
-        &mut self,
-        pi: usize,
-        dest: &NodeId,
-        bytes: usize,
-        now: Instant,
-    ) -> bool {
+    pub(super) fn meter_received(&mut self, pi: usize, dest: &NodeId, bytes: usize) {
         let units = self.router.billed_price(dest).unwrap_or(0);
         let price = Price::new(units, self.router.config().price_epoch);
+        if let Some(a) = self.account(pi) {
+            let p = a.payee.billing_price(price);
+            a.payee.record_at(p, bytes as u64);
+        }
+    }
+
+    /// Payee side, hot path: a mesh frame to relay arrived from neighbour `pi` (carried or
+    /// not), so our next meter report is due even if our meter did not move.
+    #[inline]
+    pub(super) fn money_relay_seen(&mut self, pi: usize) {
+        if let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) {
+            a.relay_seen = true;
+        }
+    }
+
+    /// Payee side, a mesh frame of `bytes` (not for us) arrived from neighbour `pi`: the
+    /// enforcement ladder decides whether we carry it. Nothing is metered here.
+    #[inline]
+    pub(super) fn judge_received(&mut self, pi: usize, bytes: usize, now: Instant) -> bool {
         let verdict = match self.account(pi) {
-            Some(a) => a.payee.allow_at(price, bytes as u64, now),
+            Some(a) => a.payee.judge(bytes as u64, now),
             None => Verdict::Forward,
         };
         match verdict {
@@ -273,7 +314,7 @@ impl<A: TransportAead> Node<A> {
             ChannelMsg::PriceQuote(q) => a.payer.on_price_quote(&q).map(|()| None),
             ChannelMsg::CreditGrant(g) => a.payer.on_credit_grant(&g).map(|()| None),
             ChannelMsg::VoucherAck(k) => a.payer.on_ack(&k).map(|()| None),
-            ChannelMsg::Voucher(v) => a.payee.on_voucher(&v),
+            ChannelMsg::Voucher(v) => a.payee.on_voucher_at(&v, now),
             ChannelMsg::Resync(r) if r.channel_id == a.payer.id() => a.payer.on_resync(&r),
             ChannelMsg::Resync(r) => {
                 let out = a.payee.on_resync_with(&r, fresh);
@@ -295,9 +336,9 @@ impl<A: TransportAead> Node<A> {
 
     fn act(&mut self, pi: usize, action: Action, now: Instant) {
         match action {
-            Action::CommitThenSend(v) => self.money.ops.push_back(WalletOp::CommitOutgoing(v)),
-            Action::Commit(v) => self.money.ops.push_back(WalletOp::AdoptOutgoing(v)),
-            Action::CommitThenCredit(v) => self.money.ops.push_back(WalletOp::CommitIncoming(v)),
+            Action::CommitThenSend(v) => self.push_op(pi, WalletOp::CommitOutgoing(v)),
+            Action::Commit(v) => self.push_op(pi, WalletOp::AdoptOutgoing(v)),
+            Action::CommitThenCredit(v) => self.push_op(pi, WalletOp::CommitIncoming(v)),
             Action::Resend(v) => {
                 self.send_channel(pi, ChannelMsg::Voucher(v), now);
             }
@@ -305,67 +346,6 @@ impl<A: TransportAead> Node<A> {
                 self.send_channel(pi, ChannelMsg::VoucherAck(k), now);
             }
         }
-    }
-
-    /// The wallet finished a commit: only now is a voucher sent or credit extended.
-    pub fn wallet_done(&mut self, done: WalletDone, now: Instant) {
-        match done {
-            WalletDone::Outgoing {
-                voucher,
-                ok,
-                headroom,
-            } => {
-                let pi = self.account_index(&voucher.channel_id, true);
-                let mut send = None;
-                if let Some(a) = pi.and_then(|pi| self.money.accounts.get_mut(pi)?.as_mut()) {
-                    if !ok {
-                        a.payer.commit_failed(&voucher);
-                    } else if a.payer.committed(&voucher, now) {
-                        send = pi;
-                    }
-                }
-                // Every payer's cap: what it has paid plus what the wallet still allows.
-                self.money.cfg.headroom = headroom;
-                for a in self.money.accounts.iter_mut().flatten() {
-                    let paid = a
-                        .payer
-                        .latest()
-                        .map_or(Amount::ZERO, |v| v.cumulative_amount);
-                    a.payer.set_spend_cap(paid.saturating_add(headroom));
-                }
-                if let Some(pi) = send {
-                    self.send_channel(pi, ChannelMsg::Voucher(voucher), now);
-                }
-            }
-            WalletDone::Incoming { voucher, ok } => {
-                let Some(pi) = self.account_index(&voucher.channel_id, false) else {
-                    return;
-                };
-                let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
-                    return;
-                };
-                if !ok {
-                    return a.payee.commit_failed(&voucher);
-                }
-                if let Some(ack) = a.payee.committed(&voucher) {
-                    self.send_channel(pi, ChannelMsg::VoucherAck(ack), now);
-                }
-            }
-        }
-    }
-
-    /// The neighbour index whose payer (or payee) channel is `id`.
-    fn account_index(&self, id: &ChannelId, payer_side: bool) -> Option<usize> {
-        self.money.accounts.iter().position(|a| {
-            a.as_ref().is_some_and(|a| {
-                let ours = if payer_side {
-                    a.payer.id()
-                } else {
-                    a.payee.id()
-                };
-                ours == *id
-            })
-        })
     }
 
     /// Announce a new price epoch to every payer (our fee changed).
@@ -415,8 +395,9 @@ impl<A: TransportAead> Node<A> {
             let report_due = a
                 .reported_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= METER_REPORT_INTERVAL);
-            if live && metered != a.reported_bytes && report_due {
+            if live && (metered != a.reported_bytes || a.relay_seen) && report_due {
                 a.reported_bytes = metered;
+                a.relay_seen = false;
                 a.reported_at = Some(now);
                 msgs.push(ChannelMsg::VoucherAck(a.payee.ack()));
             }

@@ -22,7 +22,14 @@ pub struct MoneyConfig {
     pub checkpoint_interval: Duration,
     /// How much more the wallet lets us pay in total (updated after each commit).
     pub headroom: Amount,
+    /// The credit window granted to a neighbour found by discovery rather than configured
+    /// (`[wallet] unknown_credit_window`; never above `payee`'s window).
+    pub unknown_credit_window: Amount,
 }
+
+/// Default `[wallet] unknown_credit_window`: a tenth of the default credit window
+/// (docs/money.md, "What a node can lose").
+pub const DEFAULT_UNKNOWN_CREDIT_WINDOW: Amount = Amount::from_units(1_000_000);
 
 impl Default for MoneyConfig {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for MoneyConfig {
             pay: true,
             checkpoint_interval: Duration::from_secs(3),
             headroom: Amount::from_cc(1),
+            unknown_credit_window: DEFAULT_UNKNOWN_CREDIT_WINDOW,
         }
     }
 }

@@ -38,7 +38,7 @@ impl<A: TransportAead> Node<A> {
                 cumulative_paid: e.credited(),
                 latest_seq: e.latest().map_or(0, |v| v.seq),
                 acked_seq: e.latest().map_or(0, |v| v.seq),
-                credit_window: self.money.cfg.payee.enforce.credit_window,
+                credit_window: e.window(),
                 unpaid: e.unpaid(),
                 metered_bytes: e.meter().total_bytes(),
                 metered_amount: e.meter().total_cost(),

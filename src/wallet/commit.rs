@@ -58,7 +58,19 @@ impl Wallet {
         let mut totals = self.totals;
         let limit = enforce_limit.then_some(self.cfg.spend_limit);
         let out = stage(&mut tx, v, dir, limit, &mut totals).await?;
+        // Retention, in the same transaction: at most once a minute per channel.
+        let now = now_ms();
+        let due = self
+            .pruned_at
+            .get(&v.channel_id)
+            .is_none_or(|t| now.saturating_sub(*t) >= super::retention::PRUNE_EVERY_MS);
+        if out == CommitOutcome::Committed && due {
+            super::retention::prune(&mut tx, &v.channel_id, now).await?;
+        }
         tx.commit().await?;
+        if out == CommitOutcome::Committed && due {
+            self.pruned_at.insert(v.channel_id, now);
+        }
         // Only now, with the commit durable, does the in-memory view move.
         self.totals = totals;
         Ok(out)
@@ -88,6 +100,20 @@ impl Wallet {
         Ok(out)
     }
 
+    /// Apply the voucher retention to channel `id` as if it were `now_ms` (Unix ms) in one
+    /// transaction; returns how many vouchers were removed (docs/money.md, "Voucher
+    /// retention"). Commits do this on their own once a minute per channel.
+    pub async fn prune_vouchers(
+        &mut self,
+        id: &ChannelId,
+        now_ms: i64,
+    ) -> Result<usize, WalletError> {
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let n = super::retention::prune(&mut tx, id, now_ms).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Store meter checkpoints in one transaction. A snapshot whose totals are below the stored
     /// ones is skipped: a checkpoint never lowers a meter. Returns how many were stored.
     pub async fn checkpoint_meters(
@@ -106,7 +132,19 @@ impl Wallet {
                 .ok_or(WalletError::UnknownChannel(*id))?;
             let old_bytes: i64 = row.try_get("meter_bytes")?;
             let old_amount = parse_amount(&row.try_get::<String, _>("meter_amount")?)?;
-            let total_bytes = to_i64(snap.total_bytes(), "meter bytes")?;
+            // A meter beyond what the file can hold (the channel layer bounds what a
+            // neighbour may add, `money::MAX_WIRE_BYTES`) skips this channel only: one bad
+            // channel must never stop every other channel's checkpoint.
+            let fits = snap.buckets.iter().all(|(_, b)| i64::try_from(*b).is_ok())
+                && i64::try_from(snap.base_bytes).is_ok();
+            let Ok(total_bytes) = to_i64(snap.total_bytes(), "meter bytes") else {
+                tracing::warn!(channel = %id, "meter beyond the wallet's range, not checkpointed");
+                continue;
+            };
+            if !fits {
+                tracing::warn!(channel = %id, "meter beyond the wallet's range, not checkpointed");
+                continue;
+            }
             let total_amount = snap.total_cost();
             if total_bytes < old_bytes || total_amount < old_amount {
                 continue;

@@ -11,8 +11,11 @@
 
 mod commit;
 mod report;
+mod retention;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 #[cfg(test)]
 mod tests_report;
 
@@ -148,6 +151,8 @@ pub struct Wallet {
     conn: SqliteConnection,
     cfg: WalletConfig,
     totals: Totals,
+    /// When each channel's vouchers were last pruned (Unix ms; `retention`).
+    pruned_at: std::collections::HashMap<ChannelId, i64>,
 }
 
 impl Wallet {
@@ -173,6 +178,7 @@ impl Wallet {
             conn,
             cfg,
             totals: Totals::default(),
+            pruned_at: std::collections::HashMap::new(),
         };
         w.check_durability().await?;
         w.totals = w.load_totals().await?;

@@ -269,9 +269,11 @@ impl Wallet {
         // seq (seqs may skip).
         let rows = sqlx::query(
             "SELECT v.channel_id, v.seq, v.delta, v.cumulative_bytes,
-                    (SELECT p.cumulative_bytes FROM vouchers p
+                    COALESCE((SELECT p.cumulative_bytes FROM vouchers p
                      WHERE p.channel_id = v.channel_id AND p.seq < v.seq
-                     ORDER BY p.seq DESC LIMIT 1) AS prev_bytes
+                     ORDER BY p.seq DESC LIMIT 1),
+                     (SELECT b.cumulative_bytes FROM voucher_base b
+                      WHERE b.channel_id = v.channel_id)) AS prev_bytes
              FROM vouchers v JOIN channels c ON c.id = v.channel_id
              WHERE c.direction = ? AND v.committed_at >= ?",
         )
@@ -364,8 +366,21 @@ impl Wallet {
         )
         .fetch_all(&mut self.conn)
         .await?;
-        // Per channel: (last seq, last amount, last bytes, sum of deltas).
+        // Per channel: (last seq, last amount, last bytes, sum of deltas), starting from the
+        // base that older vouchers were folded into (retention).
         let mut seen: HashMap<ChannelId, (u64, Amount, u64, Amount)> = HashMap::new();
+        let bases = sqlx::query(
+            "SELECT channel_id, seq, cumulative_amount, cumulative_bytes FROM voucher_base",
+        )
+        .fetch_all(&mut self.conn)
+        .await?;
+        for r in &bases {
+            let id = channel_id(&r.try_get::<Vec<u8>, _>("channel_id")?)?;
+            let amt = parse_amount(&r.try_get::<String, _>("cumulative_amount")?)?;
+            let seq = to_u64(r.try_get("seq")?, "seq")?;
+            let bytes = to_u64(r.try_get("cumulative_bytes")?, "bytes")?;
+            seen.insert(id, (seq, amt, bytes, amt));
+        }
         for r in &rows {
             let id = channel_id(&r.try_get::<Vec<u8>, _>("channel_id")?)?;
             let seq = to_u64(r.try_get("seq")?, "seq")?;

@@ -87,21 +87,45 @@ pub struct SimNode {
     pub wallet: MemWallet,
 }
 
-/// A wallet that commits every voucher at once and keeps the latest per channel.
+/// A wallet that commits every voucher at once and keeps the latest per channel. Its spend
+/// rule is the real wallet's (`src/wallet`): balance = received - paid may go down to minus
+/// the spend limit, so headroom = limit + received - paid.
 #[derive(Default)]
 pub struct MemWallet {
     /// Latest voucher we signed, per channel.
     pub outgoing: std::collections::HashMap<ChannelId, Voucher>,
     /// Latest voucher we were paid with, per channel.
     pub incoming: std::collections::HashMap<ChannelId, Voucher>,
-    /// Set to refuse outgoing commits (a wallet at its spend limit).
+    /// Set to refuse outgoing commits (a wallet whose disk fails).
     pub refuse_outgoing: bool,
-    /// Total the wallet lets us pay (None: 1 CC).
+    /// How far below zero the balance may go (None: 1 CC, the default).
     pub spend_limit: Option<bitcloud::money::Amount>,
+    /// Channels registered (`Ensure*` ops): the rows a neighbour costs.
+    pub registered: std::collections::HashSet<ChannelId>,
+    /// Size of each checkpoint the node asked for, in channels.
+    pub checkpoints: Vec<usize>,
+    /// Outgoing commits refused.
+    pub refused: usize,
+}
+
+fn sum(m: &std::collections::HashMap<ChannelId, Voucher>) -> bitcloud::money::Amount {
+    m.values().fold(bitcloud::money::Amount::ZERO, |a, v| {
+        a.saturating_add(v.cumulative_amount)
+    })
 }
 
 impl MemWallet {
+    /// What the wallet still lets us pay: limit + received - paid (never below 0).
+    pub fn headroom(&self) -> bitcloud::money::Amount {
+        use bitcloud::money::Amount;
+        let limit = self.spend_limit.unwrap_or(Amount::from_cc(1));
+        limit
+            .saturating_add(sum(&self.incoming))
+            .saturating_sub(sum(&self.outgoing))
+    }
+
     fn apply(&mut self, op: WalletOp) -> Option<WalletDone> {
+        use bitcloud::money::Amount;
         let keep = |m: &mut std::collections::HashMap<ChannelId, Voucher>, v: Voucher| {
             let e = m.entry(v.channel_id).or_insert(v);
             if v.seq > e.seq {
@@ -110,38 +134,53 @@ impl MemWallet {
         };
         match op {
             WalletOp::CommitOutgoing(v) | WalletOp::AdoptOutgoing(v) => {
-                use bitcloud::money::Amount;
-                let limit = self.spend_limit.unwrap_or(Amount::from_cc(1));
-                let paid = |m: &std::collections::HashMap<ChannelId, Voucher>| {
-                    m.values()
-                        .fold(Amount::ZERO, |a, v| a.saturating_add(v.cumulative_amount))
-                };
+                assert!(
+                    self.registered.contains(&v.channel_id),
+                    "unregistered channel"
+                );
                 let before = self
                     .outgoing
                     .get(&v.channel_id)
                     .map_or(Amount::ZERO, |o| o.cumulative_amount);
-                let after = paid(&self.outgoing)
-                    .saturating_sub(before)
-                    .saturating_add(v.cumulative_amount);
+                let more = v.cumulative_amount.saturating_sub(before);
                 let ok = matches!(op, WalletOp::AdoptOutgoing(_))
-                    || (!self.refuse_outgoing && after <= limit);
+                    || (!self.refuse_outgoing && more <= self.headroom());
                 if ok {
                     keep(&mut self.outgoing, v);
+                } else {
+                    self.refused += 1;
                 }
                 Some(WalletDone::Outgoing {
                     voucher: v,
                     ok,
-                    headroom: limit.saturating_sub(paid(&self.outgoing)),
+                    headroom: self.headroom(),
                 })
             }
             WalletOp::CommitIncoming(v) => {
+                assert!(
+                    self.registered.contains(&v.channel_id),
+                    "unregistered channel"
+                );
                 keep(&mut self.incoming, v);
                 Some(WalletDone::Incoming {
                     voucher: v,
                     ok: true,
                 })
             }
-            _ => None,
+            WalletOp::EnsureOutgoing(p) | WalletOp::EnsureIncoming(p) => {
+                self.registered.insert(p.id());
+                None
+            }
+            WalletOp::Checkpoint(c) => {
+                for (id, _) in &c {
+                    assert!(
+                        self.registered.contains(id),
+                        "checkpoint of unregistered channel"
+                    );
+                }
+                self.checkpoints.push(c.len());
+                None
+            }
         }
     }
 }

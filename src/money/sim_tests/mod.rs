@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::identity::Identity;
 
+mod hostile;
 mod props;
 mod scenarios;
 
@@ -78,6 +79,7 @@ fn payee_cfg(max_cumulative: Amount) -> PayeeConfig {
         max_cumulative,
         tolerance_bytes: 4 * MIB,
         max_loss_percent: 10,
+        min_voucher_interval: Duration::ZERO,
     }
 }
 
@@ -207,6 +209,8 @@ impl Pair {
     }
 
     fn resync(&mut self) {
+        // A resync follows a handshake.
+        self.payer.expect_resync();
         let (pr, er) = (self.payer.resync(), self.payee.resync());
         let max_seq = pr
             .latest
