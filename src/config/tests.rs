@@ -170,7 +170,9 @@ fn session_timers_have_upper_bounds() {
     assert!(c.is_err(), "reject must still exceed rekey");
     let c = parse(&format!("{}[session]\nrekey_after_time = 57600\n", base())).unwrap();
     assert_eq!(c.timers.reject_after_time, Duration::from_secs(86_400));
+}
 
+#[test]
 fn routing_bounds_default_parse_and_are_bounded() {
     let c = parse(&base()).unwrap();
     assert_eq!(c.routing, RoutingSettings::default());
