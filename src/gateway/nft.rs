@@ -71,3 +71,77 @@ pub fn reject() -> Statement<'static> {
         Some(RejectCode::AdminProhibited),
     )))
 }
+
+/// `LEFT != RIGHT` (for a set on the right, non-membership).
+pub fn ne(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::NEQ,
+    })
+}
+
+/// `LEFT in RIGHT`: for flags, every bit of the right is set (`tcp flags syn`).
+pub fn has(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::IN,
+    })
+}
+
+/// `drop`.
+pub fn drop() -> Statement<'static> {
+    Statement::Drop(Some(nftables::stmt::Drop {}))
+}
+
+/// `ct state { established, related }`.
+pub fn ct_established() -> Statement<'static> {
+    has(
+        Expression::Named(NamedExpression::CT(nftables::expr::CT {
+            key: Cow::Borrowed("state"),
+            family: None,
+            dir: None,
+        })),
+        set(vec![s("established"), s("related")]),
+    )
+}
+
+/// `tcp option maxseg size`.
+pub fn tcp_mss() -> Expression<'static> {
+    Expression::Named(NamedExpression::TcpOption(nftables::expr::TcpOption {
+        name: Cow::Borrowed("maxseg"),
+        field: Some(Cow::Borrowed("size")),
+    }))
+}
+
+/// `KEY set VALUE`.
+pub fn mangle(key: Expression<'static>, value: Expression<'static>) -> Statement<'static> {
+    Statement::Mangle(nftables::stmt::Mangle { key, value })
+}
+
+/// `masquerade`.
+pub fn masquerade() -> Statement<'static> {
+    Statement::Masquerade(None)
+}
+
+/// `LEFT > RIGHT`. nftables 0.6.3 swaps the names: its `Operator::LT` is the one that
+/// serialises as `>` (a test below pins that, so a fixed crate is noticed).
+pub fn gt(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::LT,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gt_serialises_as_greater_than() {
+        let j = serde_json::to_string(&gt(n(1), n(2))).unwrap();
+        assert!(j.contains("\"op\":\">\""), "{j}");
+    }
+}
