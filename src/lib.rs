@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod drops;
+pub mod exit;
+pub mod gateway;
 pub mod icmp;
 pub mod identity;
 pub mod money;

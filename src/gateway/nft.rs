@@ -1,0 +1,147 @@
+//! Small builders for nftables JSON rules (the `nftables` crate's schema), so rule sets read
+//! close to `nft` syntax. Only what our tables use; every builder returns owned values.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use nftables::expr::{
+    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem,
+};
+use nftables::stmt::{Accept, Match, Operator, Reject, RejectType, Statement};
+use nftables::types::RejectCode;
+
+/// `meta KEY`.
+pub fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+/// `PROTOCOL FIELD`, e.g. `th dport`, `ip daddr`.
+pub fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(protocol),
+            field: Cow::Borrowed(field),
+        },
+    )))
+}
+
+/// A string immediate (interface names, symbolic constants such as `udp`).
+pub fn s(v: &str) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.to_string()))
+}
+
+/// A number immediate.
+pub fn n(v: u32) -> Expression<'static> {
+    Expression::Number(v)
+}
+
+/// An anonymous set `{ a, b, ... }`.
+pub fn set(items: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+
+/// An address prefix `ADDR/LEN`.
+pub fn prefix(addr: IpAddr, len: u8) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&addr.to_string())),
+        len: u32::from(len),
+    }))
+}
+
+/// `LEFT == RIGHT` (for a set on the right, membership).
+pub fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+/// `accept`.
+pub fn accept() -> Statement<'static> {
+    Statement::Accept(Some(Accept {}))
+}
+
+/// `reject with icmpx admin-prohibited`: local senders fail at once instead of timing out.
+pub fn reject() -> Statement<'static> {
+    Statement::Reject(Some(Reject::new(
+        Some(RejectType::ICMPX),
+        Some(RejectCode::AdminProhibited),
+    )))
+}
+
+/// `LEFT != RIGHT` (for a set on the right, non-membership).
+pub fn ne(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::NEQ,
+    })
+}
+
+/// `LEFT in RIGHT`: for flags, every bit of the right is set (`tcp flags syn`).
+pub fn has(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::IN,
+    })
+}
+
+/// `drop`.
+pub fn drop() -> Statement<'static> {
+    Statement::Drop(Some(nftables::stmt::Drop {}))
+}
+
+/// `ct state { established, related }`.
+pub fn ct_established() -> Statement<'static> {
+    has(
+        Expression::Named(NamedExpression::CT(nftables::expr::CT {
+            key: Cow::Borrowed("state"),
+            family: None,
+            dir: None,
+        })),
+        set(vec![s("established"), s("related")]),
+    )
+}
+
+/// `tcp option maxseg size`.
+pub fn tcp_mss() -> Expression<'static> {
+    Expression::Named(NamedExpression::TcpOption(nftables::expr::TcpOption {
+        name: Cow::Borrowed("maxseg"),
+        field: Some(Cow::Borrowed("size")),
+    }))
+}
+
+/// `KEY set VALUE`.
+pub fn mangle(key: Expression<'static>, value: Expression<'static>) -> Statement<'static> {
+    Statement::Mangle(nftables::stmt::Mangle { key, value })
+}
+
+/// `masquerade`.
+pub fn masquerade() -> Statement<'static> {
+    Statement::Masquerade(None)
+}
+
+/// `LEFT > RIGHT`. nftables 0.6.3 swaps the names: its `Operator::LT` is the one that
+/// serialises as `>` (a test below pins that, so a fixed crate is noticed).
+pub fn gt(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::LT,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gt_serialises_as_greater_than() {
+        let j = serde_json::to_string(&gt(n(1), n(2))).unwrap();
+        assert!(j.contains("\"op\":\">\""), "{j}");
+    }
+}
