@@ -16,9 +16,10 @@ const PT: usize = TRANSPORT_HEADER_LEN;
 
 impl<A: TransportAead> Node<A> {
     pub(super) fn initiate(&mut self, pi: usize, now: Instant) {
-        let Some(ep) = self.peers.get(pi).and_then(|p| p.endpoint) else {
+        let targets = self.handshake_targets(pi, now);
+        if targets.is_empty() {
             return;
-        };
+        }
         let idx = self.fresh_index();
         self.indices.insert(idx, pi);
         let ts = self.tai64n(now);
@@ -29,7 +30,13 @@ impl<A: TransportAead> Node<A> {
         };
         if let Ok((pending, msg)) = handshake::initiate(&self.local, &peer.keys, idx, ts) {
             peer.initiation_sent(pending, now, &timers, jitter);
-            self.transmits.push_back(Transmit { dst: ep, data: msg });
+            // One initiation to each candidate address: whichever answers authenticates.
+            for dst in targets {
+                self.transmits.push_back(Transmit {
+                    dst,
+                    data: msg.clone(),
+                });
+            }
         }
     }
 
@@ -60,6 +67,7 @@ impl<A: TransportAead> Node<A> {
         if !had_session {
             // A responder's session just got confirmed: the neighbour is up for routing too.
             self.router.add_neighbour(id, now);
+            self.neighbour_verified(pi);
         }
         if self.peers.get(pi).is_some_and(|p| p.has_staged()) {
             self.flush_staged(pi, now);
@@ -71,6 +79,9 @@ impl<A: TransportAead> Node<A> {
         match Kind::from_u8(h.kind) {
             Some(Kind::Packet) => match msg.get(range.clone()).and_then(ip_src_dst) {
                 None => self.drop_for(Some(pi), DropReason::BadInnerPacket),
+                Some((IpAddr::V4(s), _)) if s == id.ipv4() && self.v4.collides(s) => {
+                    self.drop_for(Some(pi), DropReason::Ipv4Collision)
+                }
                 Some((src, _)) if src != IpAddr::V4(v4) && src != IpAddr::V6(v6) => {
                     self.drop_for(Some(pi), DropReason::SpoofedSource)
                 }
@@ -168,6 +179,7 @@ impl<A: TransportAead> Node<A> {
                 let id = peer.id;
                 tracing::debug!(peer = %id, %from, "handshake complete");
                 self.router.add_neighbour(id, now);
+                self.neighbour_verified(pi);
                 self.money_handshake(pi, fresh);
                 if let Some(t) = sent_at {
                     self.router
@@ -231,6 +243,7 @@ impl<A: TransportAead> Node<A> {
         }
         while let Some(ev) = self.router.poll_event() {
             tracing::debug!(?ev, "routing");
+            self.route_event_v4(&ev);
         }
     }
 

@@ -434,3 +434,34 @@ impl<A: TransportAead> Node<A> {
         }
     }
 }
+
+impl<A: TransportAead> Node<A> {
+    /// Neighbour slot `pi` is being freed: queue a checkpoint of both meters and keep the
+    /// channels' state for a later return of the same neighbour, so nothing owed or metered
+    /// is lost, then free the account so the slot's next occupant starts clean.
+    pub(super) fn forget_account(&mut self, pi: usize) {
+        let Some(a) = self.money.accounts.get_mut(pi).and_then(Option::take) else {
+            return;
+        };
+        let (out, inc) = (a.payer.meter().snapshot(), a.payee.meter().snapshot());
+        self.money.ops.push_back(WalletOp::Checkpoint(vec![
+            (a.payer.id(), out.clone()),
+            (a.payee.id(), inc.clone()),
+        ]));
+        let m = &mut self.money.restored;
+        m.insert(
+            a.payer.id(),
+            Restored {
+                latest: a.payer.latest(),
+                meter: out,
+            },
+        );
+        m.insert(
+            a.payee.id(),
+            Restored {
+                latest: a.payee.latest(),
+                meter: inc,
+            },
+        );
+    }
+}

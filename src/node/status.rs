@@ -60,15 +60,16 @@ impl<A: TransportAead> Node<A> {
         self.peers
             .iter()
             .zip(&self.peer_drops)
-            .zip(&self.found)
-            .map(|((p, d), f)| PeerStatus {
+            .zip(&self.slots)
+            .filter(|(_, s)| !s.free)
+            .map(|((p, d), s)| PeerStatus {
                 id: p.id,
                 endpoint: p.endpoint,
                 last_handshake_secs: p
                     .last_handshake
                     .map(|t| now.saturating_duration_since(t).as_secs()),
                 connected: p.has_session(now, &self.cfg.timers),
-                found: *f,
+                found: s.found,
                 stats: p.stats.clone(),
                 drops: d.to_map(),
             })
