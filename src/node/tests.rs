@@ -163,6 +163,8 @@ fn an_idle_neighbour_is_expired_and_its_slot_reused_clean() {
     let (mut d, _) = from_tun(&mut n, &pkt, t0).unwrap();
     assert!(matches!(nb.handle_udp(t0, ep(1), &mut d), UdpOut::Tun(_)));
     n.money_handshake(0, true);
+    // B carried 1000 bytes for a distant node: metered, so owed and worth keeping.
+    n.meter_sent(0, &ident(9).id(), 1000);
     assert!(n.money.accounts[0].is_some());
     while n.poll_wallet().is_some() {}
     // B goes silent: after the keys and the idle time run out, its slot is freed.
