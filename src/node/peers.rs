@@ -49,16 +49,19 @@ pub(super) struct Slot {
     pub(super) free: bool,
     /// When this neighbour was admitted.
     admitted: Instant,
+    /// The endpoint the operator configured, if any: the only unconfirmed one sent to freely.
+    config_ep: Option<SocketAddr>,
     /// Initiations sent before the first handshake completed.
     attempts: u8,
 }
 
 impl Slot {
-    fn new(found: Found, now: Instant) -> Self {
+    fn new(found: Found, ep: Option<SocketAddr>, now: Instant) -> Self {
         Slot {
             found,
             free: false,
             admitted: now,
+            config_ep: ep.filter(|_| found == Found::Config),
             attempts: 0,
         }
     }
@@ -135,21 +138,21 @@ impl<A: TransportAead> Node<A> {
                     *d = Drops::default();
                 }
                 if let Some(s) = self.slots.get_mut(pi) {
-                    *s = Slot::new(how, now);
+                    *s = Slot::new(how, ep, now);
                 }
                 pi
             }
             None => {
                 self.peers.push(peer);
                 self.peer_drops.push(Drops::default());
-                self.slots.push(Slot::new(how, now));
+                self.slots.push(Slot::new(how, ep, now));
                 self.peers.len() - 1
             }
         };
         self.by_id.insert(id, pi);
         self.by_v6.insert(id.ipv6(), pi);
         self.v4.add_neighbour(id, pi);
-        self.refresh_v4(id.ipv4());
+        self.refresh_v4(id.ipv4(), &[id]);
         Ok(pi)
     }
 
@@ -220,8 +223,10 @@ impl<A: TransportAead> Node<A> {
         if unverified && slot.attempts >= MAX_UNVERIFIED_ATTEMPTS {
             return Vec::new(); // expired at the next sweep
         }
-        // The operator chose a configured endpoint; a confirmed one answered before.
-        let trusted = peer.confirmed || slot.found == Found::Config;
+        // The operator chose a configured endpoint; a confirmed one answered before. One a
+        // beacon named (even for a configured peer) is only a hint.
+        let trusted =
+            peer.confirmed || (peer.endpoint.is_some() && peer.endpoint == slot.config_ep);
         let mut out = Vec::with_capacity(1 + peer.hints.len());
         let mut refused = 0;
         let wanted: Vec<(SocketAddr, bool)> = peer
@@ -312,7 +317,7 @@ impl<A: TransportAead> Node<A> {
         self.by_id.remove(&id);
         self.by_v6.remove(&id.ipv6());
         self.v4.remove_neighbour(id, pi);
-        self.refresh_v4(id.ipv4());
+        self.refresh_v4(id.ipv4(), &[id]);
         self.router.remove_neighbour(id, now);
         self.forget_account(pi);
         if let Some(p) = self.peers.get_mut(pi) {
@@ -337,19 +342,22 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
-    /// Claims on `a` changed: give each claimant's sessions the IPv4 source it may use (none
-    /// while the address collides), so the per-packet source checks refuse it.
-    pub(super) fn refresh_v4(&mut self, a: Ipv4Addr) {
-        let usable = if self.v4.collides(a) {
+    /// Claims on `a` changed (`touched`: the ids whose claim was added or removed): give each
+    /// claimant's sessions the IPv4 source it may use (none while the address collides), so
+    /// the per-packet source checks refuse it; an id that no longer claims gets it back.
+    pub(super) fn refresh_v4(&mut self, a: Ipv4Addr, touched: &[NodeId]) {
+        let claimants = self.v4.claimants(a);
+        let shared = if self.v4.collides(a) {
             Ipv4Addr::BROADCAST // never a valid source (RFC 1122 §3.2.1.3)
         } else {
             a
         };
-        for id in self.v4.claimants(a) {
-            if let Some(p) = self.by_id.get(&id).and_then(|&pi| self.peers.get_mut(pi)) {
+        for id in claimants.iter().chain(touched) {
+            let usable = if claimants.contains(id) { shared } else { a };
+            if let Some(p) = self.by_id.get(id).and_then(|&pi| self.peers.get_mut(pi)) {
                 p.addr_v4 = usable;
             }
-            if let Some(e) = self.e2e.get_mut(&id) {
+            if let Some(e) = self.e2e.get_mut(id) {
                 e.addr_v4 = usable;
             }
         }
@@ -360,11 +368,11 @@ impl<A: TransportAead> Node<A> {
         match ev {
             RouteEvent::RouteChanged { key, .. } if key.kind == PrefixKind::Node => {
                 self.v4.add_routed(key.originator);
-                self.refresh_v4(key.originator.ipv4());
+                self.refresh_v4(key.originator.ipv4(), &[key.originator]);
             }
             RouteEvent::Unreachable(key) if key.kind == PrefixKind::Node => {
                 self.v4.remove_routed(key.originator);
-                self.refresh_v4(key.originator.ipv4());
+                self.refresh_v4(key.originator.ipv4(), &[key.originator]);
             }
             _ => {}
         }
@@ -384,7 +392,7 @@ impl<A: TransportAead> Node<A> {
         let after = self.v4.collisions();
         if before != after {
             for c in before.iter().chain(&after) {
-                self.refresh_v4(c.addr);
+                self.refresh_v4(c.addr, &c.nodes);
             }
         }
     }

@@ -323,11 +323,19 @@ fn a_neighbour_colliding_with_a_routed_node_is_refused_too() {
         Ipv4Addr::BROADCAST,
         "P may not use it as source"
     );
+    let e = n.e2e_peer(far.id(), t0).unwrap();
+    assert_eq!(
+        e.addr_v4,
+        Ipv4Addr::BROADCAST,
+        "nor the distant node, end to end"
+    );
     n.route_event_v4(&RouteEvent::Unreachable(crate::route::RouteKey {
         originator: far.id(),
         kind: PrefixKind::Node,
     }));
     assert!(from_tun(&mut n, &to_v4, t0).is_some(), "unambiguous again");
+    assert_eq!(n.peers[0].addr_v4, p.id().ipv4());
+    assert_eq!(n.e2e[&far.id()].addr_v4, far.id().ipv4());
 }
 
 #[test]

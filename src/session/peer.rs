@@ -274,25 +274,7 @@ impl<A: TransportAead> Peer<A> {
 
     /// Forget every session, handshake, timer and hint (the slot is freed for another peer).
     pub fn reset(&mut self) {
-        self.endpoint = None;
-        self.confirmed = false;
-        self.hints.clear();
-        self.last_received = None;
-        self.current = None;
-        self.previous = None;
-        self.next = None;
-        self.pending = None;
-        self.attempts_since = None;
-        self.retry_at = None;
-        self.last_init_ts = [0; 12];
-        self.last_init_rx = None;
-        self.keepalive_at = None;
-        self.unanswered_at = None;
-        self.last_sent = None;
-        self.init_sent_at = None;
-        self.last_handshake = None;
-        self.staged.clear();
-        self.stats = PeerStats::default();
+        *self = Peer::new(self.id, self.keys.clone(), None);
     }
 
     fn handshake_done(&mut self, now: Instant) {
