@@ -51,6 +51,7 @@ reasons! {
     SelfThrottled => "self_throttled": "Frame we held back: paying for it would pass our spend limit or credit window.",
     NeighbourTableFull => "neighbour_table_full": "Discovered node refused: the neighbour table is at its cap.",
     UnverifiedTableFull => "unverified_table_full": "Discovered node refused: too many neighbours have not completed a handshake.",
+    UnverifiedHostFull => "unverified_host_full": "Discovered node refused: its host already has the most neighbours without a handshake.",
     HandshakeBudget => "handshake_budget": "Initiation to an unconfirmed endpoint held back: the node-wide budget per second is spent.",
     EndpointHintIgnored => "endpoint_hint_ignored": "Beacon endpoint not taken: a session confirmed another endpoint, or it is known.",
     Ipv4Collision => "ipv4_collision": "Packet to or from an IPv4 address that several node ids claim (IPv6 still works).",

@@ -166,12 +166,13 @@ fn a_beacon_flood_of_fresh_ids_leaves_the_daemon_small_and_quiet() {
     eprintln!(
         "flood: {FLOOD_BEACONS} beacons in {flood_took:?}; victim RSS {rss_before} -> max {max_rss} kB; \
          neighbours max {max_neigh}; {} datagrams to the flooder in {secs:.1} s ({:.1}/s, worst second {worst}); \
-         ping {got}/{sent}; table {}; drops neighbour_table_full {} unverified_table_full {} handshake_budget {}",
+         ping {got}/{sent}; table {}; drops neighbour_table_full {} unverified_table_full {} unverified_host_full {} handshake_budget {}",
         arrivals.len(),
         arrivals.len() as f64 / secs,
         st["neighbour_table"],
         st["drops"]["neighbour_table_full"],
         st["drops"]["unverified_table_full"],
+        st["drops"]["unverified_host_full"],
         st["drops"]["handshake_budget"],
     );
     assert!(max_rss < MAX_RSS_KB, "RSS {max_rss} kB");
@@ -185,7 +186,7 @@ fn a_beacon_flood_of_fresh_ids_leaves_the_daemon_small_and_quiet() {
         "pings to the honest neighbour: {got}/{sent}"
     );
     assert!(
-        st["drops"]["unverified_table_full"].as_u64().unwrap() > 0,
+        st["drops"]["unverified_host_full"].as_u64().unwrap() > 0,
         "refusals are counted"
     );
     assert!(v.ping(h.ipv4, 2), "the honest neighbour still answers");

@@ -34,8 +34,8 @@ use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 pub use money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
 pub use money_view::ChannelView;
 pub use peers::{
-    IDLE_EXPIRY, MAX_NEIGHBOURS, MAX_UNVERIFIED, MAX_UNVERIFIED_ATTEMPTS, TableStats,
-    UNVERIFIED_HANDSHAKES_PER_SEC,
+    IDLE_EXPIRY, MAX_NEIGHBOURS, MAX_UNVERIFIED, MAX_UNVERIFIED_ATTEMPTS, MAX_UNVERIFIED_PER_HOST,
+    TableStats, UNVERIFIED_HANDSHAKES_PER_SEC,
 };
 pub use status::{Found, PeerStatus, SessionStatus};
 pub use v4::V4Collision;

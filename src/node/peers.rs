@@ -2,7 +2,8 @@
 //! handshake initiations towards endpoints nobody has confirmed. Every neighbour may be an
 //! adversary (discovery's default `accept = "any"`), so invariants: at most
 //! [`MAX_NEIGHBOURS`] slots in use, configured peers always kept; at most
-//! [`MAX_UNVERIFIED`] discovered neighbours that never completed a handshake; such a neighbour
+//! [`MAX_UNVERIFIED`] discovered neighbours that never completed a handshake, at most
+//! [`MAX_UNVERIFIED_PER_HOST`] of them at one IP address; such a neighbour
 //! gets [`MAX_UNVERIFIED_ATTEMPTS`] initiations, then is expired; datagrams towards
 //! unconfirmed endpoints of discovered neighbours draw on one node-wide token bucket; a freed
 //! slot is reset in every per-index structure (session, drops, slot state, money account,
@@ -23,6 +24,9 @@ use crate::session::peer::Peer;
 pub const MAX_NEIGHBOURS: usize = 1024;
 /// Discovered neighbours at most that have not completed a handshake yet.
 pub const MAX_UNVERIFIED: usize = 256;
+/// Of those, at most this many at one underlay IP address: one flooding host cannot crowd out
+/// honest newcomers elsewhere on the LAN.
+pub const MAX_UNVERIFIED_PER_HOST: usize = 8;
 /// Initiations a discovered neighbour gets before its first handshake; then it is expired.
 pub const MAX_UNVERIFIED_ATTEMPTS: u8 = 3;
 /// A discovered neighbour that never completed a handshake is expired after this long anyway.
@@ -174,6 +178,10 @@ impl<A: TransportAead> Node<A> {
                     self.drops.add(DropReason::UnverifiedTableFull);
                     return false;
                 }
+                if self.unverified_at(endpoint.ip()) >= MAX_UNVERIFIED_PER_HOST {
+                    self.drops.add(DropReason::UnverifiedHostFull);
+                    return false;
+                }
                 match self.insert_peer(id, Some(endpoint), Found::Discovery, now) {
                     Ok(pi) => {
                         self.table.admitted += 1;
@@ -209,6 +217,19 @@ impl<A: TransportAead> Node<A> {
             .iter()
             .zip(&self.peers)
             .filter(|(s, p)| !s.free && s.found == Found::Discovery && p.last_handshake.is_none())
+            .count()
+    }
+
+    fn unverified_at(&self, ip: std::net::IpAddr) -> usize {
+        self.slots
+            .iter()
+            .zip(&self.peers)
+            .filter(|(s, p)| {
+                !s.free
+                    && s.found == Found::Discovery
+                    && p.last_handshake.is_none()
+                    && p.endpoint.is_some_and(|e| e.ip() == ip)
+            })
             .count()
     }
 

@@ -103,7 +103,7 @@ fn a_flood_of_discovered_ids_is_capped_budgeted_and_expired() {
         }
         let st = n.table_stats();
         assert!(st.neighbours <= MAX_NEIGHBOURS);
-        assert!(st.unverified <= MAX_UNVERIFIED);
+        assert!(st.unverified <= MAX_UNVERIFIED_PER_HOST, "{st:?}");
     }
     let total: usize = per_sec.values().sum();
     let worst = per_sec.values().copied().max().unwrap_or(0);
@@ -112,8 +112,7 @@ fn a_flood_of_discovered_ids_is_capped_budgeted_and_expired() {
         "at most the budget per second towards the flooder: {per_sec:?}"
     );
     assert!(total <= 15 * 4 + 8 + 4, "{total} datagrams in 15 s");
-    assert!(n.drops().get(DropReason::UnverifiedTableFull) > 0);
-    assert!(n.drops().get(DropReason::HandshakeBudget) > 0);
+    assert!(n.drops().get(DropReason::UnverifiedHostFull) > 0);
     // Nobody answered: every discovered id is expired, the configured friend stays.
     for s in 0..(UNVERIFIED_MAX_AGE_S + 2) {
         n.handle_timeout(now + Duration::from_secs(s));
@@ -122,7 +121,10 @@ fn a_flood_of_discovered_ids_is_capped_budgeted_and_expired() {
     let st = n.table_stats();
     assert_eq!(st.neighbours, 1, "{st:?}");
     assert_eq!(n.peer_status(now)[0].id, friend.id());
-    assert!(n.peers.len() <= MAX_UNVERIFIED + 1, "slots were reused");
+    assert!(
+        n.peers.len() <= MAX_UNVERIFIED_PER_HOST + 1,
+        "slots were reused"
+    );
     assert!(
         n.indices.values().all(|pi| *pi == 0),
         "no index of a freed slot"
@@ -130,6 +132,54 @@ fn a_flood_of_discovered_ids_is_capped_budgeted_and_expired() {
 }
 
 const UNVERIFIED_MAX_AGE_S: u64 = peers::UNVERIFIED_MAX_AGE.as_secs();
+
+#[test]
+fn an_honest_newcomer_gets_in_during_a_flood_from_one_host() {
+    let t0 = Instant::now();
+    let (me, b) = (ident(0), ident(1));
+    let mut n = node(&me, &[], t0);
+    let mut nb = node(&b, &[], t0);
+    let mut now = t0;
+    for k in 0..2_000u64 {
+        now = t0 + Duration::from_millis(k);
+        n.discovered(ident(1000 + k).id(), ep(66), now);
+        if k == 1_000 {
+            assert!(n.discovered(b.id(), ep(2), now), "admitted mid-flood");
+            nb.discovered(me.id(), ep(1), now);
+        }
+        n.handle_timeout(now);
+        pump(&mut [(&mut n, ep(1)), (&mut nb, ep(2))], now);
+    }
+    let later = now + Duration::from_secs(6);
+    n.handle_timeout(later);
+    nb.handle_timeout(later);
+    pump(&mut [(&mut n, ep(1)), (&mut nb, ep(2))], later);
+    let st = n.peer_status(later);
+    assert!(st.iter().any(|p| p.id == b.id() && p.connected), "{st:?}");
+}
+
+#[test]
+fn many_flooding_hosts_meet_the_unverified_cap() {
+    let t0 = Instant::now();
+    let mut n = node(&ident(0), &[], t0);
+    for k in 0..(MAX_UNVERIFIED * 2) as u64 {
+        let host = SocketAddr::from(([198, 18, 1 + (k / 200) as u8, (k % 200) as u8 + 1], 9));
+        n.discovered(ident(1000 + k).id(), host, t0);
+    }
+    // Whatever the number of hosts, initiations to unconfirmed endpoints keep to the budget.
+    let mut sent = std::iter::from_fn(|| n.poll_transmit()).count();
+    for ms in (100..=10_000).step_by(100) {
+        n.handle_timeout(t0 + Duration::from_millis(ms));
+        sent += std::iter::from_fn(|| n.poll_transmit()).count();
+    }
+    assert!(sent <= 8 + 4 * 10, "{sent} initiations in 10 s");
+    assert!(n.drops().get(DropReason::HandshakeBudget) > 0);
+    assert_eq!(n.table_stats().unverified, MAX_UNVERIFIED);
+    assert_eq!(
+        n.drops().get(DropReason::UnverifiedTableFull),
+        MAX_UNVERIFIED as u64
+    );
+}
 
 #[test]
 fn the_cap_refuses_discovered_nodes_but_keeps_configured_ones() {
