@@ -2,7 +2,7 @@
 //! packets, and carrying the router's messages. Invariant: a frame is acted on only after it
 //! authenticated under the session of the neighbour it is attributed to.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{Node, Transmit, UdpOut, ip_src_dst};
@@ -75,13 +75,21 @@ impl<A: TransportAead> Node<A> {
         if n == 0 {
             return UdpOut::None; // keepalive
         }
+        if v4 == Ipv4Addr::BROADCAST && Kind::from_u8(h.kind) == Some(Kind::Packet) {
+            // Its IPv4 address collides (`refresh_v4`): a packet from it is counted as such.
+            let src = msg
+                .get(PT..PT + n)
+                .filter(|p| p.first().is_some_and(|b| b >> 4 == 4))
+                .and_then(|p| p.get(12..16));
+            if src == Some(&id.ipv4().octets()[..]) {
+                self.drop_for(Some(pi), DropReason::Ipv4Collision);
+                return UdpOut::None;
+            }
+        }
         let range = PT..PT + n;
         match Kind::from_u8(h.kind) {
             Some(Kind::Packet) => match msg.get(range.clone()).and_then(ip_src_dst) {
                 None => self.drop_for(Some(pi), DropReason::BadInnerPacket),
-                Some((IpAddr::V4(s), _)) if s == id.ipv4() && self.v4.collides(s) => {
-                    self.drop_for(Some(pi), DropReason::Ipv4Collision)
-                }
                 Some((src, _)) if src != IpAddr::V4(v4) && src != IpAddr::V6(v6) => {
                     self.drop_for(Some(pi), DropReason::SpoofedSource)
                 }
