@@ -2,7 +2,7 @@
 //! packets, and carrying the router's messages. Invariant: a frame is acted on only after it
 //! authenticated under the session of the neighbour it is attributed to.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{Node, Transmit, UdpOut, ip_src_dst};
@@ -75,7 +75,7 @@ impl<A: TransportAead> Node<A> {
         if n == 0 {
             return UdpOut::None; // keepalive
         }
-        if v4 == Ipv4Addr::BROADCAST && Kind::from_u8(h.kind) == Some(Kind::Packet) {
+        if v4 == std::net::Ipv4Addr::BROADCAST && Kind::from_u8(h.kind) == Some(Kind::Packet) {
             // Its IPv4 address collides (`refresh_v4`): a packet from it is counted as such.
             let src = msg
                 .get(PT..PT + n)
