@@ -17,7 +17,7 @@ mod tests;
 mod v4;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -232,6 +232,11 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
+    /// Whether IPv4 address `a` is nobody's: two or more node ids claim it (`v4`).
+    fn v4_refused(&self, a: Ipv4Addr) -> bool {
+        self.v4.collides(a)
+    }
+
     fn peer_for_addr(&self, a: IpAddr) -> Option<usize> {
         match a {
             IpAddr::V4(v4) => self.v4.neighbour(v4),
@@ -253,7 +258,7 @@ impl<A: TransportAead> Node<A> {
             return None;
         };
         if let IpAddr::V4(v4) = dst
-            && self.v4.collides(v4)
+            && self.v4_refused(v4)
         {
             self.drops.add(DropReason::Ipv4Collision);
             return None;
