@@ -112,6 +112,7 @@ pub struct Node<A = DefaultAead> {
     local: StaticKeys,
     peers: Vec<Peer<A>>,
     peer_drops: Vec<Drops>,
+    found: Vec<Found>,
     slots: Vec<peers::Slot>,
     /// Freed slots, reused before the vectors grow.
     free: Vec<usize>,
@@ -155,6 +156,7 @@ impl<A: TransportAead> Node<A> {
             local: StaticKeys::new(identity),
             peers: Vec::new(),
             peer_drops: Vec::new(),
+            found: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),

@@ -48,7 +48,6 @@ const VERIFIED_QUEUE_MAX: usize = 1024;
 /// Per-slot state besides the session.
 #[derive(Debug, Clone)]
 pub(super) struct Slot {
-    pub(super) found: Found,
     /// The slot holds nobody; its index is on the free list.
     pub(super) free: bool,
     /// When this neighbour was admitted.
@@ -62,7 +61,6 @@ pub(super) struct Slot {
 impl Slot {
     fn new(found: Found, ep: Option<SocketAddr>, now: Instant) -> Self {
         Slot {
-            found,
             free: false,
             admitted: now,
             config_ep: ep.filter(|_| found == Found::Config),
@@ -144,12 +142,16 @@ impl<A: TransportAead> Node<A> {
                 if let Some(s) = self.slots.get_mut(pi) {
                     *s = Slot::new(how, ep, now);
                 }
+                if let Some(f) = self.found.get_mut(pi) {
+                    *f = how;
+                }
                 pi
             }
             None => {
                 self.peers.push(peer);
                 self.peer_drops.push(Drops::default());
                 self.slots.push(Slot::new(how, ep, now));
+                self.found.push(how);
                 self.peers.len() - 1
             }
         };
@@ -216,7 +218,8 @@ impl<A: TransportAead> Node<A> {
         self.slots
             .iter()
             .zip(&self.peers)
-            .filter(|(s, p)| !s.free && s.found == Found::Discovery && p.last_handshake.is_none())
+            .zip(&self.found)
+            .filter(|((s, p), f)| !s.free && **f == Found::Discovery && p.last_handshake.is_none())
             .count()
     }
 
@@ -224,9 +227,10 @@ impl<A: TransportAead> Node<A> {
         self.slots
             .iter()
             .zip(&self.peers)
-            .filter(|(s, p)| {
+            .zip(&self.found)
+            .filter(|((s, p), f)| {
                 !s.free
-                    && s.found == Found::Discovery
+                    && **f == Found::Discovery
                     && p.last_handshake.is_none()
                     && p.endpoint.is_some_and(|e| e.ip() == ip)
             })
@@ -240,7 +244,8 @@ impl<A: TransportAead> Node<A> {
         let (Some(peer), Some(slot)) = (self.peers.get(pi), self.slots.get(pi)) else {
             return Vec::new();
         };
-        let unverified = slot.found == Found::Discovery && peer.last_handshake.is_none();
+        let discovered = self.found.get(pi) == Some(&Found::Discovery);
+        let unverified = discovered && peer.last_handshake.is_none();
         if unverified && slot.attempts >= MAX_UNVERIFIED_ATTEMPTS {
             return Vec::new(); // expired at the next sweep
         }
@@ -302,9 +307,10 @@ impl<A: TransportAead> Node<A> {
             .slots
             .iter()
             .zip(&self.peers)
+            .zip(&self.found)
             .enumerate()
-            .filter(|(_, (s, p))| {
-                if s.free || s.found != Found::Discovery {
+            .filter(|(_, ((s, p), f))| {
+                if s.free || **f != Found::Discovery {
                     return false;
                 }
                 if p.last_handshake.is_none() {

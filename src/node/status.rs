@@ -60,16 +60,17 @@ impl<A: TransportAead> Node<A> {
         self.peers
             .iter()
             .zip(&self.peer_drops)
+            .zip(&self.found)
             .zip(&self.slots)
             .filter(|(_, s)| !s.free)
-            .map(|((p, d), s)| PeerStatus {
+            .map(|(((p, d), f), _)| PeerStatus {
                 id: p.id,
                 endpoint: p.endpoint,
                 last_handshake_secs: p
                     .last_handshake
                     .map(|t| now.saturating_duration_since(t).as_secs()),
                 connected: p.has_session(now, &self.cfg.timers),
-                found: s.found,
+                found: *f,
                 stats: p.stats.clone(),
                 drops: d.to_map(),
             })
