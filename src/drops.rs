@@ -51,11 +51,25 @@ reasons! {
     UnpaidCut => "unpaid_cut": "Relayed frame from a neighbour cut off for not paying.",
     SelfThrottled => "self_throttled": "Frame we held back: paying for it would pass our spend limit or credit window.",
     PriceRefused => "price_refused": "Frame we held back: the next hop's price is above our max_price_per_mib.",
+    NeighbourTableFull => "neighbour_table_full": "Discovered node refused: the neighbour table is at its cap.",
+    UnverifiedTableFull => "unverified_table_full": "Discovered node refused: too many neighbours have not completed a handshake.",
+    UnverifiedHostFull => "unverified_host_full": "Discovered node refused: its host already has the most neighbours without a handshake.",
+    HandshakeBudget => "handshake_budget": "Initiation to an unconfirmed endpoint held back: the node-wide budget per second is spent.",
+    EndpointHintIgnored => "endpoint_hint_ignored": "Beacon endpoint not taken: a session confirmed another endpoint, or it is known.",
+    Ipv4Collision => "ipv4_collision": "Packet to or from an IPv4 address that several node ids claim (IPv6 still works).",
+    E2eSessionsFull => "e2e_sessions_full": "End-to-end session refused: the session table is at its cap.",
 }
 
 /// Counts per reason.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Drops([u64; DropReason::ALL.len()]);
+
+impl Default for Drops {
+    // By hand: `Default` is derived for arrays of at most 32 elements.
+    fn default() -> Self {
+        Drops([0; DropReason::ALL.len()])
+    }
+}
 
 impl Drops {
     /// Count one drop.

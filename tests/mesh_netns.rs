@@ -123,26 +123,29 @@ fn diamond_failover_keeps_a_tcp_connection() {
     let (b_id, d_id) = (n[1].id.clone(), n[3].id.clone());
     let a_cfg = n[0].cfg.clone();
     let prefix = lab.prefix.clone();
-    // Cut the link in use 3 s into a 25 s transfer, restore it 8 s later.
+    // Cut the link in use 3 s into a 30 s transfer and restore it 15 s later: longer than the
+    // stall bound, so the transfer can only meet it if traffic moved to the other relay.
     let cutter = std::thread::spawn(move || {
+        let next_hop_to_d = || {
+            let out = common::sh(&[
+                common::BIN,
+                "routes",
+                "--json",
+                "-c",
+                a_cfg.to_str().unwrap(),
+            ]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["originator"] == d_id.as_str() && r["selected"] == true)
+                .map(|r| r["next_hop"].as_str().unwrap().to_string())
+        };
         std::thread::sleep(Duration::from_secs(3));
-        let out = common::sh(&[
-            common::BIN,
-            "routes",
-            "--json",
-            "-c",
-            a_cfg.to_str().unwrap(),
-        ]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let r = v["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["originator"] == d_id.as_str() && r["selected"] == true)
-            .cloned()
-            .unwrap();
+        let before = next_hop_to_d().expect("a route to D before the cut");
         // Link 2 is b-d, link 4 is c-d (veth ends named <prefix>v<k>a / b).
-        let (k, ns) = if r["next_hop"] == b_id.as_str() {
+        let (k, ns) = if before == b_id {
             (2, &b_ns)
         } else {
             (4, &c_ns)
@@ -151,22 +154,34 @@ fn diamond_failover_keeps_a_tcp_connection() {
         let cut = Instant::now();
         common::sh(&["ip", "-n", ns, "link", "set", &ifname, "down"]);
         std::thread::sleep(Duration::from_secs(8));
+        let during = next_hop_to_d();
+        std::thread::sleep(Duration::from_secs(7));
         common::sh(&["ip", "-n", ns, "link", "set", &ifname, "up"]);
-        cut
+        (cut, before, during)
     });
-    let (got, log) = tcp_transfer(&n[0], &n[3], 5003, None, Duration::from_secs(25));
-    let cut = cutter.join().unwrap();
+    let (got, log) = tcp_transfer(&n[0], &n[3], 5003, None, Duration::from_secs(30));
+    let (cut, before, during) = cutter.join().unwrap();
     let mut last = cut;
     let mut worst = Duration::ZERO;
     for (t, _) in log.iter().filter(|(t, _)| *t > cut) {
         worst = worst.max(t.duration_since(last));
         last = *t;
     }
-    eprintln!("diamond: {got} bytes, longest stall after the cut {worst:?}");
+    eprintln!(
+        "diamond: {got} bytes, longest stall after the cut {worst:?}, next hop {before} -> {during:?}"
+    );
+    assert!(
+        during.as_deref().is_some_and(|d| d != before),
+        "the route to D moved to the other relay during the outage: {before} -> {during:?}"
+    );
     assert!(
         worst <= Duration::from_secs(10),
-        "traffic stalled {worst:?} after the link went down"
+        "traffic stalled {worst:?} after the link went down (outage 15 s)"
     );
+    let resumed = log
+        .iter()
+        .any(|(t, _)| *t > cut + Duration::from_secs(12) && *t < cut + Duration::from_secs(15));
+    assert!(resumed, "bytes arrived while the cut link was still down");
     assert!(
         n[0].ping(n[3].ipv6, 3),
         "still routed after the link came back"
@@ -347,31 +362,34 @@ fn three_nodes_on_a_bridge_find_each_other_by_discovery_and_route() {
         return;
     }
     let mut lab = Lab::new();
-    let (br, a_ns, b_ns, c_ns) = (lab.ns("x"), lab.ns("a"), lab.ns("b"), lab.ns("c"));
-    let ifs = lab.bridge(
-        &br,
-        &[
-            (&a_ns, "198.18.0.1/24"),
-            (&b_ns, "198.18.0.2/24"),
-            (&c_ns, "198.18.0.3/24"),
-        ],
-    );
+    // Two LANs: A and B share one bridge, B and C another; A reaches C only through B.
+    let (x1, x2) = (lab.ns("x1"), lab.ns("x2"));
+    let (a_ns, b_ns, c_ns) = (lab.ns("a"), lab.ns("b"), lab.ns("c"));
+    let left = lab.bridge(&x1, &[(&a_ns, "198.18.1.1/24"), (&b_ns, "198.18.1.2/24")]);
+    let right = lab.bridge(&x2, &[(&b_ns, "198.18.2.2/24"), (&c_ns, "198.18.2.3/24")]);
     let mut nodes: Vec<Node> = [&a_ns, &b_ns, &c_ns]
         .iter()
         .zip(["a", "b", "c"])
         .map(|(ns, tag)| lab.node(ns, tag, "0.0.0.0:51820"))
         .collect();
-    for (n, ifname) in nodes.iter().zip(&ifs) {
+    let ifaces = [
+        vec![left[0].clone()],
+        vec![left[1].clone(), right[0].clone()],
+        vec![right[1].clone()],
+    ];
+    for (n, ifs) in nodes.iter().zip(&ifaces) {
         // No [[peer]] at all: neighbours come only from beacons.
+        let list: Vec<String> = ifs.iter().map(|i| format!("\"{i}\"")).collect();
         n.append_config(&format!(
-            "\n[discovery]\nenabled = true\ninterfaces = [\"{ifname}\"]\ninterval_secs = 1\n"
+            "\n[discovery]\nenabled = true\ninterfaces = [{}]\ninterval_secs = 1\n",
+            list.join(", ")
         ));
     }
     for n in nodes.iter_mut() {
         n.start();
     }
-    for (i, j) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
-        let t = nodes[i].wait_ping(nodes[j].ipv6, Duration::from_secs(15));
+    for (i, j) in [(0, 1), (1, 2), (0, 2), (2, 0)] {
+        let t = nodes[i].wait_ping(nodes[j].ipv6, Duration::from_secs(20));
         assert!(
             t.is_some(),
             "{} reaches {} after discovery",
@@ -379,13 +397,46 @@ fn three_nodes_on_a_bridge_find_each_other_by_discovery_and_route() {
             nodes[j].ns
         );
     }
-    let peers = nodes[0].query("peers");
-    let found: Vec<_> = peers["peers"]
+    for (i, only) in [(0, 1), (2, 1)] {
+        let peers = nodes[i].query("peers");
+        let found: Vec<_> = peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_string(),
+                    p["found"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [(nodes[only].id.clone(), "discovery".to_string())],
+            "{peers}"
+        );
+    }
+    // A's traffic for C is routed, through B.
+    let routes = nodes[0].query("routes");
+    let to_c = routes["routes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["found"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(found, ["discovery", "discovery"], "{peers}");
-    assert!(nodes[0].ping(nodes[1].ipv4, 2));
+        .find(|r| r["originator"] == nodes[2].id.as_str() && r["selected"] == true)
+        .cloned()
+        .unwrap_or_else(|| panic!("A has a route to C: {routes}"));
+    assert_eq!(to_c["next_hop"], nodes[1].id.as_str(), "{to_c}");
+    assert!(
+        nodes[0].ping(nodes[2].ipv4, 2),
+        "IPv4 through the relay too"
+    );
+    let sessions = nodes[0].status()["sessions"].clone();
+    assert!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == nodes[2].id.as_str() && s["rx_packets"].as_u64() > Some(0)),
+        "an end-to-end session with C carried the pings: {sessions}"
+    );
 }

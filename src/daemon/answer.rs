@@ -33,6 +33,8 @@ pub fn answer(
                 "routing": node.router().stats(),
                 "drops": node.drops().to_map(),
                 "payments": node.money_stats(),
+                "neighbour_table": node.table_stats(),
+                "ipv4_collisions": node.ipv4_collisions(),
             })
         }
         Some("routes") => json!({ "routes": crate::cli::views::routes(node.router(), now) }),

@@ -128,12 +128,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
     let (disc_tx, mut disc_rx) = mpsc::channel(64);
-    let disc_task = tokio::spawn(discovery::run(
+    let (verified_tx, verified_rx) = mpsc::channel(256);
+    let disc_task = tokio::spawn(discovery::run_with(
         cfg.discovery.clone(),
         Identity::from_secret(identity.secret()),
         cfg.listen.port(),
         cfg.peers.iter().map(|p| p.id).collect(),
         disc_tx,
+        verified_rx,
     ));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -215,6 +217,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         while let Some(op) = node.poll_wallet() {
             let _ = wal_tx.send(wallet::Req::Op(op));
+        }
+        // Best effort: a full channel only loses the protection of one neighbour's counter.
+        while let Some(id) = node.poll_verified() {
+            let _ = verified_tx.try_send(id);
         }
     }
     ctl_task.abort();

@@ -17,9 +17,10 @@ const PT: usize = TRANSPORT_HEADER_LEN;
 
 impl<A: TransportAead> Node<A> {
     pub(super) fn initiate(&mut self, pi: usize, now: Instant) {
-        let Some(ep) = self.peers.get(pi).and_then(|p| p.endpoint) else {
+        let targets = self.handshake_targets(pi, now);
+        if targets.is_empty() {
             return;
-        };
+        }
         let idx = self.fresh_index();
         self.indices.insert(idx, pi);
         let ts = self.tai64n(now);
@@ -30,7 +31,13 @@ impl<A: TransportAead> Node<A> {
         };
         if let Ok((pending, msg)) = handshake::initiate(&self.local, &peer.keys, idx, ts) {
             peer.initiation_sent(pending, now, &timers, jitter);
-            self.transmits.push_back(Transmit { dst: ep, data: msg });
+            // One initiation to each candidate address: whichever answers authenticates.
+            for dst in targets {
+                self.transmits.push_back(Transmit {
+                    dst,
+                    data: msg.clone(),
+                });
+            }
         }
     }
 
@@ -61,12 +68,24 @@ impl<A: TransportAead> Node<A> {
         if !had_session {
             // A responder's session just got confirmed: the neighbour is up for routing too.
             self.router.add_neighbour(id, now);
+            self.neighbour_verified(pi);
         }
         if self.peers.get(pi).is_some_and(|p| p.has_staged()) {
             self.flush_staged(pi, now);
         }
         if n == 0 {
             return UdpOut::None; // keepalive
+        }
+        if v4 == std::net::Ipv4Addr::BROADCAST && Kind::from_u8(h.kind) == Some(Kind::Packet) {
+            // Its IPv4 address collides (`refresh_v4`): a packet from it is counted as such.
+            let src = msg
+                .get(PT..PT + n)
+                .filter(|p| p.first().is_some_and(|b| b >> 4 == 4))
+                .and_then(|p| p.get(12..16));
+            if src == Some(&id.ipv4().octets()[..]) {
+                self.drop_for(Some(pi), DropReason::Ipv4Collision);
+                return UdpOut::None;
+            }
         }
         let range = PT..PT + n;
         match Kind::from_u8(h.kind) {
@@ -169,6 +188,7 @@ impl<A: TransportAead> Node<A> {
                 let id = peer.id;
                 tracing::debug!(peer = %id, %from, "handshake complete");
                 self.router.add_neighbour(id, now);
+                self.neighbour_verified(pi);
                 self.money_handshake(pi, fresh);
                 if let Some(t) = sent_at {
                     self.router
@@ -232,6 +252,7 @@ impl<A: TransportAead> Node<A> {
         }
         while let Some(ev) = self.router.poll_event() {
             tracing::debug!(?ev, "routing");
+            self.route_event_v4(&ev);
         }
     }
 

@@ -23,16 +23,52 @@ use crate::wire::outer::{self, Kind, Message, TRANSPORT_HEADER_LEN};
 const ROUTED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 /// Where the end-to-end message starts in a link datagram carrying a mesh frame.
 const E2E_AT: usize = TRANSPORT_HEADER_LEN + MESH_HEADER_LEN;
+/// End-to-end sessions held at most; beyond it the longest idle one without a live session
+/// makes room, or the new one is refused.
+pub const MAX_E2E_SESSIONS: usize = 1024;
+/// An end-to-end session with no live keys and no traffic for this long is forgotten.
+pub const E2E_IDLE_EXPIRY: Duration = Duration::from_secs(180);
 
 impl<A: TransportAead> Node<A> {
-    fn e2e_peer(&mut self, dest: NodeId) -> Option<&mut Peer<A>> {
+    pub(super) fn e2e_peer(&mut self, dest: NodeId, now: Instant) -> Option<&mut Peer<A>> {
+        if !self.e2e.contains_key(&dest) && self.e2e.len() >= MAX_E2E_SESSIONS {
+            let timers = self.cfg.timers;
+            let victim = self
+                .e2e
+                .iter()
+                .filter(|(_, e)| !e.has_session(now, &timers))
+                .min_by_key(|(_, e)| e.last_activity())
+                .map(|(id, _)| *id);
+            match victim {
+                Some(v) => self.forget_e2e(&[v]),
+                None => {
+                    self.drops.add(DropReason::E2eSessionsFull);
+                    return None;
+                }
+            }
+        }
+        let usable = if self.v4.collides(dest.ipv4()) {
+            std::net::Ipv4Addr::BROADCAST // see `refresh_v4`: no IPv4 source for a collision
+        } else {
+            dest.ipv4()
+        };
         match self.e2e.entry(dest) {
             std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let keys = PeerKeys::new(&dest).ok()?;
-                Some(v.insert(Peer::new(dest, keys, Some(ROUTED))))
+                let mut p = Peer::new(dest, keys, Some(ROUTED));
+                p.addr_v4 = usable;
+                Some(v.insert(p))
             }
         }
+    }
+
+    /// Drop end-to-end sessions and their indices.
+    fn forget_e2e(&mut self, ids: &[NodeId]) {
+        for id in ids {
+            self.e2e.remove(id);
+        }
+        self.e2e_indices.retain(|_, id| !ids.contains(id));
     }
 
     /// Seal a TUN packet end to end for `dest` and hand it to `next_hop` in a mesh frame.
@@ -64,7 +100,7 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let timers = self.cfg.timers;
-        let e = self.e2e_peer(dest)?;
+        let e = self.e2e_peer(dest, now)?;
         let want_rekey = e.rekey_wanted(now, &timers) && e.handshake_due(now);
         let sealed = e.seal(Kind::Packet, buf.get_mut(E2E_AT..)?, len, now, &timers);
         if sealed.is_none()
@@ -294,7 +330,9 @@ impl<A: TransportAead> Node<A> {
         }
         let (remote, ts) = (r.remote_index, r.timestamp);
         let idx = self.fresh_index();
-        let Some(e) = self.e2e_peer(dest) else { return };
+        let Some(e) = self.e2e_peer(dest, now) else {
+            return;
+        };
         if let Err(why) = e.accept_initiation(ts, now) {
             return self.drops.add(why.into());
         }
@@ -371,6 +409,20 @@ impl<A: TransportAead> Node<A> {
     /// End-to-end session timers: handshake retries, keepalives, expiry.
     pub(super) fn e2e_timers(&mut self, now: Instant) {
         let timers = self.cfg.timers;
+        let idle: Vec<NodeId> = self
+            .e2e
+            .iter()
+            .filter(|(_, e)| {
+                !e.has_session(now, &timers)
+                    && e.last_activity()
+                        .is_none_or(|t| now.saturating_duration_since(t) >= E2E_IDLE_EXPIRY)
+                    && e.handshake_due(now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !idle.is_empty() {
+            self.forget_e2e(&idle);
+        }
         let mut work = Vec::new();
         for (id, e) in self.e2e.iter_mut() {
             if e.next_deadline(&timers).is_some_and(|d| d <= now) {

@@ -11,7 +11,11 @@ mod mesh;
 mod money;
 mod money_types;
 mod money_view;
+mod peers;
 mod status;
+#[cfg(test)]
+mod tests;
+mod v4;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,7 +26,7 @@ use crate::drops::{DropReason, Drops};
 use crate::identity::{Identity, NodeId};
 use crate::route::{Router, RouterConfig};
 use crate::session::aead::{DefaultAead, TAG_LEN, TransportAead};
-use crate::session::handshake::{self, PeerKeys, StaticKeys};
+use crate::session::handshake::{self, StaticKeys};
 use crate::session::peer::Peer;
 use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
@@ -30,7 +34,12 @@ use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
 pub use money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
 pub use money_view::ChannelView;
+pub use peers::{
+    IDLE_EXPIRY, MAX_NEIGHBOURS, MAX_UNVERIFIED, MAX_UNVERIFIED_ATTEMPTS, MAX_UNVERIFIED_PER_HOST,
+    TableStats, UNVERIFIED_HANDSHAKES_PER_SEC,
+};
 pub use status::{Found, PeerStatus, SessionStatus};
+pub use v4::V4Collision;
 
 /// Bytes the caller leaves before a TUN packet: link header, mesh header, e2e header.
 pub const HEADROOM: usize = TRANSPORT_HEADER_LEN + MESH_HEADER_LEN + TRANSPORT_HEADER_LEN;
@@ -106,8 +115,11 @@ pub struct Node<A = DefaultAead> {
     peers: Vec<Peer<A>>,
     peer_drops: Vec<Drops>,
     found: Vec<Found>,
+    slots: Vec<peers::Slot>,
+    /// Freed slots, reused before the vectors grow.
+    free: Vec<usize>,
     by_id: HashMap<NodeId, usize>,
-    by_v4: HashMap<Ipv4Addr, usize>,
+    v4: v4::V4Claims,
     by_v6: HashMap<Ipv6Addr, usize>,
     indices: HashMap<u32, usize>,
     e2e: HashMap<NodeId, Peer<A>>,
@@ -118,6 +130,10 @@ pub struct Node<A = DefaultAead> {
     epoch: Instant,
     epoch_unix_nanos: u128,
     next_sweep: Instant,
+    next_expiry: Instant,
+    budget: peers::Budget,
+    table: peers::TableStats,
+    verified: VecDeque<NodeId>,
     transmits: VecDeque<Transmit>,
     tun_out: VecDeque<Vec<u8>>,
     drops: Drops,
@@ -144,8 +160,10 @@ impl<A: TransportAead> Node<A> {
             peers: Vec::new(),
             peer_drops: Vec::new(),
             found: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             by_id: HashMap::new(),
-            by_v4: HashMap::new(),
+            v4: v4::V4Claims::new(id),
             by_v6: HashMap::new(),
             indices: HashMap::new(),
             e2e: HashMap::new(),
@@ -161,30 +179,18 @@ impl<A: TransportAead> Node<A> {
             epoch: now,
             epoch_unix_nanos: unix_nanos,
             next_sweep: now + INDEX_SWEEP_INTERVAL,
+            next_expiry: now + peers::EXPIRE_INTERVAL,
+            budget: peers::Budget::new(now),
+            table: peers::TableStats::default(),
+            verified: VecDeque::new(),
             transmits: VecDeque::new(),
             tun_out: VecDeque::new(),
             drops: Drops::default(),
         };
         for p in peers {
-            n.insert_peer(p.id, p.endpoint, Found::Config)?;
+            n.insert_peer(p.id, p.endpoint, Found::Config, now)?;
         }
         Ok(n)
-    }
-
-    fn insert_peer(
-        &mut self,
-        id: NodeId,
-        ep: Option<SocketAddr>,
-        how: Found,
-    ) -> Result<usize, crate::identity::IdentityError> {
-        let i = self.peers.len();
-        self.peers.push(Peer::new(id, PeerKeys::new(&id)?, ep));
-        self.peer_drops.push(Drops::default());
-        self.found.push(how);
-        self.by_id.insert(id, i);
-        self.by_v4.insert(id.ipv4(), i);
-        self.by_v6.insert(id.ipv6(), i);
-        Ok(i)
     }
 
     /// Our node id.
@@ -198,34 +204,6 @@ impl<A: TransportAead> Node<A> {
         for i in 0..self.peers.len() {
             self.initiate(i, now);
         }
-    }
-
-    /// LAN discovery saw node `id` at `endpoint`: make it a neighbour if policy allows
-    /// (a configured peer without an endpoint learns one). Returns whether it was accepted.
-    pub fn discovered(&mut self, id: NodeId, endpoint: SocketAddr, now: Instant) -> bool {
-        if id == self.id {
-            return false;
-        }
-        let pi = match self.by_id.get(&id) {
-            Some(&pi) => pi,
-            None if self.cfg.accept_discovered => {
-                match self.insert_peer(id, Some(endpoint), Found::Discovery) {
-                    Ok(pi) => pi,
-                    Err(_) => return false,
-                }
-            }
-            None => return false,
-        };
-        let Some(peer) = self.peers.get_mut(pi) else {
-            return false;
-        };
-        if peer.endpoint.is_none() {
-            peer.endpoint = Some(endpoint);
-        }
-        if !peer.has_session(now, &self.cfg.timers) && peer.handshake_due(now) {
-            self.initiate(pi, now);
-        }
-        true
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -259,9 +237,14 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
+    /// Whether IPv4 address `a` is nobody's: two or more node ids claim it (`v4`).
+    fn v4_refused(&self, a: Ipv4Addr) -> bool {
+        self.v4.collides(a)
+    }
+
     fn peer_for_addr(&self, a: IpAddr) -> Option<usize> {
         match a {
-            IpAddr::V4(v4) => self.by_v4.get(&v4).copied(),
+            IpAddr::V4(v4) => self.v4.neighbour(v4),
             IpAddr::V6(v6) => self.by_v6.get(&v6).copied(),
         }
     }
@@ -279,6 +262,12 @@ impl<A: TransportAead> Node<A> {
             self.drops.add(DropReason::NotIp);
             return None;
         };
+        if let IpAddr::V4(v4) = dst
+            && self.v4_refused(v4)
+        {
+            self.drops.add(DropReason::Ipv4Collision);
+            return None;
+        }
         // A neighbour's own address with a live link goes direct, with one layer of crypto;
         // the route table is consulted once, and only when that fast case does not apply.
         let direct = self.peer_for_addr(dst);
@@ -370,6 +359,10 @@ impl<A: TransportAead> Node<A> {
             }
         }
         self.e2e_timers(now);
+        if now >= self.next_expiry {
+            self.next_expiry = now + peers::EXPIRE_INTERVAL;
+            self.expire_neighbours(now);
+        }
         self.money_timers(now);
         self.router.handle_timeout(now);
         self.flush_router(now);
@@ -381,6 +374,7 @@ impl<A: TransportAead> Node<A> {
             let e2e = &self.e2e;
             self.e2e_indices
                 .retain(|idx, id| e2e.get(id).is_some_and(|p| p.owns_index(*idx)));
+            self.resync_routed_v4(now);
         }
     }
 
@@ -391,7 +385,11 @@ impl<A: TransportAead> Node<A> {
             .iter()
             .chain(self.e2e.values())
             .filter_map(|p| p.next_deadline(t))
-            .chain([self.next_sweep, self.money.next_deadline()])
+            .chain([
+                self.next_sweep,
+                self.next_expiry,
+                self.money.next_deadline(),
+            ])
             .chain(self.router.poll_timeout())
             .min()
     }

@@ -415,3 +415,39 @@ impl<A: TransportAead> Node<A> {
         }
     }
 }
+
+impl<A: TransportAead> Node<A> {
+    /// Neighbour slot `pi` is being freed: free the account so the slot's next occupant starts
+    /// clean, after queuing a checkpoint of both meters and keeping both channels' state for
+    /// a return of the same neighbour (as after a restart), so nothing owed or metered is lost.
+    pub(super) fn forget_account(&mut self, pi: usize) {
+        let Some(a) = self.money.accounts.get_mut(pi).and_then(Option::take) else {
+            return;
+        };
+        let (out, inc) = (a.payer.meter().snapshot(), a.payee.meter().snapshot());
+        let (paid, got) = (a.payer.latest(), a.payee.latest());
+        let blank = crate::money::MeterSnapshot::default();
+        if paid.is_none() && got.is_none() && out == blank && inc == blank {
+            return; // nothing metered or signed: nothing to keep (fake ids cost no memory)
+        }
+        self.money.ops.push_back(WalletOp::Checkpoint(vec![
+            (a.payer.id(), out.clone()),
+            (a.payee.id(), inc.clone()),
+        ]));
+        let m = &mut self.money.restored;
+        m.insert(
+            a.payer.id(),
+            Restored {
+                latest: paid,
+                meter: out,
+            },
+        );
+        m.insert(
+            a.payee.id(),
+            Restored {
+                latest: got,
+                meter: inc,
+            },
+        );
+    }
+}

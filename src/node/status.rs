@@ -61,7 +61,9 @@ impl<A: TransportAead> Node<A> {
             .iter()
             .zip(&self.peer_drops)
             .zip(&self.found)
-            .map(|((p, d), f)| PeerStatus {
+            .zip(&self.slots)
+            .filter(|(_, s)| !s.free)
+            .map(|(((p, d), f), _)| PeerStatus {
                 id: p.id,
                 endpoint: p.endpoint,
                 last_handshake_secs: p

@@ -17,6 +17,10 @@ use super::timers::{
 use crate::identity::NodeId;
 use crate::wire::outer::{Kind, TransportHeader};
 
+/// Endpoint hints kept per peer: enough for a node heard on two interfaces, not a list an
+/// attacker can grow.
+pub const MAX_HINTS: usize = 2;
+
 /// Traffic counters of one neighbour. Bytes are plaintext IP bytes; wire bytes are UDP payload.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PeerStats {
@@ -58,6 +62,13 @@ pub struct Peer<A> {
     pub addr_v6: Ipv6Addr,
     /// Where its latest authenticated packet came from (roaming), or its configured endpoint.
     pub endpoint: Option<SocketAddr>,
+    /// Whether `endpoint` came from an authenticated packet (not only from config or a hint).
+    pub confirmed: bool,
+    /// Other addresses a beacon named (unauthenticated): initiations go there too, but only an
+    /// authenticated answer from one of them moves `endpoint`. At most [`MAX_HINTS`].
+    pub hints: Vec<SocketAddr>,
+    /// When something last authenticated under one of its sessions.
+    pub last_received: Option<Instant>,
     pub(crate) current: Option<Keypair<A>>,
     pub(crate) previous: Option<Keypair<A>>,
     pub(crate) next: Option<Keypair<A>>,
@@ -90,6 +101,9 @@ impl<A: TransportAead> Peer<A> {
             addr_v4: id.ipv4(),
             addr_v6: id.ipv6(),
             endpoint,
+            confirmed: false,
+            hints: Vec::new(),
+            last_received: None,
             current: None,
             previous: None,
             next: None,
@@ -183,7 +197,7 @@ impl<A: TransportAead> Peer<A> {
         from: SocketAddr,
     ) {
         self.next = Some(Keypair::new(keys, local, remote, now, false));
-        self.endpoint = Some(from);
+        self.confirm_endpoint(from, now);
         self.handshake_done(now);
         self.mark_sent(now);
     }
@@ -205,12 +219,62 @@ impl<A: TransportAead> Peer<A> {
             None => self.current.take(),
         };
         self.current = Some(k);
-        self.endpoint = Some(from);
+        self.confirm_endpoint(from, now);
         self.pending = None;
         self.retry_at = None;
         self.attempts_since = None;
         self.handshake_done(now);
         self.mark_received();
+    }
+
+    /// An authenticated packet came from `from`: that is where the peer is (roaming), and
+    /// hints are no longer needed.
+    fn confirm_endpoint(&mut self, from: SocketAddr, now: Instant) {
+        if self.endpoint != Some(from) {
+            self.endpoint = Some(from);
+        }
+        self.confirmed = true;
+        self.last_received = Some(now);
+        if !self.hints.is_empty() {
+            self.hints.clear();
+        }
+    }
+
+    /// A beacon said the peer is at `ep` (unauthenticated). It never replaces an endpoint an
+    /// authenticated packet confirmed while a session is up; otherwise it becomes the
+    /// endpoint if there is none, or a hint tried alongside it. Returns whether it was kept.
+    pub fn hint(&mut self, ep: SocketAddr, now: Instant, t: &Timers) -> bool {
+        if self.endpoint == Some(ep) || self.hints.contains(&ep) {
+            return false;
+        }
+        if self.confirmed && self.has_session(now, t) {
+            return false;
+        }
+        if self.endpoint.is_none() {
+            self.endpoint = Some(ep);
+            return true;
+        }
+        if self.hints.len() >= MAX_HINTS {
+            self.hints.remove(0);
+        }
+        self.hints.push(ep);
+        true
+    }
+
+    /// No initiation could be sent now (the node's budget for unverified endpoints is spent):
+    /// try again at `at`.
+    pub fn defer_handshake(&mut self, at: Instant) {
+        self.retry_at = Some(at);
+    }
+
+    /// The latest instant anything was sent to or authenticated from this peer.
+    pub fn last_activity(&self) -> Option<Instant> {
+        self.last_received.max(self.last_sent)
+    }
+
+    /// Forget every session, handshake, timer and hint (the slot is freed for another peer).
+    pub fn reset(&mut self) {
+        *self = Peer::new(self.id, self.keys.clone(), None);
     }
 
     fn handshake_done(&mut self, now: Instant) {
@@ -320,9 +384,7 @@ impl<A: TransportAead> Peer<A> {
             self.current = self.next.take();
         }
         // Roaming: the session follows the latest authenticated packet.
-        if self.endpoint != Some(from) {
-            self.endpoint = Some(from);
-        }
+        self.confirm_endpoint(from, now);
         self.stats.rx_wire_bytes += msg.len() as u64;
         self.mark_received();
         if n > 0 && self.keepalive_at.is_none() {

@@ -7,189 +7,30 @@
 //! every interval, never fatal. Which beacons to report is decided by the socket-free
 //! [`Tracker`]; this module's `run` only moves datagrams and instants.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU32;
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::config::{DiscoveryAccept, DiscoveryConfig};
+use crate::config::DiscoveryConfig;
 use crate::identity::{Identity, NodeId};
+use crate::wire::discovery::Beacon;
 pub use crate::wire::discovery::{BEACON_GROUP, BEACON_PORT};
-use crate::wire::discovery::{Beacon, BeaconError};
 
-/// A sender already reported is reported again after this long, even if nothing changed.
-pub const REPORT_REFRESH: Duration = Duration::from_secs(60);
-/// A sender not heard from for this long is forgotten (its counter with it).
-pub const FORGET_AFTER: Duration = Duration::from_secs(180);
-/// At most this many senders are remembered; beyond it the least recently heard is dropped.
-pub const MAX_TRACKED: usize = 1024;
+mod tracker;
+pub use tracker::{
+    Discovered, FORGET_AFTER, Ignored, MAX_NEIGHBOURS_TRACKED, MAX_TRACKED, NEIGHBOUR_FORGET_AFTER,
+    REPORT_REFRESH, Tracker,
+};
+
 /// Receive buffer: longer than a beacon, so oversized datagrams are seen as such.
 const RECV_BUF: usize = 512;
-
-/// A neighbour found on the LAN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovered {
-    /// Its node id (proven by the beacon's signature).
-    pub id: NodeId,
-    /// Its UDP endpoint: the beacon's source IPv4 address with the beacon's port.
-    pub endpoint: SocketAddr,
-    /// The interface the beacon arrived on.
-    pub interface: String,
-}
-
-/// Why a received datagram was not reported.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Ignored {
-    /// Not a well-formed beacon.
-    #[error("malformed beacon: {0}")]
-    Malformed(#[from] BeaconError),
-    /// The source address cannot be an endpoint (unspecified, multicast or broadcast).
-    #[error("unusable source address {0}")]
-    BadSource(Ipv4Addr),
-    /// Our own beacon.
-    #[error("our own beacon")]
-    Own,
-    /// `accept = "configured"` and the sender is not a configured peer.
-    #[error("sender {0} is not a configured peer")]
-    NotConfigured(NodeId),
-    /// The counter is not newer than the last accepted one for this id (replay or duplicate).
-    #[error("stale counter {counter} from {id} (have {newest})")]
-    Stale {
-        /// The sender.
-        id: NodeId,
-        /// The beacon's counter.
-        counter: u64,
-        /// The newest counter accepted for it.
-        newest: u64,
-    },
-    /// The signature does not verify under the claimed id.
-    #[error("bad signature for {0}")]
-    BadSignature(NodeId),
-}
-
-struct Seen {
-    counter: u64,
-    endpoint: SocketAddr,
-    heard: Instant,
-    reported: Instant,
-}
-
-/// Socket-free state of the receive side: filters, verifies and deduplicates beacons.
-pub struct Tracker {
-    own: NodeId,
-    accept: DiscoveryAccept,
-    configured: HashSet<NodeId>,
-    seen: HashMap<NodeId, Seen>,
-}
-
-impl Tracker {
-    /// A tracker for node `own`, reporting per `accept` (`configured` lists the `[[peer]]` ids).
-    pub fn new(
-        own: NodeId,
-        accept: DiscoveryAccept,
-        configured: impl IntoIterator<Item = NodeId>,
-    ) -> Self {
-        Tracker {
-            own,
-            accept,
-            configured: configured.into_iter().collect(),
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Handle one datagram from `src` on `interface`: `Ok(Some(_))` to report, `Ok(None)` for
-    /// a valid fresh beacon with nothing new, `Err(_)` for one that is ignored.
-    pub fn on_datagram(
-        &mut self,
-        bytes: &[u8],
-        src: SocketAddrV4,
-        interface: &str,
-        now: Instant,
-    ) -> Result<Option<Discovered>, Ignored> {
-        let b = Beacon::decode(bytes)?;
-        let ip = *src.ip();
-        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
-            return Err(Ignored::BadSource(ip));
-        }
-        if b.id == self.own {
-            return Err(Ignored::Own);
-        }
-        if self.accept == DiscoveryAccept::Configured && !self.configured.contains(&b.id) {
-            return Err(Ignored::NotConfigured(b.id));
-        }
-        // Cheap checks first: a replayed or duplicate beacon costs no signature check.
-        if let Some(s) = self.seen.get(&b.id)
-            && b.counter <= s.counter
-        {
-            return Err(Ignored::Stale {
-                id: b.id,
-                counter: b.counter,
-                newest: s.counter,
-            });
-        }
-        if !b.verify() {
-            return Err(Ignored::BadSignature(b.id));
-        }
-        let endpoint = SocketAddr::V4(SocketAddrV4::new(ip, b.port));
-        let report = Discovered {
-            id: b.id,
-            endpoint,
-            interface: interface.to_string(),
-        };
-        if let Some(s) = self.seen.get_mut(&b.id) {
-            s.counter = b.counter;
-            s.heard = now;
-            if s.endpoint == endpoint && now.saturating_duration_since(s.reported) < REPORT_REFRESH
-            {
-                return Ok(None);
-            }
-            s.endpoint = endpoint;
-            s.reported = now;
-            return Ok(Some(report));
-        }
-        if self.seen.len() >= MAX_TRACKED
-            && let Some(oldest) = self
-                .seen
-                .iter()
-                .min_by_key(|(_, s)| s.heard)
-                .map(|(id, _)| *id)
-        {
-            self.seen.remove(&oldest);
-        }
-        self.seen.insert(
-            b.id,
-            Seen {
-                counter: b.counter,
-                endpoint,
-                heard: now,
-                reported: now,
-            },
-        );
-        Ok(Some(report))
-    }
-
-    /// Forget senders not heard from for [`FORGET_AFTER`].
-    pub fn expire(&mut self, now: Instant) {
-        self.seen
-            .retain(|_, s| now.saturating_duration_since(s.heard) < FORGET_AFTER);
-    }
-
-    /// How many senders are remembered.
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    /// Whether no sender is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-}
 
 /// The next beacon counter: milliseconds since the Unix epoch, but always above `prev`.
 pub fn next_counter(prev: u64, unix_millis: u64) -> u64 {
@@ -375,6 +216,21 @@ pub async fn run(
     configured: Vec<NodeId>,
     tx: mpsc::Sender<Discovered>,
 ) -> anyhow::Result<()> {
+    // Nobody reports verified neighbours: the sender stays alive so `recv` just waits.
+    let (_keep, verified) = mpsc::channel(1);
+    run_with(cfg, identity, listen_port, configured, tx, verified).await
+}
+
+/// [`run`], also told by the node which ids completed a handshake (`verified`): their beacon
+/// counters are kept apart from strangers' and cannot be evicted by a flood of fake ids.
+pub async fn run_with(
+    cfg: DiscoveryConfig,
+    identity: Identity,
+    listen_port: u16,
+    configured: Vec<NodeId>,
+    tx: mpsc::Sender<Discovered>,
+    mut verified: mpsc::Receiver<NodeId>,
+) -> anyhow::Result<()> {
     if !cfg.enabled {
         return Ok(());
     }
@@ -416,6 +272,11 @@ pub async fn run(
                     }
                 }
                 tracker.expire(Instant::now());
+            }
+            Some(id) = verified.recv() => {
+                if !tracker.protect(id, Instant::now()) {
+                    tracing::debug!(%id, "discovery: neighbour counters full; not protected");
+                }
             }
             (i, n, src, r) = recv_any(&links, &mut buf, start) => {
                 start = i.wrapping_add(1);

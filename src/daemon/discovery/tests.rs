@@ -1,6 +1,10 @@
 //! Beacon tracker and discovery task tests.
+use super::tracker::Seen;
 use super::*;
+use crate::config::DiscoveryAccept;
 use crate::wire::discovery::BEACON_LEN;
+use crate::wire::discovery::BeaconError;
+use std::time::Duration;
 
 fn ident(n: u8) -> Identity {
     Identity::from_secret([n; 32])
@@ -198,4 +202,41 @@ async fn disabled_returns_at_once_and_closed_channel_stops() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn a_flood_of_fake_ids_cannot_flush_a_neighbours_counter() {
+    let t0 = Instant::now();
+    let mut t = Tracker::new(ident(1).id(), DiscoveryAccept::Any, [ident(3).id()]);
+    // B (discovered, then verified by a handshake) and C (configured) beacon once.
+    assert!(
+        t.on_datagram(&beacon(2, 51820, 5), src(2), "eth0", t0)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        t.on_datagram(&beacon(3, 51820, 5), src(3), "eth0", t0)
+            .unwrap()
+            .is_some()
+    );
+    assert!(t.protect(ident(2).id(), t0));
+    // A LAN host floods more validly signed fresh ids than the stranger cache holds.
+    for k in 0..MAX_TRACKED + 16 {
+        let mut seed = [0xee; 32];
+        seed[..8].copy_from_slice(&(k as u64).to_le_bytes());
+        let id = Identity::from_secret(seed);
+        let b = Beacon::sign(&id, 1, 1).encode();
+        let _ = t.on_datagram(&b, src(66), "eth0", t0);
+    }
+    // The old beacons replayed from the flooder's address are still stale.
+    for n in [2, 3] {
+        assert!(
+            matches!(
+                t.on_datagram(&beacon(n, 51820, 5), src(66), "eth0", t0),
+                Err(Ignored::Stale { .. })
+            ),
+            "replay of node {n} refused"
+        );
+    }
+    assert!(t.len() <= MAX_TRACKED + MAX_NEIGHBOURS_TRACKED);
 }
