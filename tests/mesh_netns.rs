@@ -245,9 +245,18 @@ fn rogue_neighbour_cannot_claim_an_address_or_spoof_a_source() {
         .unwrap();
         node.start(Instant::now());
         let (t0, mut attacked, mut buf) = (Instant::now(), None::<Instant>, vec![0u8; 2048]);
-        while t0.elapsed() < Duration::from_secs(20) {
+        // C learns its route back to us a moment after we learn ours to C; it answers an
+        // end-to-end handshake only once it has one, so the attack waits 2 s past our route
+        // and the loop runs long enough for a handshake retry (5 s).
+        let mut route_seen: Option<Instant> = None;
+        while t0.elapsed() < Duration::from_secs(30) {
             let now = Instant::now();
-            if attacked.is_none() && node.router().next_hop(&c_id).is_some() {
+            if route_seen.is_none() && node.router().next_hop(&c_id).is_some() {
+                route_seen = Some(now);
+            }
+            if attacked.is_none()
+                && route_seen.is_some_and(|t| now.duration_since(t) > Duration::from_secs(2))
+            {
                 // 1. Announce C's address, signed with our own key.
                 let forged = Update {
                     kind: PrefixKind::Node,
@@ -295,7 +304,7 @@ fn rogue_neighbour_cannot_claim_an_address_or_spoof_a_source() {
                 }
                 attacked = Some(now);
             }
-            if attacked.is_some_and(|t| now.duration_since(t) > Duration::from_secs(3)) {
+            if attacked.is_some_and(|t| now.duration_since(t) > Duration::from_secs(8)) {
                 break;
             }
             if node.poll_timeout().is_some_and(|t| t <= now) {
