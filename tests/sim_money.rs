@@ -8,28 +8,8 @@ use std::time::Duration;
 
 use bitcloud::drops::DropReason;
 use bitcloud::money::Amount;
-use bitcloud::node::ChannelView;
 use bitcloud::session::timers::Timers;
-use sim::{Net, PERFECT, ident, packet_with};
-
-fn view(net: &Net, i: usize, peer: usize, direction: &str) -> ChannelView {
-    let now = net.now;
-    net.nodes[i]
-        .node
-        .channel_views(now)
-        .into_iter()
-        .find(|c| c.peer == ident(peer).id() && c.direction == direction)
-        .unwrap_or_else(|| panic!("node {i} has no {direction} channel with {peer}"))
-}
-
-/// Send `count` packets of `size` payload bytes from `from` to `to`, one per step.
-fn send(net: &mut Net, from: usize, to: usize, count: usize, size: usize) {
-    let p = packet_with(&ident(from), &ident(to), &vec![7u8; size]);
-    for _ in 0..count {
-        net.tun(from, &p);
-        net.step();
-    }
-}
+use sim::{Net, PERFECT, ident, send, view};
 
 #[test]
 fn payer_pays_the_relay_exactly_what_both_metered() {

@@ -8,29 +8,11 @@ mod sim;
 use std::time::Duration;
 
 use bitcloud::money::{Amount, ChannelParams, CreditGrant, Resync, Voucher};
-use bitcloud::node::{ChannelView, WalletDone};
+use bitcloud::node::WalletDone;
 use bitcloud::session::timers::Timers;
 use bitcloud::wire::channel::ChannelMsg;
 use bitcloud::wire::outer::Kind;
-use sim::{Net, PERFECT, ident, packet_with};
-
-fn view(net: &Net, i: usize, peer: usize, direction: &str) -> ChannelView {
-    let now = net.now;
-    net.nodes[i]
-        .node
-        .channel_views(now)
-        .into_iter()
-        .find(|c| c.peer == ident(peer).id() && c.direction == direction)
-        .unwrap_or_else(|| panic!("node {i} has no {direction} channel with {peer}"))
-}
-
-fn send(net: &mut Net, from: usize, to: usize, count: usize, size: usize) {
-    let p = packet_with(&ident(from), &ident(to), &vec![7u8; size]);
-    for _ in 0..count {
-        net.tun(from, &p);
-        net.step();
-    }
-}
+use sim::{Net, PERFECT, ident, send, view};
 
 /// Node `from` sends channel message `m` to its neighbour `to` over their link.
 fn channel_msg(net: &mut Net, from: usize, to: usize, m: ChannelMsg) {

@@ -210,20 +210,7 @@ fn table() -> Table<'static> {
 
 /// Remove the exit table if it is installed; returns whether it was.
 pub fn remove() -> Result<bool, GatewayError> {
-    let tables = nftables::helper::get_current_ruleset_with_args(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "tables"],
-    )?;
-    let present = tables.objects.iter().any(|o| {
-        matches!(o, nftables::schema::NfObject::ListObject(NfListObject::Table(t))
-            if t.family == NfFamily::INet && t.name == TABLE)
-    });
-    if present {
-        let mut b = Batch::new();
-        b.delete(NfListObject::Table(table()));
-        nftables::helper::apply_ruleset(&b.to_nftables())?;
-    }
-    Ok(present)
+    Ok(super::nft::delete_table(TABLE)?)
 }
 
 /// The kernel's forwarding switches, to restore what was there before.

@@ -154,25 +154,12 @@ fn table() -> Table<'static> {
 
 /// Whether our table is installed.
 pub fn installed() -> Result<bool, GatewayError> {
-    let tables = nftables::helper::get_current_ruleset_with_args(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "tables"],
-    )?;
-    Ok(tables.objects.iter().any(|o| {
-        matches!(o, nftables::schema::NfObject::ListObject(NfListObject::Table(t))
-            if t.family == NfFamily::INet && t.name == TABLE)
-    }))
+    Ok(super::nft::table_present(TABLE)?)
 }
 
 /// Remove the kill switch if it is installed; returns whether it was.
 pub fn remove() -> Result<bool, GatewayError> {
-    if !installed()? {
-        return Ok(false);
-    }
-    let mut b = Batch::new();
-    b.delete(NfListObject::Table(table()));
-    nftables::helper::apply_ruleset(&b.to_nftables())?;
-    Ok(true)
+    Ok(super::nft::delete_table(TABLE)?)
 }
 
 #[cfg(test)]

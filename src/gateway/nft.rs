@@ -135,6 +135,36 @@ pub fn gt(left: Expression<'static>, right: Expression<'static>) -> Statement<'s
     })
 }
 
+/// Whether table `inet NAME` exists.
+pub fn table_present(name: &str) -> Result<bool, nftables::helper::NftablesError> {
+    use nftables::schema::{NfListObject, NfObject};
+    let tables = nftables::helper::get_current_ruleset_with_args(
+        nftables::helper::DEFAULT_NFT,
+        ["list", "tables"],
+    )?;
+    Ok(tables.objects.iter().any(|o| {
+        matches!(o, NfObject::ListObject(NfListObject::Table(t))
+            if t.family == nftables::types::NfFamily::INet && t.name == name)
+    }))
+}
+
+/// Delete table `inet NAME` if it exists; returns whether it did.
+pub fn delete_table(name: &'static str) -> Result<bool, nftables::helper::NftablesError> {
+    if !table_present(name)? {
+        return Ok(false);
+    }
+    let mut b = nftables::batch::Batch::new();
+    b.delete(nftables::schema::NfListObject::Table(
+        nftables::schema::Table {
+            family: nftables::types::NfFamily::INet,
+            name: Cow::Borrowed(name),
+            handle: None,
+        },
+    ));
+    nftables::helper::apply_ruleset(&b.to_nftables())?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

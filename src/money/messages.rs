@@ -88,3 +88,15 @@ pub struct Resync {
     /// What the sender's meter says those bytes cost.
     pub meter_amount: Amount,
 }
+
+impl Resync {
+    /// The resync a side sends: its latest voucher and its meter's totals.
+    pub fn of(channel_id: ChannelId, latest: Option<Voucher>, meter: &super::price::Meter) -> Self {
+        Resync {
+            channel_id,
+            latest,
+            meter_bytes: meter.total_bytes(),
+            meter_amount: meter.total_cost(),
+        }
+    }
+}

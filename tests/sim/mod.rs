@@ -474,3 +474,23 @@ pub fn seqs(delivered: &[Vec<u8>]) -> Vec<u32> {
         .map(|p| u32::from_be_bytes(p[p.len() - 4..].try_into().unwrap()))
         .collect()
 }
+
+/// Node i's channel with node `peer` in `direction` ("incoming" or "outgoing").
+pub fn view(net: &Net, i: usize, peer: usize, direction: &str) -> bitcloud::node::ChannelView {
+    let now = net.now;
+    net.nodes[i]
+        .node
+        .channel_views(now)
+        .into_iter()
+        .find(|c| c.peer == ident(peer).id() && c.direction == direction)
+        .unwrap_or_else(|| panic!("node {i} has no {direction} channel with {peer}"))
+}
+
+/// Node `from` sends `count` packets of `size` payload bytes to node `to`, one per step.
+pub fn send(net: &mut Net, from: usize, to: usize, count: usize, size: usize) {
+    let p = packet_with(&ident(from), &ident(to), &vec![7u8; size]);
+    for _ in 0..count {
+        net.tun(from, &p);
+        net.step();
+    }
+}

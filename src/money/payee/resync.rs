@@ -11,12 +11,7 @@ use super::{Check, PayeeChannel};
 impl PayeeChannel {
     /// Our resync message: the latest credited voucher.
     pub fn resync(&self) -> Resync {
-        Resync {
-            channel_id: self.state.id,
-            latest: self.state.latest,
-            meter_bytes: self.state.meter.total_bytes(),
-            meter_amount: self.state.meter.total_cost(),
-        }
+        Resync::of(self.state.id, self.state.latest, &self.state.meter)
     }
 
     /// The payer's resync. Our meter is raised to the payer's totals (its own admission, so

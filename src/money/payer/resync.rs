@@ -11,12 +11,7 @@ use super::PayerChannel;
 impl PayerChannel {
     /// Our resync message: the latest committed voucher.
     pub fn resync(&self) -> Resync {
-        Resync {
-            channel_id: self.state.id,
-            latest: self.state.latest,
-            meter_bytes: self.state.meter.total_bytes(),
-            meter_amount: self.state.meter.total_cost(),
-        }
+        Resync::of(self.state.id, self.state.latest, &self.state.meter)
     }
 
     /// The payee's resync, acted on only once per handshake ([`PayerChannel::expect_resync`]).
