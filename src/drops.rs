@@ -37,6 +37,7 @@ reasons! {
     SpoofedSource => "spoofed_source": "Inner source address not owned by the authenticated peer.",
     NotForUs => "not_for_us": "Decrypted packet whose destination is not one of our overlay addresses.",
     NoRoute => "no_route": "Packet from the TUN for an address no peer owns.",
+    NoExit => "no_exit": "Packet from the TUN for an internet address while no exit is in use.",
     NotIp => "not_ip": "Packet from the TUN that is not IPv4 or IPv6.",
     StagedOverflow => "staged_overflow": "Packet waiting for a handshake when the queue was full.",
     CookieUnsupported => "cookie_unsupported": "Cookie reply (not used yet).",

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::inner::Owner;
+use super::inner::{Owner, Via};
 use super::{Node, Transmit, UdpOut};
 use crate::drops::DropReason;
 use crate::session::aead::TransportAead;
@@ -91,7 +91,7 @@ impl<A: TransportAead> Node<A> {
         match Kind::from_u8(h.kind) {
             Some(Kind::Packet) => {
                 let pkt = msg.get(range.clone()).unwrap_or_default();
-                match self.inner_refusal(pkt, Owner { v4, v6 }) {
+                match self.inner_refusal(pkt, Owner { v4, v6 }, Via::Link) {
                     Some(why) => self.drop_for(Some(pi), why),
                     None => {
                         if let Some(p) = self.peers.get_mut(pi) {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::inner::Owner;
+use super::inner::{Owner, Via};
 use super::link::seal_copy;
 use super::{MESH_OVERHEAD, Node, UdpOut, ip_src_dst};
 use crate::drops::DropReason;
@@ -306,7 +306,9 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let range = TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + k;
-        if let Some(why) = self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }) {
+        if let Some(why) =
+            self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }, Via::EndToEnd(dest))
+        {
             self.drops.add(why);
             return None;
         }

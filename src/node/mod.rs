@@ -5,6 +5,7 @@
 //! owns its inner source address; the data path seals, opens and relays in the caller's
 //! buffer without allocating.
 
+mod exit;
 mod inner;
 mod link;
 mod mesh;
@@ -111,6 +112,8 @@ pub struct Node<A = DefaultAead> {
     id: NodeId,
     own_v4: Ipv4Addr,
     v6: Ipv6Addr,
+    /// Where internet-bound packets go (node/exit.rs).
+    exit_in_use: Option<NodeId>,
     local: StaticKeys,
     peers: Vec<Peer<A>>,
     peer_drops: Vec<Drops>,
@@ -156,6 +159,7 @@ impl<A: TransportAead> Node<A> {
             id,
             own_v4: id.ipv4(),
             v6: id.ipv6(),
+            exit_in_use: None,
             local: StaticKeys::new(identity),
             peers: Vec::new(),
             peer_drops: Vec::new(),
@@ -276,6 +280,9 @@ impl<A: TransportAead> Node<A> {
             .is_some_and(|p| p.has_session(now, &self.cfg.timers));
         if let (Some(pi), true) = (direct, live) {
             return self.send_direct(pi, now, buf, len);
+        }
+        if !crate::route::is_overlay(dst) {
+            return self.send_internet(now, buf, len);
         }
         match self.router.lookup_addr(dst) {
             Some((dest, next_hop)) => self.send_routed(dest, next_hop, now, buf, len),

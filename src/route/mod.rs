@@ -32,6 +32,7 @@ use crate::wire::routing::{INFINITY, SIGNATURE_LEN, Seqno, Tlv, WireError};
 
 pub use crate::wire::routing::PrefixKind;
 pub use config::{MAX_ROUTES, MAX_ROUTES_PER_NEIGHBOUR, RouterConfig, RouterStats};
+pub(crate) use fib::is_overlay;
 pub use neighbour::RttCost;
 pub use table::{RouteKey, SelectionPolicy};
 
