@@ -55,7 +55,8 @@ impl<A: TransportAead> Node<A> {
             Via::EndToEnd(id) => self.exit_in_use == Some(id),
             Via::Link => false,
         };
-        if !own_src && !(from_our_exit && internet(src)) {
+        let speaks_for_internet = from_our_exit && internet(src);
+        if !own_src && !speaks_for_internet {
             return Some(DropReason::SpoofedSource);
         }
         // Only our own addresses: never the host's LAN, loopback, multicast or another overlay
