@@ -81,6 +81,11 @@ pub struct PayerState {
     /// How much more resyncs may still raise our meter above what we metered (starts at
     /// `max_window`, never refills while the channel lives).
     resync_budget: Amount,
+    /// The payee reported its meter since this channel was restored with unpaid metered
+    /// bytes. Until it has, we do not know what it refused or lost of them before our restart
+    /// (`lost_*` is not persisted), so we sign nothing new: a voucher above the payee's meter
+    /// could never be taken back, and the payee would refuse it and every later one.
+    reported: bool,
 }
 
 /// Payer counters.
@@ -123,6 +128,9 @@ impl PayerChannel {
             m.raise_to(v.cumulative_bytes, v.cumulative_amount);
         }
         let current = m.bucket(price);
+        // Metered but unpaid from before the restart: wait for the payee's report (see
+        // `reported`); a fresh or fully paid channel has nothing to reconcile.
+        let reported = m.total_cost() <= latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
         PayerChannel {
             cfg,
             state: PayerState {
@@ -143,6 +151,7 @@ impl PayerChannel {
                 // The first handshake of a (re)built channel brings one resync.
                 resync_expected: true,
                 resync_budget: cfg.max_window,
+                reported,
             },
             stats: PayerStats::default(),
         }
@@ -218,6 +227,7 @@ impl PayerChannel {
         let m = &self.state.meter;
         self.state.lost_bytes = m.total_bytes().saturating_sub(bytes);
         self.state.lost_amount = m.total_cost().saturating_sub(amount);
+        self.state.reported = true;
     }
 
     fn paid(&self) -> Amount {
@@ -292,7 +302,10 @@ impl PayerChannel {
         let interval_due = s
             .last_paid_at
             .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.pay_interval);
-        if !unpaid.is_zero() && (unpaid >= self.window().mul_ratio(1, 2) || interval_due) {
+        if s.reported
+            && !unpaid.is_zero()
+            && (unpaid >= self.window().mul_ratio(1, 2) || interval_due)
+        {
             // The highest epoch we actually metered at: the payee bills a fee rise only once
             // a voucher shows we accepted it (docs/payments.md, "Prices and epochs").
             let epoch = s
@@ -322,7 +335,8 @@ impl PayerChannel {
     /// (per batch), since reaching half the window pays at once.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let s = &self.state;
-        let payable = self.payable().min(self.cap()) > self.paid() && s.pending.is_none();
+        let payable =
+            s.reported && self.payable().min(self.cap()) > self.paid() && s.pending.is_none();
         let pay = payable.then(|| s.last_paid_at.map_or(now, |t| t + self.cfg.pay_interval));
         let resend = s
             .latest

@@ -191,3 +191,50 @@ fn a_fee_rise_is_billed_only_once_a_voucher_shows_the_payer_metered_it() {
     // Both sides agree on what is owed: nothing is left unpaid on the payee's books.
     assert_eq!(p.payee.unpaid(), Amount::ZERO);
 }
+
+#[test]
+fn a_payer_restored_with_unpaid_bytes_waits_for_the_payees_report_before_signing() {
+    // A payer that did not pay (or crashed) metered bytes its payee refused to carry; it
+    // does not persist what the payee reported, so after a restart it must hear the payee's
+    // count first: a voucher above it could never be taken back (the money_netns non-payer
+    // test deadlocked this way).
+    let a = Identity::from_secret([0xa1; 32]);
+    let b = Identity::from_secret([0xb2; 32]);
+    let params = ChannelParams {
+        payer: a.id(),
+        payee: b.id(),
+        nonce: 7,
+    };
+    let mut meter = Meter::new();
+    let bucket = meter.bucket(PRICE);
+    meter.record(bucket, 8 * MIB);
+    let mut p = PayerChannel::restore(
+        params,
+        PayerConfig::default(),
+        PRICE,
+        None,
+        &meter.snapshot(),
+    );
+    let t0 = Instant::now();
+    for s in 0..10 {
+        let now = t0 + Duration::from_secs(s);
+        assert_eq!(p.poll(now, &a), None, "signed before any report");
+        assert!(p.poll_timeout(now).is_none_or(|t| t > now), "would spin");
+    }
+    // The payee carried only 3 MiB of it (it shaped the rest): that is what gets paid.
+    let ack = VoucherAck {
+        channel_id: params.id(),
+        seq: 0,
+        credited: Amount::ZERO,
+        metered_bytes: 3 * MIB,
+        metered_amount: PRICE.cost(3 * MIB),
+    };
+    p.on_ack(&ack).unwrap();
+    match p.poll(t0 + Duration::from_secs(11), &a) {
+        Some(Action::CommitThenSend(v)) => {
+            assert_eq!(v.cumulative_amount, PRICE.cost(3 * MIB));
+            assert_eq!(v.cumulative_bytes, 3 * MIB);
+        }
+        other => panic!("expected a voucher for what was carried, got {other:?}"),
+    }
+}
