@@ -67,11 +67,13 @@ fn kill9_payer_and_payee_at_random_instants_loses_nothing() {
     };
     let total = cycles();
     let t0 = Instant::now();
+    let mut r_kills: u128 = 0;
     for i in 0..total {
         // Long enough, on average, for a few vouchers to be signed between kills; short
         // enough that kills land in every phase (handshake, resync, commit, send, ack).
         std::thread::sleep(Duration::from_millis(100 + next() % 1400));
         let victim = (next() % 2) as usize; // 0: payer A, 1: payee R
+        r_kills += victim as u128;
         n[victim].kill9();
         n[victim].start();
         if (i + 1) % 10 == 0 {
@@ -105,13 +107,23 @@ fn kill9_payer_and_payee_at_random_instants_loses_nothing() {
         r_amount >= exact && r_amount <= exact + starts,
         "R's meter is its bytes x its price: {r_amount} vs {exact}"
     );
-    // A pays what R reported carrying (docs/payments.md, "Loss"): once traffic stops and A
-    // has settled, exactly R's meter. Where A's own count is the lower one (it lost a
-    // checkpoint interval and R's resync raised it), the two differ only by each side's
-    // rounding, one unit per price bucket: the same `starts` units.
+    // A pays what R reported carrying (docs/payments.md, "Loss"), so it never pays less than
+    // R's meter beyond each side's rounding (one unit per price bucket: `starts`). It can pay
+    // more by what it handed R after R's last report before a kill -9: those frames died in
+    // R's socket, and a voucher once signed is never taken back (the known limit in
+    // docs/payments.md). Bound: the flood's 3 MiB/s for the 2.5 s from R's last report (0.5 s
+    // before its death) to its restarted session, per kill of R.
+    let per_r_kill = (3 * FEE * 5).div_ceil(2);
     assert!(
-        paid.abs_diff(r_amount) <= starts,
-        "A paid {paid} for {r_bytes} bytes R metered at {FEE}/MiB ({r_amount})"
+        paid + starts >= r_amount && paid <= r_amount + starts + r_kills * per_r_kill,
+        "A paid {paid} for {r_bytes} bytes R metered at {FEE}/MiB ({r_amount}); \
+         {r_kills} kills of R allow {} over",
+        r_kills * per_r_kill
+    );
+    eprintln!(
+        "A paid {} units over R's meter after {r_kills} kills of R (bound {})",
+        paid.saturating_sub(r_amount),
+        r_kills * per_r_kill
     );
     for x in n.iter_mut() {
         assert!(x.stop(), "clean shutdown");

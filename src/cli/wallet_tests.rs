@@ -203,18 +203,21 @@ fn note_matches_the_contract() {
 
 #[test]
 fn only_a_missing_or_dead_socket_means_no_daemon() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("test setup");
     let missing = dir.path().join("none.sock");
-    assert!(!daemon_running(&missing).unwrap());
+    assert!(!daemon_running(&missing).expect("test setup"));
     let dead = dir.path().join("dead.sock");
-    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
-    assert!(!daemon_running(&dead).unwrap(), "a stale socket file");
+    drop(std::os::unix::net::UnixListener::bind(&dead).expect("test setup"));
+    assert!(
+        !daemon_running(&dead).expect("test setup"),
+        "a stale socket file"
+    );
     let live = dir.path().join("live.sock");
-    let _l = std::os::unix::net::UnixListener::bind(&live).unwrap();
-    assert!(daemon_running(&live).unwrap());
+    let _l = std::os::unix::net::UnixListener::bind(&live).expect("test setup");
+    assert!(daemon_running(&live).expect("test setup"));
     // Any other failure is an error, never a silent second opener of the wallet.
     let file = dir.path().join("file");
-    std::fs::write(&file, "").unwrap();
+    std::fs::write(&file, "").expect("test setup");
     let e = daemon_running(&file.join("x.sock"))
         .unwrap_err()
         .to_string();
