@@ -60,6 +60,11 @@ fn internet_traffic_goes_to_the_exit_and_its_replies_come_back() {
         net.tun(0, &v4(client.ipv4(), INTERNET, seq));
         net.run(Duration::from_millis(50));
     }
+    // The host's own multicast on the TUN (mDNS here) is no internet traffic: it stays home.
+    net.tun(0, &v4(client.ipv4(), Ipv4Addr::new(224, 0, 0, 251), 99));
+    net.run(Duration::from_millis(50));
+    assert_eq!(net.nodes[0].node.drops().get(DropReason::NoRoute), 1);
+    assert_eq!(net.nodes[0].node.drops().get(DropReason::NoExit), 0);
     let out: Vec<_> = net.nodes[2].delivered.drain(..).collect();
     assert_eq!(out.len(), 5, "the exit handed every packet to its kernel");
     assert!(out.iter().all(|p| p[16..20] == INTERNET.octets()));

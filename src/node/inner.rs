@@ -33,7 +33,7 @@ pub(super) enum Via {
 
 /// An internet address an exit may forward to, or its client hear from: unicast, outside the
 /// overlay ranges, not loopback, link-local, unspecified or broadcast.
-fn internet(a: IpAddr) -> bool {
+pub(super) fn internet(a: IpAddr) -> bool {
     if crate::route::is_overlay(a) || a.is_loopback() || a.is_multicast() || a.is_unspecified() {
         return false;
     }

@@ -282,6 +282,11 @@ impl<A: TransportAead> Node<A> {
             return self.send_direct(pi, now, buf, len);
         }
         if !crate::route::is_overlay(dst) {
+            // The host's own multicast and link-local chatter on the TUN goes nowhere.
+            if !inner::internet(dst) {
+                self.drops.add(DropReason::NoRoute);
+                return None;
+            }
             return self.send_internet(now, buf, len);
         }
         match self.router.lookup_addr(dst) {
