@@ -10,9 +10,8 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use nftables::batch::Batch;
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule};
 use nftables::stmt::Statement;
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -136,9 +135,7 @@ impl ExitRules {
 
     /// One transaction that creates or replaces the exit table.
     pub fn batch(&self) -> Nftables<'static> {
-        let mut b = Batch::new();
-        b.add(NfListObject::Table(table()));
-        b.add_cmd(NfCmd::Flush(FlushObject::Table(table())));
+        let mut b = super::nft::replace_table(TABLE);
         b.add(Self::chain(
             "forward",
             NfChainType::Filter,
@@ -197,14 +194,6 @@ impl ExitRules {
     pub fn apply(&self) -> Result<(), GatewayError> {
         nftables::helper::apply_ruleset(&self.batch())?;
         Ok(())
-    }
-}
-
-fn table() -> Table<'static> {
-    Table {
-        family: NfFamily::INet,
-        name: Cow::Borrowed(TABLE),
-        handle: None,
     }
 }
 

@@ -9,9 +9,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use nftables::batch::Batch;
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule};
 use nftables::stmt::Statement;
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -110,11 +109,7 @@ impl KillSwitch {
 
     /// One transaction that creates or replaces our table with these rules.
     pub fn batch(&self) -> Nftables<'static> {
-        let mut b = Batch::new();
-        // `add table` is idempotent; flushing then refilling it in the same transaction is an
-        // atomic replace (nft 1.0.6 has no `destroy`).
-        b.add(NfListObject::Table(table()));
-        b.add_cmd(NfCmd::Flush(FlushObject::Table(table())));
+        let mut b = super::nft::replace_table(TABLE);
         b.add(NfListObject::Chain(Chain {
             family: NfFamily::INet,
             table: Cow::Borrowed(TABLE),
@@ -141,14 +136,6 @@ impl KillSwitch {
     pub fn apply(&self) -> Result<(), GatewayError> {
         nftables::helper::apply_ruleset(&self.batch())?;
         Ok(())
-    }
-}
-
-fn table() -> Table<'static> {
-    Table {
-        family: NfFamily::INet,
-        name: Cow::Borrowed(TABLE),
-        handle: None,
     }
 }
 

@@ -135,6 +135,26 @@ pub fn gt(left: Expression<'static>, right: Expression<'static>) -> Statement<'s
     })
 }
 
+/// Table `inet NAME`.
+pub fn inet_table(name: &'static str) -> nftables::schema::Table<'static> {
+    nftables::schema::Table {
+        family: nftables::types::NfFamily::INet,
+        name: Cow::Borrowed(name),
+        handle: None,
+    }
+}
+
+/// A batch that creates table `inet NAME` or empties it: `add table` is idempotent, and
+/// flushing then refilling it in the same transaction is an atomic replace (nft 1.0.6 has no
+/// `destroy`). The caller adds the chains and rules.
+pub fn replace_table(name: &'static str) -> nftables::batch::Batch<'static> {
+    use nftables::schema::{FlushObject, NfCmd, NfListObject};
+    let mut b = nftables::batch::Batch::new();
+    b.add(NfListObject::Table(inet_table(name)));
+    b.add_cmd(NfCmd::Flush(FlushObject::Table(inet_table(name))));
+    b
+}
+
 /// Whether table `inet NAME` exists.
 pub fn table_present(name: &str) -> Result<bool, nftables::helper::NftablesError> {
     use nftables::schema::{NfListObject, NfObject};

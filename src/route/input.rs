@@ -140,15 +140,8 @@ impl Router {
             .dests
             .get(&key)
             .is_some_and(|d| d.has_verified(u.seqno, &u.signature));
-        if !verified {
-            if !self.verify_budget(from, now) {
-                return;
-            }
-            self.stats.signatures_checked += 1;
-            if !u.verify_signature() {
-                self.stats.bad_signature += 1;
-                return;
-            }
+        if !verified && !self.signature_ok(from, &u, now) {
+            return;
         }
         if !feasible {
             self.stats.unfeasible += 1;
@@ -211,16 +204,24 @@ impl Router {
     /// lost our seqno), jump past it so our announcements are feasible again.
     /// The jump is not rate-limited: only our own signatures can cause one, and after jumping
     /// past the newest of them none is newer. The verification is, like any other.
-    fn on_own_update(&mut self, from: NodeId, u: &Update, now: Instant) {
-        if u.is_retraction() || !u.seqno.is_newer_than(self.seqno) {
-            return;
-        }
+    /// Verify `u`'s signature within `from`'s verification budget, counting both outcomes.
+    fn signature_ok(&mut self, from: NodeId, u: &Update, now: Instant) -> bool {
         if !self.verify_budget(from, now) {
-            return;
+            return false;
         }
         self.stats.signatures_checked += 1;
         if !u.verify_signature() {
             self.stats.bad_signature += 1;
+            return false;
+        }
+        true
+    }
+
+    fn on_own_update(&mut self, from: NodeId, u: &Update, now: Instant) {
+        if u.is_retraction() || !u.seqno.is_newer_than(self.seqno) {
+            return;
+        }
+        if !self.signature_ok(from, u, now) {
             return;
         }
         self.seqno = u.seqno;
