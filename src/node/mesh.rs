@@ -230,7 +230,9 @@ impl<A: TransportAead> Node<A> {
         // Money (docs/payments.md): the sender's ladder, then our own limits as a payer.
         // Only a frame actually handed to the next hop is metered, on both channels; the
         // sender learns of the others from our meter reports and does not pay for them.
-        if !self.judge_received(from_pi, n, now) || !self.may_send(pi, &dest) {
+        // One price lookup serves the payer check and both meters.
+        let ((units, epoch), billed) = self.router.relay_prices(&dest).unwrap_or(((0, 0), 0));
+        if !self.judge_received(from_pi, n, now) || !self.may_send_at(pi, &dest, units) {
             return UdpOut::None;
         }
         let timers = self.cfg.timers;
@@ -241,8 +243,8 @@ impl<A: TransportAead> Node<A> {
             .and_then(|p| p.seal(Kind::Mesh, msg, n, now, &timers))
         {
             Some((len, ep)) => {
-                self.meter_received(from_pi, &dest, n);
-                self.meter_sent(pi, &dest, n);
+                self.meter_received(from_pi, billed, n);
+                self.meter_sent_at(pi, &dest, units, epoch, n);
                 UdpOut::Forward(len, ep)
             }
             None => {

@@ -193,6 +193,13 @@ impl<A: TransportAead> Node<A> {
     /// hold it back (our spend limit, or the neighbour's credit window, is reached).
     #[inline]
     pub(super) fn may_send(&mut self, pi: usize, dest: &NodeId) -> bool {
+        let (units, _) = self.router.route_price(dest).unwrap_or((0, 0));
+        self.may_send_at(pi, dest, units)
+    }
+
+    /// [`Node::may_send`] with the next hop's price for `dest` already looked up.
+    #[inline]
+    pub(super) fn may_send_at(&mut self, pi: usize, dest: &NodeId, units: u64) -> bool {
         if !self.money.cfg.pay {
             return true;
         }
@@ -205,7 +212,6 @@ impl<A: TransportAead> Node<A> {
         // The payer side of "a price rise applies only once accepted": we never pay above our
         // maximum, whatever the next hop advertises (the router also skips such hops when its
         // filter has the same maximum, `[pricing] max_price_per_mib`).
-        let (units, _) = self.router.route_price(dest).unwrap_or((0, 0));
         if units > self.money.cfg.payer.max_price_per_mib {
             self.drop_for(Some(pi), DropReason::PriceRefused);
             return false;
@@ -227,26 +233,39 @@ impl<A: TransportAead> Node<A> {
     /// carry it (then its reports leave it unpaid). Frames for the neighbour itself are free.
     #[inline]
     pub(super) fn meter_sent(&mut self, pi: usize, dest: &NodeId, bytes: usize) {
+        let (units, epoch) = self.router.route_price(dest).unwrap_or((0, 0));
+        self.meter_sent_at(pi, dest, units, epoch, bytes);
+    }
+
+    /// [`Node::meter_sent`] with the next hop's price for `dest` already looked up.
+    #[inline]
+    pub(super) fn meter_sent_at(
+        &mut self,
+        pi: usize,
+        dest: &NodeId,
+        units: u64,
+        epoch: u32,
+        bytes: usize,
+    ) {
         let Some(peer) = self.peers.get(pi).map(|p| p.id) else {
             return;
         };
         if peer == *dest {
             return;
         }
-        let (units, epoch) = self.router.route_price(dest).unwrap_or((0, 0));
         if let Some(a) = self.account(pi) {
             a.payer
                 .on_data_sent_at(Price::new(units, epoch), bytes as u64);
         }
     }
 
-    /// Payee side, after a mesh frame of `bytes` for `dest` (not us) from neighbour `pi` was
-    /// forwarded: meter it at what we bill for `dest` (a fee rise only once the payer
+    /// Payee side, after a mesh frame of `bytes` (not for us) from neighbour `pi` was
+    /// forwarded: meter it at what we bill for its destination (`billed_units`) (a fee rise only once the payer
     /// accepted it, [`PayeeChannel::billing_price`]). Frames we did not carry are not metered:
     /// the payer sees them missing from our reports and does not pay for them.
     #[inline]
-    pub(super) fn meter_received(&mut self, pi: usize, dest: &NodeId, bytes: usize) {
-        let units = self.router.billed_price(dest).unwrap_or(0);
+    pub(super) fn meter_received(&mut self, pi: usize, billed_units: u64, bytes: usize) {
+        let units = billed_units;
         let price = Price::new(units, self.router.config().price_epoch);
         if let Some(a) = self.account(pi) {
             let p = a.payee.billing_price(price);

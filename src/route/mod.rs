@@ -363,8 +363,14 @@ impl Router {
         if *dest == self.id {
             return Some(0);
         }
-        let (p, _) = self.fib.price(dest)?;
-        Some(p.saturating_add(self.cfg.fee_per_mib))
+        self.relay_prices(dest).map(|(_, billed)| billed)
+    }
+
+    /// For a frame we relay to node `dest`: what our next hop bills us (units, its epoch) and
+    /// what we bill for it (that plus our fee), from one lookup (the relay's hot path).
+    pub fn relay_prices(&self, dest: &NodeId) -> Option<((u64, u32), u64)> {
+        let (p, epoch) = self.fib.price(dest)?;
+        Some(((p, epoch), p.saturating_add(self.cfg.fee_per_mib)))
     }
 
     /// The exit the default route goes to, and the next hop towards it.
