@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::identity::NodeId;
 
+/// The most exits tracked at once (the cheapest ones).
+pub const MAX_CANDIDATES: usize = 64;
+
 /// What the client wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -152,6 +155,19 @@ impl ExitChoice {
     /// The exits the routing layer knows now; those it no longer knows are forgotten (a
     /// retracted current exit is switched away from at once).
     pub fn update_offers(&mut self, offers: &[Offer], now: Instant) {
+        // Anyone can mint exits: only the cheapest MAX_CANDIDATES (and the current one) are
+        // tracked, so a flood of announcements costs a sort, not quadratic work per update.
+        let mut best: Vec<Offer> = offers.to_vec();
+        best.sort_by_key(|o| (o.price_per_mib, o.metric, o.id.0));
+        let cur = self
+            .current
+            .and_then(|id| best.iter().position(|o| o.id == id));
+        let cur = cur
+            .filter(|&i| i >= MAX_CANDIDATES)
+            .and_then(|i| best.get(i).copied());
+        best.truncate(MAX_CANDIDATES);
+        best.extend(cur);
+        let offers = best.as_slice();
         self.cands
             .retain(|c| offers.iter().any(|o| o.id == c.offer.id));
         for o in offers {

@@ -153,3 +153,39 @@ fn probes_stay_within_budget_and_forged_answers_change_nothing() {
         "an answer to an old probe does not count"
     );
 }
+
+#[test]
+fn a_flood_of_minted_exits_is_cut_to_the_cheapest_few() {
+    let mut now = Instant::now();
+    let mut c = ExitChoice::new(ChoiceConfig::default(), Mode::Auto);
+    c.update_offers(&[offer(1, 5000)], now);
+    run(&mut c, &mut now, Duration::from_secs(1), &[1]);
+    assert_eq!(c.current(), Some(id(1)));
+    // 4,000 announced exits, all cheaper than the current one and none answering.
+    let mut offers: Vec<Offer> = (0..4000u32)
+        .map(|n| {
+            let mut b = [0xee; 32];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            Offer {
+                id: NodeId(b),
+                price_per_mib: 100 + u64::from(n),
+                metric: 256,
+            }
+        })
+        .collect();
+    offers.push(offer(1, 5000));
+    c.update_offers(&offers, now);
+    let l = c.list(now);
+    assert_eq!(
+        l.len(),
+        MAX_CANDIDATES + 1,
+        "the cheapest ones plus the current one"
+    );
+    assert!(l.iter().any(|e| e.id == id(1) && e.selected));
+    run(&mut c, &mut now, Duration::from_secs(2), &[1]);
+    assert_eq!(
+        c.current(),
+        Some(id(1)),
+        "silent minted exits take nothing over"
+    );
+}
