@@ -44,6 +44,10 @@ pub struct RouterConfig {
     pub rtt: RttCost,
     /// Announce the default routes (this node is an exit).
     pub exit: bool,
+    /// What an exit bills per MiB for carrying a client's traffic to and from the internet
+    /// (`[exit] fee_per_mib`): the price of our default route, charged end to end, apart from
+    /// the forwarding fee relays bill hop by hop.
+    pub exit_fee_per_mib: u64,
     /// Our own fee per MiB, added to the price of every route we advertise (and the price of
     /// our default route). Set by the money layer; 0 until then.
     pub fee_per_mib: u64,
@@ -74,6 +78,7 @@ impl Default for RouterConfig {
             policy: SelectionPolicy::default(),
             rtt: RttCost::default(),
             exit: false,
+            exit_fee_per_mib: 0,
             fee_per_mib: 0,
             price_epoch: 0,
             initial_seqno: 0,

@@ -13,6 +13,7 @@
 //! [`Router::poll_event`].
 
 mod config;
+mod exits;
 mod fib;
 mod input;
 mod limits;
@@ -32,6 +33,7 @@ use crate::wire::routing::{INFINITY, SIGNATURE_LEN, Seqno, Tlv, WireError};
 
 pub use crate::wire::routing::PrefixKind;
 pub use config::{MAX_ROUTES, MAX_ROUTES_PER_NEIGHBOUR, RouterConfig, RouterStats};
+pub use exits::ExitRouteInfo;
 pub(crate) use fib::is_overlay;
 pub use neighbour::RttCost;
 pub use table::{RouteKey, SelectionPolicy};
@@ -243,9 +245,20 @@ impl Router {
         self.stats
     }
 
-    /// Start (or stop) announcing the default routes.
-    pub fn set_exit(&mut self, exit: bool, now: Instant) {
+    /// Start (or stop) announcing the default routes, billing `fee_per_mib` for the uplink.
+    pub fn set_exit(&mut self, exit: bool, fee_per_mib: u64, now: Instant) {
+        if exit == self.cfg.exit && fee_per_mib == self.cfg.exit_fee_per_mib {
+            return;
+        }
+        self.cfg.exit_fee_per_mib = fee_per_mib;
         if exit == self.cfg.exit {
+            // Same role, new fee: announce it at once.
+            let key = RouteKey {
+                originator: self.id,
+                kind: PrefixKind::Default,
+            };
+            self.triggered.insert(key);
+            self.flush(now);
             return;
         }
         self.cfg.exit = exit;

@@ -108,7 +108,7 @@ impl Router {
             let (price_per_mib, signature) = match key.kind {
                 // Delivering to ourselves is free; an exit bills its fee for the uplink.
                 PrefixKind::Node => (0, self.own_sig_node),
-                PrefixKind::Default => (self.cfg.fee_per_mib, self.own_sig_default),
+                PrefixKind::Default => (self.cfg.exit_fee_per_mib, self.own_sig_default),
             };
             let u = Update {
                 kind: key.kind,

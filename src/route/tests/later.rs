@@ -127,9 +127,12 @@ fn exits_announce_default_routes_and_price_steers_the_choice() {
     };
     // 0 is the client; 1 is a near but dear exit; 2 is a cheap exit two hops away via 3.
     let mut net = Net::new(4, &cfg);
-    net.routers[1].cfg.fee_per_mib = 5000;
-    net.routers[1].set_exit(true, net.now);
-    net.routers[2].set_exit(true, net.now);
+    // The exit fee is apart from the forwarding fee: 1 forwards for 3 units but sells its
+    // uplink for 5000; 2's uplink is free and relay 3 bills 7 to reach it.
+    net.routers[1].cfg.fee_per_mib = 3;
+    net.routers[1].set_exit(true, 5000, net.now);
+    net.routers[2].set_exit(true, 0, net.now);
+    net.routers[3].cfg.fee_per_mib = 7;
     net.link(0, 1);
     net.link(0, 3);
     net.link(3, 2);
@@ -139,15 +142,14 @@ fn exits_announce_default_routes_and_price_steers_the_choice() {
     assert_eq!(net.routers[0].default_route(), Some((e2, via)));
     // Without a price weight the nearest exit wins.
     let mut plain = Net::new(4, &RouterConfig::default());
-    plain.routers[1].cfg.fee_per_mib = 5000;
-    plain.routers[1].set_exit(true, plain.now);
-    plain.routers[2].set_exit(true, plain.now);
+    plain.routers[1].set_exit(true, 5000, plain.now);
+    plain.routers[2].set_exit(true, 0, plain.now);
     plain.link(0, 1);
     plain.link(0, 3);
     plain.link(3, 2);
     assert_eq!(plain.routers[0].lookup_addr(internet), Some((e1, e1)));
     // The exit stops: its default route is retracted and the other takes over.
-    plain.routers[1].set_exit(false, plain.now);
+    plain.routers[1].set_exit(false, 5000, plain.now);
     plain.pump();
     assert_eq!(plain.routers[0].lookup_addr(internet), Some((e2, via)));
     let price: Vec<_> = net.routers[0]
@@ -156,7 +158,17 @@ fn exits_announce_default_routes_and_price_steers_the_choice() {
         .map(|r| (r.key.originator, r.price_per_mib))
         .collect();
     assert!(price.contains(&(e1, 5000)));
-    assert!(price.contains(&(e2, 0)));
+    assert!(price.contains(&(e2, 7)));
+    // What the exit choice reads: the exit's own fee apart from what the path bills.
+    let exits = net.routers[0].exit_routes();
+    let fee = |id| {
+        exits
+            .iter()
+            .find(|x| x.id == id)
+            .map(|x| (x.price_per_mib, x.path_price_per_mib, x.exit_fee_per_mib()))
+    };
+    assert_eq!(fee(e1), Some((5000, 0, 5000)));
+    assert_eq!(fee(e2), Some((7, 7, 0)));
 }
 
 #[test]
