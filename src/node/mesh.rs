@@ -152,7 +152,7 @@ impl<A: TransportAead> Node<A> {
         self.send_routed(dest, next_hop, now, buf, len)
     }
 
-    fn initiate_e2e(&mut self, dest: NodeId, now: Instant) {
+    pub(super) fn initiate_e2e(&mut self, dest: NodeId, now: Instant) {
         let idx = self.fresh_index();
         let ts = self.tai64n(now);
         let jitter = Duration::from_millis(self.next_rand() % 334);
@@ -170,7 +170,7 @@ impl<A: TransportAead> Node<A> {
     }
 
     /// Wrap an end-to-end message in a mesh frame and send it towards `dest`.
-    fn send_mesh(&mut self, dest: NodeId, e2e_msg: &[u8], now: Instant) -> bool {
+    pub(super) fn send_mesh(&mut self, dest: NodeId, e2e_msg: &[u8], now: Instant) -> bool {
         let Some(nh) = self.router.next_hop(&dest) else {
             return false;
         };
@@ -308,6 +308,22 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let range = TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + k;
+        match Kind::from_u8(h.kind) {
+            Some(Kind::Packet) => {}
+            Some(Kind::Probe) => {
+                let body = m.get(range)?.to_vec();
+                self.handle_probe(dest, &body, now);
+                return None;
+            }
+            Some(Kind::Routing | Kind::Mesh | Kind::Channel) => {
+                self.drops.add(DropReason::LinkOnlyKind);
+                return None;
+            }
+            None => {
+                self.drops.add(DropReason::UnknownKind);
+                return None;
+            }
+        }
         if let Some(why) =
             self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }, Via::EndToEnd(dest))
         {
