@@ -434,6 +434,23 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
         .collect();
     assert_eq!(sources, ["::ffff:198.19.1.2", "2001:db8:1::2"], "{log}");
 
+    // Something else deletes a rule, a route and the kill switch: all come back within seconds.
+    let engaged = snapshot(&c, &resolv);
+    sh(&["ip", "-n", &c, "rule", "del", "priority", "5320"]);
+    sh(&["ip", "-n", &c, "-6", "route", "flush", "table", "51820"]);
+    sh(&[
+        "ip", "netns", "exec", &c, "nft", "delete", "table", "inet", "bitcloud",
+    ]);
+    let t0 = Instant::now();
+    while snapshot(&c, &resolv) != engaged {
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "not repaired: {}",
+            snapshot(&c, &resolv)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // The exit forwards to the internet only: not to its own LAN (its uplink's subnet, where
     // the same server listens), and SMTP is refused.
     assert!(fetch(&c, "-4", "http://198.19.0.1/small", 10, &dl).is_some());
