@@ -471,6 +471,36 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
         "the SMTP port saw a request"
     );
 
+    // The exit's uplink goes down: it retracts its default routes and the client moves; the
+    // uplink returns and auto goes back to the cheaper exit.
+    let keep = format!("net.ipv6.conf.{up1}.keep_addr_on_down=1");
+    sh(&["ip", "netns", "exec", &x1, "sysctl", "-qw", &keep]);
+    sh(&["ip", "-n", &x1, "link", "set", &up1, "down"]);
+    wait_exit(&cn, Some(&e2.id), Duration::from_secs(10));
+    sh(&["ip", "-n", &x1, "link", "set", &up1, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &x1,
+        "route",
+        "replace",
+        "default",
+        "via",
+        "198.19.1.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &x1,
+        "-6",
+        "route",
+        "replace",
+        "default",
+        "via",
+        "2001:db8:1::1",
+    ]);
+    wait_exit(&cn, Some(&e1.id), Duration::from_secs(20));
+
     // The exit in use dies: within 10 s new fetches go through the other one.
     let killed = Instant::now();
     e1.kill9();

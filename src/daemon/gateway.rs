@@ -96,6 +96,9 @@ pub struct Gateway {
     dns_exit: Option<NodeId>,
     dns: Option<DnsApplied>,
     exit_on: bool,
+    /// The uplink was down at the last check: the default routes are retracted meanwhile.
+    uplink_down: bool,
+    next_uplink_check: Instant,
     /// The exit's DNS on our mesh addresses.
     dns_forwarder: Option<gateway::dns::DnsForwarder>,
     next_repair: Instant,
@@ -115,6 +118,8 @@ impl Gateway {
             dns_exit: None,
             dns: None,
             exit_on: false,
+            uplink_down: false,
+            next_uplink_check: now,
             dns_forwarder: None,
             next_repair: now + REPAIR_INTERVAL,
             nl: None,
@@ -358,6 +363,26 @@ impl Gateway {
         }
         if let Err(e) = self.apply_client(self.dns_exit).await {
             tracing::warn!("re-applying the exit settings: {e:#}");
+        }
+    }
+
+    /// An exit whose uplink goes down retracts its default routes (its clients fail over at
+    /// once rather than buying a dead uplink) and announces them again when it comes back.
+    /// Reads the uplink's operstate every [`REPAIR_INTERVAL`].
+    pub fn watch_uplink(&mut self, node: &mut Node, now: Instant) {
+        if !self.exit_on || now < self.next_uplink_check {
+            return;
+        }
+        self.next_uplink_check = now + REPAIR_INTERVAL;
+        let state =
+            std::fs::read_to_string(format!("/sys/class/net/{}/operstate", self.exit.uplink))
+                .unwrap_or_default();
+        // "unknown" is what interfaces without carrier detection (tun, some virtual) report.
+        let down = !matches!(state.trim(), "up" | "unknown");
+        if down != self.uplink_down {
+            self.uplink_down = down;
+            tracing::warn!(uplink = %self.exit.uplink, state = state.trim(), "uplink {}: {} the default routes", if down { "down" } else { "up" }, if down { "retracting" } else { "announcing" });
+            node.set_exit_role(!down, self.exit.fee_per_mib, now);
         }
     }
 

@@ -184,6 +184,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     node.handle_timeout(now);
                 }
                 gw.repair(now).await;
+                gw.watch_uplink(&mut node, now);
             }
             Some(d) = disc_rx.recv() => {
                 if node.discovered(d.id, d.endpoint, Instant::now()) {
