@@ -335,6 +335,43 @@ impl Gateway {
         }
     }
 
+    /// A reloaded config: new client settings (kill switch, LAN, DNS) apply at once if a mode
+    /// is engaged; a new exit fee is announced at once. Returns what needs a restart instead.
+    pub async fn update(
+        &mut self,
+        node: &mut Node,
+        exit: &ExitSettings,
+        client: ClientSettings,
+        now: Instant,
+    ) -> Vec<&'static str> {
+        let mut restart = Vec::new();
+        if exit.enabled != self.exit.enabled || exit.uplink != self.exit.uplink {
+            restart.push("exit.enabled/exit.uplink");
+        } else if exit.dns != self.exit.dns || exit.blocked_ports != self.exit.blocked_ports {
+            restart.push("exit.dns/exit.block_ports/exit.allow_ports");
+        } else if exit.fee_per_mib != self.exit.fee_per_mib && self.exit_on {
+            self.exit.fee_per_mib = exit.fee_per_mib;
+            if !self.uplink_down {
+                node.set_exit_role(true, exit.fee_per_mib, now);
+            }
+            tracing::info!(fee_per_mib = exit.fee_per_mib, "exit fee changed");
+        }
+        if client != self.client {
+            let was_kill_switch = self.client.kill_switch;
+            self.client = client;
+            if self.engaged {
+                if was_kill_switch && !client.kill_switch {
+                    let _ = gateway::killswitch::remove();
+                }
+                self.dns = None;
+                if let Err(e) = self.apply_client(self.dns_exit).await {
+                    tracing::warn!("applying the new [client] settings: {e:#}");
+                }
+            }
+        }
+        restart
+    }
+
     /// Clean shutdown: stop serving (the retraction goes out with the node's last flush) and
     /// remove everything we installed.
     pub async fn shutdown(&mut self, node: &mut Node, now: Instant) {

@@ -8,6 +8,7 @@ pub mod discovery;
 mod exit_api;
 pub mod gateway;
 mod notify;
+mod reload;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ const BUF_LEN: usize = 65536;
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Run the daemon until SIGINT or SIGTERM.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let identity = Identity::load(&cfg.key_file)?;
     let id = identity.id();
     std::fs::create_dir_all(&cfg.data_dir)
@@ -138,16 +139,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let wallet_task = tokio::spawn(wallet::run(wallet, wal_rx, done_tx));
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
-    let (disc_tx, mut disc_rx) = mpsc::channel(64);
-    let (verified_tx, verified_rx) = mpsc::channel(256);
-    let disc_task = tokio::spawn(discovery::run_with(
-        cfg.discovery.clone(),
-        Identity::from_secret(identity.secret()),
-        cfg.listen.port(),
-        cfg.peers.iter().map(|p| p.id).collect(),
-        disc_tx,
-        verified_rx,
-    ));
+    let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
@@ -242,6 +235,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
                 let _ = req.reply.send(answer);
             }
+            _ = sighup.recv() => {
+                notify::Notifier::reloading();
+                let out = reload::reload(&mut cfg, &mut node, &mut gw, &wal_tx).await;
+                if out.discovery_changed {
+                    disc_task.abort();
+                    (disc_task, disc_rx, verified_tx) = spawn_discovery(&cfg, &identity);
+                }
+                notifier.ready(&status_line(&node));
+            }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
         }
@@ -280,6 +282,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+type Discovery = (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    mpsc::Receiver<discovery::Discovered>,
+    mpsc::Sender<crate::identity::NodeId>,
+);
+
+/// Start LAN discovery for `cfg` (again after a reload that changed it).
+fn spawn_discovery(cfg: &Config, identity: &Identity) -> Discovery {
+    let (disc_tx, disc_rx) = mpsc::channel(64);
+    let (verified_tx, verified_rx) = mpsc::channel(256);
+    let task = tokio::spawn(discovery::run_with(
+        cfg.discovery.clone(),
+        Identity::from_secret(identity.secret()),
+        cfg.listen.port(),
+        cfg.peers.iter().map(|p| p.id).collect(),
+        disc_tx,
+        verified_rx,
+    ));
+    (task, disc_rx, verified_tx)
 }
 
 /// systemd's STATUS= line: neighbours, routes, the exit in use.

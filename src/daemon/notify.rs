@@ -38,6 +38,14 @@ impl Notifier {
         let _ = sd_notify::notify(&[NotifyState::Stopping]);
     }
 
+    /// Reloading the config (SIGHUP); [`Notifier::ready`] follows when done.
+    pub fn reloading() {
+        // Type=notify-reload wants the monotonic time with RELOADING=1.
+        if let Ok(t) = NotifyState::monotonic_usec_now() {
+            let _ = sd_notify::notify(&[NotifyState::Reloading, t]);
+        }
+    }
+
     /// Call from the event loop's tick: a watchdog ping when due, and STATUS= every few
     /// seconds from `status` (called only then).
     pub fn tick(&mut self, now: Instant, status: impl FnOnce() -> String) {

@@ -14,6 +14,7 @@ mod money;
 mod money_types;
 mod money_view;
 mod peers;
+mod reload;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ pub use peers::{
     IDLE_EXPIRY, MAX_NEIGHBOURS, MAX_UNVERIFIED, MAX_UNVERIFIED_ATTEMPTS, MAX_UNVERIFIED_PER_HOST,
     TableStats, UNVERIFIED_HANDSHAKES_PER_SEC,
 };
+pub use reload::PeerChanges;
 pub use status::{Found, PeerStatus, SessionStatus};
 pub use v4::V4Collision;
 

@@ -336,7 +336,7 @@ impl<A: TransportAead> Node<A> {
 
     /// Remove the neighbour in slot `pi` from everything indexed by it; the caller clears
     /// its session indices.
-    fn free_slot(&mut self, pi: usize, now: Instant) {
+    pub(super) fn free_slot(&mut self, pi: usize, now: Instant) {
         let Some(id) = self.peers.get(pi).map(|p| p.id) else {
             return;
         };
