@@ -82,6 +82,8 @@ pub struct Config {
     pub exit: ExitSettings,
     /// Using an exit (`[client]`).
     pub client: ClientSettings,
+    /// Prometheus metrics (`[metrics] listen`); None: off.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
@@ -153,6 +155,15 @@ struct Raw {
     exit: exit::RawExit,
     #[serde(default)]
     client: exit::RawClient,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+/// `[metrics]`: where Prometheus text is served (off unless `listen` is set).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<SocketAddr>,
 }
 
 /// `[pricing]`: what this node bills for forwarding and what it will pay (units per MiB of
@@ -415,6 +426,7 @@ impl Config {
                 .client
                 .validate()
                 .map_err(|(span, msg)| at(Some(span), msg))?,
+            metrics: raw.metrics.listen,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod control;
 pub mod discovery;
 mod exit_api;
 pub mod gateway;
+mod metrics;
 mod notify;
 mod reload;
 pub mod wallet;
@@ -141,6 +142,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<String>>(4);
+    let metrics_task = match cfg.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding [metrics] listen {addr}"))?;
+            tracing::info!(%addr, "Prometheus metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(l, scrape_tx)))
+        }
+        None => None,
+    };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
@@ -235,6 +247,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 }
                 let _ = req.reply.send(answer);
             }
+            Some(reply) = scrape_rx.recv() => {
+                let _ = reply.send(metrics::render(&node, Instant::now()));
+            }
             _ = sighup.recv() => {
                 notify::Notifier::reloading();
                 let out = reload::reload(&mut cfg, &mut node, &mut gw, &wal_tx).await;
@@ -267,6 +282,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     notify::Notifier::stopping();
     ctl_task.abort();
     disc_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     // Retract the default routes (an exit) and remove routes, kill switch and DNS settings
     // (a client) while the socket can still tell the neighbours.
     gw.shutdown(&mut node, Instant::now()).await;
