@@ -170,7 +170,7 @@ impl<A: TransportAead> Node<A> {
     }
 
     /// Wrap an end-to-end message in a mesh frame and send it towards `dest`.
-    fn send_mesh(&mut self, dest: NodeId, e2e_msg: &[u8], now: Instant) -> bool {
+    pub(super) fn send_mesh(&mut self, dest: NodeId, e2e_msg: &[u8], now: Instant) -> bool {
         let Some(nh) = self.router.next_hop(&dest) else {
             return false;
         };
@@ -308,10 +308,19 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let range = TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + k;
+        if Kind::from_u8(h.kind) == Some(Kind::Channel) {
+            // Exit fees (node/exit_money.rs): never metered, throttled or written to the TUN.
+            let body = m.get(range)?.to_vec();
+            self.handle_exit_channel(dest, &body, now);
+            return None;
+        }
         if let Some(why) =
             self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }, Via::EndToEnd(dest))
         {
             self.drops.add(why);
+            return None;
+        }
+        if !self.bill_e2e_inbound(dest, m.get(range.clone())?, now) {
             return None;
         }
         if let Some(e) = self.e2e.get_mut(&dest) {
@@ -344,6 +353,7 @@ impl<A: TransportAead> Node<A> {
             Ok((keys, resp)) => {
                 e.responder_keys(&keys, idx, remote, now, ROUTED);
                 self.e2e_indices.insert(idx, dest);
+                self.exit_money_handshake(dest);
                 self.send_mesh(dest, &resp, now);
             }
             Err(_) => self.drops.add(DropReason::HandshakeFailed),
@@ -370,6 +380,7 @@ impl<A: TransportAead> Node<A> {
         match handshake::consume_resp(&self.local, pending, resp) {
             Ok(keys) => {
                 e.initiator_keys(&keys, resp.receiver, resp.sender, now, ROUTED);
+                self.exit_money_handshake(dest);
                 if !self.flush_e2e(dest, now) {
                     self.e2e_keepalive(dest, now);
                 }

@@ -6,6 +6,7 @@
 //! buffer without allocating.
 
 mod exit;
+mod exit_money;
 mod inner;
 mod link;
 mod mesh;
@@ -33,6 +34,7 @@ use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
+pub use exit_money::{DOWNLOAD_LOSS_PERCENT, MAX_EXIT_ACCOUNTS};
 pub use money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
 pub use money_view::ChannelView;
 pub use peers::{
@@ -290,7 +292,7 @@ impl<A: TransportAead> Node<A> {
             return self.send_internet(now, buf, len);
         }
         match self.router.lookup_addr(dst) {
-            Some((dest, next_hop)) => self.send_routed(dest, next_hop, now, buf, len),
+            Some((dest, next_hop)) => self.send_routed_billed(dest, next_hop, now, buf, len),
             // A configured neighbour without a session and no route: stage and handshake.
             None if direct.is_some() => self.send_direct(direct?, now, buf, len),
             None => {

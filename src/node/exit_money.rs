@@ -1,0 +1,372 @@
+//! Exit fees on the data path (docs/payments.md, "Exit fees"): the end-to-end payment channel
+//! from a client to the exit it uses (nonce [`EXIT_CHANNEL_NONCE`], apart from the link
+//! channels that pay relays). Owns the exit-fee meters and the exit's ladder: the client meters
+//! every internet-bound IP packet it hands towards its exit in use and every internet-sourced
+//! packet it accepts from that exit; the exit meters every client packet it hands its TUN for
+//! the internet and every internet reply it sends back. Invariants: only inner IP packet bytes
+//! are metered (the same number on both ends), never channel messages; a client meters only
+//! for its exit in use, at most the fee that exit announced in routing, so nobody else can bill
+//! it; the exit judges only a client's internet traffic, never frames for the exit node itself;
+//! channel state is bounded by [`MAX_EXIT_ACCOUNTS`] per side.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use super::{HEADROOM, Node, inner, ip_src_dst};
+use crate::drops::DropReason;
+use crate::identity::NodeId;
+use crate::money::{
+    Amount, ChannelParams, EXIT_CHANNEL_NONCE, PayeeChannel, PayerChannel, Price, Verdict,
+};
+use crate::session::aead::TransportAead;
+
+#[path = "exit_money_chan.rs"]
+mod chan;
+
+/// The share of the bytes an exit sent a client that the client may report never receiving
+/// without being shaped: its download loss tolerance, in percent. The client pays for what it
+/// received; the exit forgives nothing, but tolerates this much unpaid debt on top of the
+/// credit window, so honest loss never shapes a client and a client claiming more loss than
+/// this is shaped, then cut, like any debtor.
+pub const DOWNLOAD_LOSS_PERCENT: u64 = 2;
+
+/// Most exit channels held on each side (a client's exits, an exit's clients): one per
+/// end-to-end session at most. Beyond it an account with nothing metered or signed makes room,
+/// or the new client is refused.
+pub const MAX_EXIT_ACCOUNTS: usize = super::mesh::MAX_E2E_SESSIONS;
+
+/// Our channel paying an exit we use (client side).
+#[derive(Debug)]
+pub(super) struct ExitPayer {
+    pub(super) payer: PayerChannel,
+    /// The exit fee the exit announces in routing (refreshed at each money poll): we never
+    /// meter above it, whatever it quotes.
+    announced: u64,
+    /// The end-to-end session is new: send our resync when it can carry it.
+    resync_due: bool,
+    /// Registered in the wallet.
+    registered: bool,
+    /// Meter totals at the last checkpoint.
+    checkpointed: (u64, Amount),
+}
+
+/// A client's channel paying us as its exit (exit side).
+#[derive(Debug)]
+pub(super) struct ExitPayee {
+    pub(super) payee: PayeeChannel,
+    /// Bytes we sent the client from the internet: its tolerated loss is a share of them.
+    down_bytes: u64,
+    resync_due: bool,
+    /// Restored from the wallet (we restarted): the client's first resync may raise our meter.
+    fresh: bool,
+    /// Meter total at our last report, and when it went out.
+    reported_bytes: u64,
+    reported_at: Option<Instant>,
+    registered: bool,
+    checkpointed: (u64, Amount),
+}
+
+impl ExitPayee {
+    /// Unpaid debt tolerated beyond the window: [`DOWNLOAD_LOSS_PERCENT`] of what we sent down.
+    fn allowance(&self) -> Amount {
+        let lost = self.down_bytes.saturating_mul(DOWNLOAD_LOSS_PERCENT) / 100;
+        Price::new(self.payee.price().units_per_mib, 0).cost(lost)
+    }
+}
+
+/// Every exit channel of the node.
+#[derive(Debug)]
+pub(super) struct ExitMoney {
+    pub(super) payers: HashMap<NodeId, ExitPayer>,
+    pub(super) payees: HashMap<NodeId, ExitPayee>,
+    /// Tests only: bill clients this fee whatever we announce (a hostile exit).
+    bill_override: Option<u64>,
+    /// Tests only: meter this percentage of the internet bytes we receive (a client that
+    /// claims loss); 100 otherwise.
+    download_percent: u64,
+}
+
+impl Default for ExitMoney {
+    fn default() -> Self {
+        ExitMoney {
+            payers: HashMap::new(),
+            payees: HashMap::new(),
+            bill_override: None,
+            download_percent: 100,
+        }
+    }
+}
+
+impl ExitMoney {
+    /// Make room for one more account in `map` if it is full: drop one with nothing metered or
+    /// signed. False if every account holds money state.
+    fn room<T>(map: &mut HashMap<NodeId, T>, blank: impl Fn(&T) -> bool) -> bool {
+        if map.len() < MAX_EXIT_ACCOUNTS {
+            return true;
+        }
+        let victim = map.iter().find(|(_, a)| blank(a)).map(|(id, _)| *id);
+        victim.is_some_and(|v| map.remove(&v).is_some())
+    }
+}
+
+fn blank_payer(p: &ExitPayer) -> bool {
+    p.payer.latest().is_none() && p.payer.meter().total_bytes() == 0
+}
+
+fn blank_payee(p: &ExitPayee) -> bool {
+    p.payee.latest().is_none() && p.payee.meter().total_bytes() == 0
+}
+
+impl<A: TransportAead> Node<A> {
+    /// Tests only (a hostile exit): bill our clients `fee` per MiB whatever we announce in
+    /// routing. Applies to clients whose channel opens afterwards.
+    pub fn set_exit_fee_billed(&mut self, fee: Option<u64>) {
+        self.money.exit.bill_override = fee;
+    }
+
+    /// Tests only (a client claiming loss): meter only `percent` of the internet bytes we
+    /// accept from our exit.
+    pub fn set_exit_download_metering(&mut self, percent: u64) {
+        self.money.exit.download_percent = percent.min(100);
+    }
+
+    /// What we bill clients as an exit: our exit fee at our price epoch.
+    pub(super) fn exit_fee_price(&self) -> Price {
+        let rc = self.router.config();
+        let fee = self.money.exit.bill_override.unwrap_or(rc.exit_fee_per_mib);
+        Price::new(fee, rc.price_epoch)
+    }
+
+    /// The exit fee `exit` announces in routing (0 if it announces no default route).
+    pub(super) fn announced_exit_fee(&self, exit: &NodeId) -> u64 {
+        self.router
+            .exit_routes()
+            .iter()
+            .find(|r| r.id == *exit)
+            .map_or(0, |r| r.exit_fee_per_mib())
+    }
+
+    /// Our channel paying `exit`, created (or restored) on first use.
+    fn exit_payer(&mut self, exit: NodeId) -> Option<&mut ExitPayer> {
+        if !self.money.exit.payers.contains_key(&exit) {
+            if !ExitMoney::room(&mut self.money.exit.payers, blank_payer) {
+                return None;
+            }
+            let announced = self.announced_exit_fee(&exit);
+            let params = ChannelParams {
+                payer: self.id,
+                payee: exit,
+                nonce: EXIT_CHANNEL_NONCE,
+            };
+            let m = &mut self.money;
+            let restored = m.restored.remove(&params.id());
+            let registered = restored.is_some();
+            let r = restored.unwrap_or_default();
+            // Until the exit quotes, meter at the fee it announced, under epoch 0: a quote of
+            // the same fee at epoch 0 is then no contradiction, and one at its real epoch
+            // opens a new bucket (at most one unit of rounding apart from the exit's meter).
+            let price = Price::new(announced, 0);
+            let mut payer = PayerChannel::restore(params, m.cfg.payer, price, r.latest, &r.meter);
+            let paid = r.latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
+            payer.set_spend_cap(paid.saturating_add(m.cfg.headroom));
+            if !registered {
+                // New in this process: our meter lost nothing, so no count of the exit's may
+                // raise it (it could only be a hostile exit's claim).
+                payer.forgo_resync_raise();
+            }
+            let checkpointed = (r.meter.total_bytes(), r.meter.total_cost());
+            tracing::debug!(exit = %exit, announced, "exit channel opened");
+            m.exit.payers.insert(
+                exit,
+                ExitPayer {
+                    payer,
+                    announced,
+                    resync_due: true,
+                    registered,
+                    checkpointed,
+                },
+            );
+        }
+        self.money.exit.payers.get_mut(&exit)
+    }
+
+    /// A client's channel paying us as its exit, created (or restored) on first use.
+    fn exit_payee(&mut self, client: NodeId) -> Option<&mut ExitPayee> {
+        if !self.money.exit.payees.contains_key(&client) {
+            if !ExitMoney::room(&mut self.money.exit.payees, blank_payee) {
+                return None;
+            }
+            let price = self.exit_fee_price();
+            let params = ChannelParams {
+                payer: client,
+                payee: self.id,
+                nonce: EXIT_CHANNEL_NONCE,
+            };
+            let m = &mut self.money;
+            let restored = m.restored.remove(&params.id());
+            let fresh = restored.is_some();
+            let r = restored.unwrap_or_default();
+            // A client is a stranger (any node with a route to us): the smaller window of a
+            // discovered neighbour, so a minted id gets little service on credit.
+            let mut cfg = m.cfg.payee;
+            let w = &mut cfg.enforce.credit_window;
+            *w = (*w).min(m.cfg.unknown_credit_window);
+            let payee = PayeeChannel::restore(params, cfg, price, r.latest, &r.meter);
+            let checkpointed = (r.meter.total_bytes(), r.meter.total_cost());
+            m.exit.payees.insert(
+                client,
+                ExitPayee {
+                    payee,
+                    down_bytes: 0,
+                    resync_due: true,
+                    fresh,
+                    reported_bytes: 0,
+                    reported_at: None,
+                    registered: fresh,
+                    checkpointed,
+                },
+            );
+        }
+        self.money.exit.payees.get_mut(&client)
+    }
+
+    /// The price a client meters at for its exit: the exit's accepted quote, never above the
+    /// fee the exit announces now.
+    fn client_price(p: &ExitPayer) -> Price {
+        let q = p.payer.price();
+        Price::new(q.units_per_mib.min(p.announced), q.epoch)
+    }
+
+    /// Client: an internet-bound TUN packet of `len` bytes for our exit `exit`. Metered at the
+    /// exit's fee before it is sealed (one the exit never receives shows in its reports and is
+    /// not paid); held back if we cannot pay for more (self-throttle).
+    pub(super) fn send_internet_paid(
+        &mut self,
+        exit: NodeId,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(Range<usize>, SocketAddr)> {
+        let pay = self.money.cfg.pay;
+        let Some(p) = self.exit_payer(exit) else {
+            self.drops.add(DropReason::SelfThrottled);
+            return None;
+        };
+        if pay && p.payer.throttled() {
+            self.drops.add(DropReason::SelfThrottled);
+            return None;
+        }
+        let price = Self::client_price(p);
+        p.payer.on_data_sent_at(price, len as u64);
+        self.money.stats.exit_fee_bytes_up += len as u64;
+        self.send_via(exit, now, buf, len)
+    }
+
+    /// An IP packet `pkt` from node `from`'s end-to-end session passed the address checks and
+    /// is about to reach the TUN. Client: a reply from the internet from our exit is metered at
+    /// its fee. Exit: a client packet for the internet passes the client's ladder and is
+    /// metered. False if it must be dropped (the client does not pay).
+    pub(super) fn bill_e2e_inbound(&mut self, from: NodeId, pkt: &[u8], now: Instant) -> bool {
+        let Some((src, dst)) = ip_src_dst(pkt) else {
+            return true;
+        };
+        let len = pkt.len() as u64;
+        if self.exit_in_use == Some(from) && inner::internet(src) {
+            let pct = self.money.exit.download_percent;
+            if let Some(p) = self.exit_payer(from) {
+                let price = Self::client_price(p);
+                p.payer
+                    .on_data_sent_at(price, len.saturating_mul(pct) / 100);
+            }
+            self.money.stats.exit_fee_bytes_down += len;
+            return true;
+        }
+        if !(self.router.config().exit && inner::internet(dst)) {
+            return true; // for us: free
+        }
+        let Some(a) = self.exit_payee(from) else {
+            self.drops.add(DropReason::E2eSessionsFull);
+            return false;
+        };
+        let allowance = a.allowance();
+        let ok = self.exit_verdict(from, len, allowance, now);
+        if ok && let Some(a) = self.money.exit.payees.get_mut(&from) {
+            let p = a.payee.billing_price(a.payee.price());
+            a.payee.record_at(p, len);
+            self.money.stats.exit_billed_bytes_up += len;
+        }
+        ok
+    }
+
+    /// The client's ladder for `len` more bytes of its internet traffic.
+    fn exit_verdict(&mut self, client: NodeId, len: u64, allowance: Amount, now: Instant) -> bool {
+        let v = match self.money.exit.payees.get_mut(&client) {
+            Some(a) => a.payee.judge_allowing(len, allowance, now),
+            None => Verdict::Forward,
+        };
+        match v {
+            Verdict::Forward => true,
+            Verdict::DropShaped => {
+                self.drops.add(DropReason::UnpaidShaped);
+                false
+            }
+            Verdict::DropCut => {
+                self.drops.add(DropReason::UnpaidCut);
+                false
+            }
+        }
+    }
+
+    /// [`Node::send_routed`] for a TUN packet to node `dest`. On an exit, a reply from the
+    /// internet to a client passes the client's ladder and is metered at our fee; anything
+    /// else is sent as it is.
+    pub(super) fn send_routed_billed(
+        &mut self,
+        dest: NodeId,
+        next_hop: NodeId,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(Range<usize>, SocketAddr)> {
+        let reply = self.router.config().exit
+            && buf
+                .get(HEADROOM..HEADROOM + len)
+                .and_then(ip_src_dst)
+                .is_some_and(|(src, _)| inner::internet(src));
+        if !reply {
+            return self.send_routed(dest, next_hop, now, buf, len);
+        }
+        let Some(a) = self.exit_payee(dest) else {
+            self.drops.add(DropReason::E2eSessionsFull);
+            return None;
+        };
+        let allowance = a.allowance();
+        if !self.exit_verdict(dest, len as u64, allowance, now) {
+            return None;
+        }
+        // Metered before it is sealed, as the client meters its uploads: one the client never
+        // receives (dropped here or on the way) is the download gap the client does not pay,
+        // within `DOWNLOAD_LOSS_PERCENT` before it counts against the window.
+        if let Some(a) = self.money.exit.payees.get_mut(&dest) {
+            let p = a.payee.billing_price(a.payee.price());
+            a.payee.record_at(p, len as u64);
+            a.down_bytes = a.down_bytes.saturating_add(len as u64);
+            self.money.stats.exit_billed_bytes_down += len as u64;
+        }
+        self.send_routed(dest, next_hop, now, buf, len)
+    }
+
+    /// An end-to-end handshake with `peer` completed: resync our exit channels with it.
+    pub(super) fn exit_money_handshake(&mut self, peer: NodeId) {
+        let e = &mut self.money.exit;
+        if let Some(p) = e.payers.get_mut(&peer) {
+            p.resync_due = true;
+            p.payer.expect_resync();
+        }
+        if let Some(p) = e.payees.get_mut(&peer) {
+            p.resync_due = true;
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Exit fees in the deterministic simulation (issue 9, "Billing"; docs/payments.md, "Exit
+//! fees"): a client pays its exit's fee end to end for the inner IP bytes both ways, pays the
+//! relay on the path hop by hop, and the exit pays the relay for the replies. In a lossless
+//! sim the books balance to the unit; hostile exits and clients gain nothing beyond the bounds.
+
+mod sim;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use bitcloud::drops::DropReason;
+use bitcloud::identity::NodeId;
+use bitcloud::money::{Amount, ChannelParams, EXIT_CHANNEL_NONCE};
+use bitcloud::node::{ChannelView, Node, PeerConfig};
+use bitcloud::session::timers::Timers;
+use sim::{Net, PERFECT, addr, ident, node_cfg, view};
+
+const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+const RELAY_FEE: u64 = 1000;
+const MIB: u128 = 1 << 20;
+
+fn v4(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ipv4(src.octets(), dst.octets(), 64).udp(1000, 2000);
+    let mut out = Vec::new();
+    b.write(&mut out, &vec![7u8; payload]).unwrap();
+    out
+}
+
+/// What the Price code bills for `bytes` at `fee` per MiB: rounded up once, on the total.
+fn cost(bytes: u64, fee: u64) -> Amount {
+    Amount::from_units((u128::from(bytes) * u128::from(fee)).div_ceil(MIB))
+}
+
+/// client 0 - relay 1 (fee 1000) - exit 2 (exit fee `exit_fee`), the client using the exit.
+fn chain(exit_fee: u64) -> Net {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let mut cfg = node_cfg(Timers::default());
+    cfg.router.exit = true;
+    cfg.router.exit_fee_per_mib = exit_fee;
+    let peers = [PeerConfig {
+        id: ident(1).id(),
+        endpoint: Some(addr(1)),
+    }];
+    net.nodes[2].node = Node::new(
+        &ident(2),
+        &peers,
+        cfg,
+        net.now,
+        1_700_000_000_000_000_000,
+        44,
+    )
+    .unwrap();
+    let now = net.now;
+    net.nodes[1].node.set_fee(RELAY_FEE, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    let exit = ident(2).id();
+    let routes = net.nodes[0].node.router().exit_routes();
+    let r = routes.iter().find(|r| r.id == exit).expect("exit routed");
+    assert_eq!(r.exit_fee_per_mib(), exit_fee);
+    assert_eq!(r.path_price_per_mib, RELAY_FEE);
+    net.nodes[0].node.set_exit_in_use(Some(exit));
+    net
+}
+
+/// Node i's exit channel with node `peer` in `direction`.
+fn exit_view(net: &Net, i: usize, peer: usize, direction: &str) -> ChannelView {
+    let me = ident(i).id();
+    net.nodes[i]
+        .node
+        .channel_views(net.now)
+        .into_iter()
+        .find(|c| c.peer == ident(peer).id() && c.direction == direction && c.kind(me) == "exit")
+        .unwrap_or_else(|| panic!("node {i} has no {direction} exit channel with {peer}"))
+}
+
+fn exit_channel(client: NodeId, exit: NodeId) -> bitcloud::money::ChannelId {
+    ChannelParams {
+        payer: client,
+        payee: exit,
+        nonce: EXIT_CHANNEL_NONCE,
+    }
+    .id()
+}
+
+/// `up` packets client -> internet and `down` replies internet -> client, interleaved, one
+/// per step each; returns the inner bytes the exit's TUN got and the client's TUN got.
+fn traffic(net: &mut Net, up: usize, down: usize, size: usize) -> (u64, u64) {
+    let client = ident(0).id().ipv4();
+    let (pu, pd) = (v4(client, INTERNET, size), v4(INTERNET, client, size + 300));
+    for i in 0..up.max(down) {
+        if i < up {
+            net.tun(0, &pu);
+        }
+        if i < down {
+            net.tun(2, &pd);
+        }
+        net.step();
+    }
+    net.run(Duration::from_millis(200));
+    let sum = |d: &[Vec<u8>]| d.iter().map(|p| p.len() as u64).sum::<u64>();
+    (sum(&net.nodes[2].delivered), sum(&net.nodes[0].delivered))
+}
+
+#[test]
+fn client_spend_is_relay_earnings_plus_exit_earnings_exactly() {
+    const FEE: u64 = 5000;
+    let mut net = chain(FEE);
+    let (up, down) = traffic(&mut net, 3000, 2000, 1000);
+    assert_eq!(
+        net.nodes[2].delivered.len(),
+        3000,
+        "every packet reached the exit's TUN"
+    );
+    assert_eq!(
+        net.nodes[0].delivered.len(),
+        2000,
+        "every reply reached the client"
+    );
+    net.run(Duration::from_secs(6));
+
+    // The exit channel: both ends metered the same inner bytes, both ways, and it is paid.
+    let out = exit_view(&net, 0, 2, "outgoing");
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_eq!(out.channel_id, exit_channel(ident(0).id(), ident(2).id()));
+    assert_eq!(out.metered_bytes, up + down, "{out:?}");
+    assert_eq!(inc.metered_bytes, up + down, "{inc:?}");
+    assert_eq!(out.unpaid, Amount::ZERO, "{out:?}");
+    assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    let exit_earned = inc.cumulative_paid;
+    assert_eq!(
+        exit_earned,
+        cost(up + down, FEE),
+        "exit fee x (up + down) / MiB"
+    );
+    assert_eq!(out.rejected + inc.rejected, 0, "{out:?} {inc:?}");
+    assert_eq!(inc.enforcement, Some("full"));
+    let ch = out.channel_id;
+    assert_eq!(
+        net.nodes[0].wallet.outgoing.get(&ch),
+        net.nodes[2].wallet.incoming.get(&ch),
+        "one voucher in both wallets"
+    );
+
+    // The relay: paid its fee by the client (frames to the exit) and by the exit (replies).
+    let c_r = view(&net, 0, 1, "outgoing");
+    let r_c = view(&net, 1, 0, "incoming");
+    let x_r = view(&net, 2, 1, "outgoing");
+    let r_x = view(&net, 1, 2, "incoming");
+    assert_eq!(c_r.kind(ident(0).id()), "link");
+    for (payer, payee) in [(&c_r, &r_c), (&x_r, &r_x)] {
+        assert_eq!(payer.metered_bytes, payee.metered_bytes);
+        assert_eq!(payer.unpaid, Amount::ZERO, "{payer:?}");
+        assert_eq!(payer.cumulative_paid, payee.cumulative_paid);
+        assert_eq!(
+            payer.cumulative_paid,
+            cost(payer.metered_bytes, RELAY_FEE),
+            "relay fee x frame bytes / MiB"
+        );
+    }
+    // Frames carry the inner packets plus the end-to-end and mesh overhead (and channel
+    // messages): the relay carried more than the inner bytes each way.
+    assert!(c_r.metered_bytes > up && x_r.metered_bytes > down);
+
+    // The books: client spend = relay earnings + exit net earnings, to the unit.
+    let spend = c_r.cumulative_paid.saturating_add(out.cumulative_paid);
+    let relay = r_c.cumulative_paid.saturating_add(r_x.cumulative_paid);
+    let exit_net = exit_earned.saturating_sub(x_r.cumulative_paid);
+    assert!(
+        exit_earned > x_r.cumulative_paid,
+        "the exit's fee covers its relay bill"
+    );
+    assert_eq!(spend, relay.saturating_add(exit_net));
+
+    // Money stats count the exit-fee bytes on both ends.
+    let (cs, xs) = (
+        net.nodes[0].node.money_stats(),
+        net.nodes[2].node.money_stats(),
+    );
+    assert_eq!((cs.exit_fee_bytes_up, cs.exit_fee_bytes_down), (up, down));
+    assert_eq!(
+        (xs.exit_billed_bytes_up, xs.exit_billed_bytes_down),
+        (up, down)
+    );
+    assert!(cs.exit_frames_sent > 0 && xs.exit_frames_sent > 0);
+    // Channel messages never reached a TUN: both TUNs got exactly the data packets.
+    assert_eq!(net.nodes[1].delivered.len(), 0);
+    println!(
+        "up {up} B, down {down} B; client spent {spend:?} = relay {relay:?} + exit net \
+         {exit_net:?} (exit earned {exit_earned:?}, paid the relay {:?})",
+        x_r.cumulative_paid
+    );
+}
+
+#[test]
+fn frames_for_the_exit_node_itself_cost_no_exit_fee() {
+    let mut net = chain(5000);
+    let (client, exit) = (ident(0), ident(2));
+    for _ in 0..50 {
+        net.tun(0, &sim::packet_with(&client, &exit, &[1u8; 500]));
+        net.step();
+    }
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.nodes[2].delivered.len(), 50);
+    assert!(
+        !net.nodes[0]
+            .node
+            .channel_views(net.now)
+            .iter()
+            .any(|c| c.kind(client.id()) == "exit" && c.metered_bytes > 0),
+        "overlay traffic to the exit node was billed as exit traffic"
+    );
+    assert_eq!(net.nodes[2].node.money_stats().exit_billed_bytes_up, 0);
+}
+
+#[test]
+fn a_client_with_no_exit_in_use_is_billable_by_nobody() {
+    let mut net = chain(5000);
+    net.nodes[0].node.set_exit_in_use(None);
+    let client = ident(0).id().ipv4();
+    // The exit pushes internet packets at the client anyway.
+    for _ in 0..100 {
+        net.tun(2, &v4(INTERNET, client, 1000));
+        net.step();
+    }
+    net.run(Duration::from_secs(5));
+    assert!(net.nodes[0].delivered.is_empty());
+    assert_eq!(
+        net.nodes[0].node.drops().get(DropReason::SpoofedSource),
+        100
+    );
+    let me = ident(0).id();
+    let views = net.nodes[0].node.channel_views(net.now);
+    assert!(
+        !views.iter().any(|c| c.kind(me) == "exit"),
+        "an exit channel opened without an exit in use: {views:?}"
+    );
+    assert!(
+        net.nodes[0]
+            .wallet
+            .outgoing
+            .keys()
+            .all(|id| *id != exit_channel(me, ident(2).id()))
+    );
+}
+
+#[test]
+fn hostile_exit_quoting_above_its_announced_fee_is_paid_the_announced_fee() {
+    const FEE: u64 = 5000;
+    let mut net = chain(FEE);
+    // The exit announces FEE in routing but bills (and quotes) twice that.
+    net.nodes[2].node.set_exit_fee_billed(Some(2 * FEE));
+    let (up, down) = traffic(&mut net, 1000, 1000, 1000);
+    net.run(Duration::from_secs(6));
+    let out = exit_view(&net, 0, 2, "outgoing");
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert!(
+        out.rejects.get("price_refused").copied().unwrap_or(0) >= 1,
+        "{out:?}"
+    );
+    assert_eq!(out.metered_bytes, up + down);
+    assert_eq!(
+        out.cumulative_paid,
+        cost(up + down, FEE),
+        "paid the announced fee only"
+    );
+    assert_eq!(inc.cumulative_paid, out.cumulative_paid);
+    assert_eq!(inc.metered_amount, cost(up + down, 2 * FEE));
+}
+
+#[test]
+fn a_client_that_never_pays_the_exit_is_shaped_then_cut_for_internet_traffic_only() {
+    // 0.001 CC per MiB: the exit's window for strangers (0.001 CC) is one MiB of traffic.
+    const FEE: u64 = 1_000_000;
+    let mut net = chain(FEE);
+    net.nodes[0].node.set_pay(false);
+    let client = ident(0).id().ipv4();
+    let p = v4(client, INTERNET, 1200);
+    for _ in 0..3000 {
+        net.tun(0, &p);
+        net.step();
+    }
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_ne!(inc.enforcement, Some("full"), "{inc:?}");
+    assert!(net.nodes[2].node.drops().get(DropReason::UnpaidShaped) > 0);
+    // Past the grace period at more than 1.25 windows: cut.
+    for _ in 0..400 {
+        net.tun(0, &p);
+        net.tun(0, &p);
+        net.run(Duration::from_millis(100));
+    }
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_eq!(inc.enforcement, Some("cut"), "{inc:?}");
+    assert!(net.nodes[2].node.drops().get(DropReason::UnpaidCut) > 0);
+    // Its debt is bounded: 1.25 windows plus the free tier over the grace period, about.
+    let window = Amount::from_units(1_000_000);
+    let free = cost(16 * 1024 * 10 + 64 * 1024 + 1500, FEE);
+    assert!(
+        inc.unpaid <= window.mul_ratio(5, 4).saturating_add(free),
+        "{inc:?}"
+    );
+    // The replies are cut too.
+    let before = net.nodes[0].delivered.len();
+    net.tun(2, &v4(INTERNET, client, 100));
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.nodes[0].delivered.len(), before);
+    // Frames for the exit node itself still pass (and so could its vouchers).
+    let before = net.nodes[2].delivered.len();
+    net.tun(0, &sim::packet_with(&ident(0), &ident(2), &[1u8; 100]));
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.nodes[2].delivered.len(), before + 1);
+    // Paying restores service.
+    net.nodes[0].node.set_pay(true);
+    net.run(Duration::from_secs(5));
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_eq!(inc.enforcement, Some("full"), "{inc:?}");
+    let before = net.nodes[2].delivered.len();
+    net.tun(0, &p);
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.nodes[2].delivered.len(), before + 1);
+}
+
+#[test]
+fn a_client_claiming_huge_download_loss_saves_at_most_the_tolerance() {
+    const FEE: u64 = 1_000_000;
+    let mut net = chain(FEE);
+    // The client meters only half of what it receives: it claims 50 % loss.
+    net.nodes[0].node.set_exit_download_metering(50);
+    let client = ident(0).id().ipv4();
+    net.tun(0, &v4(client, INTERNET, 100));
+    net.run(Duration::from_secs(1));
+    let p = v4(INTERNET, client, 1200);
+    for _ in 0..4000 {
+        net.tun(2, &p);
+        net.step();
+    }
+    net.run(Duration::from_secs(15));
+    for _ in 0..50 {
+        net.tun(2, &p);
+        net.run(Duration::from_millis(100));
+    }
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_ne!(inc.enforcement, Some("full"), "{inc:?}");
+    assert!(net.nodes[2].node.drops().get(DropReason::UnpaidShaped) > 0);
+    // What it got unpaid is bounded by the loss tolerance on what it received, plus the
+    // ladder's 1.25 windows and the free tier.
+    let received: u64 = net.nodes[0].delivered.iter().map(|p| p.len() as u64).sum();
+    let tolerance = cost(received * bitcloud::node::DOWNLOAD_LOSS_PERCENT / 100, FEE);
+    let window = Amount::from_units(1_000_000);
+    let free = cost(16 * 1024 * 10 + 64 * 1024 + 1500, FEE);
+    let bound = tolerance
+        .saturating_add(window.mul_ratio(5, 4))
+        .saturating_add(free);
+    assert!(
+        inc.unpaid <= bound,
+        "unpaid {:?} > bound {bound:?}",
+        inc.unpaid
+    );
+    // The exit's count is what it sent; it bills no more than that.
+    assert_eq!(inc.metered_amount, cost(inc.metered_bytes, FEE));
+}
+
+#[test]
+fn honest_small_download_loss_is_tolerated() {
+    const FEE: u64 = 1_000_000;
+    let mut net = chain(FEE);
+    // 1 % of the replies never reach the client (the tolerance is 2 %).
+    net.nodes[0].node.set_exit_download_metering(99);
+    let client = ident(0).id().ipv4();
+    net.tun(0, &v4(client, INTERNET, 100));
+    net.run(Duration::from_secs(1));
+    let p = v4(INTERNET, client, 1200);
+    for _ in 0..4000 {
+        net.tun(2, &p);
+        net.step();
+    }
+    net.run(Duration::from_secs(15));
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_eq!(inc.enforcement, Some("full"), "{inc:?}");
+    assert_eq!(net.nodes[0].delivered.len(), 4000);
+    assert!(inc.unpaid > Amount::ZERO);
+}
