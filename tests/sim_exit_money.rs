@@ -31,6 +31,10 @@ fn cost(bytes: u64, fee: u64) -> Amount {
     Amount::from_units((u128::from(bytes) * u128::from(fee)).div_ceil(MIB))
 }
 
+/// The exit's price epoch: not 0, as on a real node (the daemon bumps it at every start), so
+/// the client's first packets, metered before the exit's quote arrives, land in another bucket.
+const EXIT_EPOCH: u32 = 2;
+
 /// client 0 - relay 1 (fee 1000) - exit 2 (exit fee `exit_fee`), the client using the exit.
 fn chain(exit_fee: u64) -> Net {
     let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
@@ -52,6 +56,7 @@ fn chain(exit_fee: u64) -> Net {
     .unwrap();
     let now = net.now;
     net.nodes[1].node.set_fee(RELAY_FEE, now);
+    net.nodes[2].node.set_fee_epoch(0, EXIT_EPOCH, now);
     net.start();
     net.run(Duration::from_secs(10));
     let exit = ident(2).id();
@@ -128,6 +133,11 @@ fn client_spend_is_relay_earnings_plus_exit_earnings_exactly() {
     assert_eq!(out.unpaid, Amount::ZERO, "{out:?}");
     assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
     assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    // The client's first packets went out before the exit's quote (epoch 2) arrived, metered
+    // at the announced fee under epoch 0: at most one unit of rounding more on its meter,
+    // which it does not pay (it pays the lower of both counts).
+    let extra = out.metered_amount.saturating_sub(inc.metered_amount);
+    assert!(extra <= Amount::from_units(1), "{out:?} {inc:?}");
     let exit_earned = inc.cumulative_paid;
     assert_eq!(
         exit_earned,
@@ -380,4 +390,95 @@ fn honest_small_download_loss_is_tolerated() {
     assert_eq!(inc.enforcement, Some("full"), "{inc:?}");
     assert_eq!(net.nodes[0].delivered.len(), 4000);
     assert!(inc.unpaid > Amount::ZERO);
+}
+
+#[test]
+fn an_exit_fee_rise_applies_under_a_new_epoch_once_the_client_accepts_it() {
+    const FEE: u64 = 5000;
+    let mut net = chain(FEE);
+    let (up1, down1) = traffic(&mut net, 500, 500, 1000);
+    net.run(Duration::from_secs(3));
+    let now = net.now;
+    net.nodes[2]
+        .node
+        .set_exit_fee_epoch(true, 2 * FEE, EXIT_EPOCH + 1, now);
+    net.run(Duration::from_secs(3));
+    let routes = net.nodes[0].node.router().exit_routes();
+    assert_eq!(routes[0].exit_fee_per_mib(), 2 * FEE, "the rise is routed");
+    for i in [0, 2] {
+        net.nodes[i].delivered.clear();
+    }
+    let (up2, down2) = traffic(&mut net, 1500, 1500, 1000);
+    net.run(Duration::from_secs(6));
+    let out = exit_view(&net, 0, 2, "outgoing");
+    let inc = exit_view(&net, 2, 0, "incoming");
+    let (before, after) = (up1 + down1, up2 + down2);
+    assert_eq!(inc.metered_bytes, before + after);
+    assert_eq!(out.metered_bytes, before + after);
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
+    assert_eq!(out.unpaid, Amount::ZERO, "{out:?}");
+    // Billed at the old fee until a voucher named the new epoch, at the new one after: never
+    // more than the new fee for the bytes after the rise.
+    let earned = inc.cumulative_paid;
+    let low = cost(before, FEE).saturating_add(cost(after, FEE));
+    let high = cost(before, FEE)
+        .saturating_add(cost(after, 2 * FEE))
+        .saturating_add(Amount::from_units(2));
+    assert!(
+        earned > low && earned <= high,
+        "{earned:?} not in ({low:?}, {high:?}]"
+    );
+    assert!(!out.rejects.contains_key("malformed"), "{out:?}");
+    println!("fee rise: earned {earned:?}, old fee throughout {low:?}, new fee at once {high:?}");
+}
+
+#[test]
+fn a_restarted_client_continues_its_exit_channel_from_the_wallet() {
+    const FEE: u64 = 5000;
+    let mut net = chain(FEE);
+    let (up1, down1) = traffic(&mut net, 500, 500, 1000);
+    net.run(Duration::from_secs(6));
+    let old = exit_view(&net, 0, 2, "outgoing");
+    assert_eq!(old.unpaid, Amount::ZERO);
+    // The client restarts: a new node restored from its wallet (vouchers; no meter
+    // checkpoints in the model wallet, so meters restart at the latest voucher).
+    let now = net.now;
+    let mut node = sim::make_node(0, &[1], Timers::default(), now);
+    let w = &net.nodes[0].wallet;
+    for (id, v) in w.outgoing.iter().chain(w.incoming.iter()) {
+        node.restore_channel(
+            *id,
+            bitcloud::node::Restored {
+                latest: Some(*v),
+                meter: Default::default(),
+            },
+        );
+    }
+    node.start(now);
+    net.nodes[0].node = node;
+    net.run(Duration::from_secs(10));
+    net.nodes[0].node.set_exit_in_use(Some(ident(2).id()));
+    for i in [0, 2] {
+        net.nodes[i].delivered.clear();
+    }
+    // The client speaks first (as it does: replies follow requests), so the exit's replies go
+    // out on the new end-to-end session, not the one the restart killed.
+    net.tun(0, &v4(ident(0).id().ipv4(), INTERNET, 10));
+    net.run(Duration::from_secs(1));
+    let (up2, down2) = traffic(&mut net, 500, 500, 1000);
+    net.run(Duration::from_secs(6));
+    let out = exit_view(&net, 0, 2, "outgoing");
+    let inc = exit_view(&net, 2, 0, "incoming");
+    let total = up1 + down1 + up2 + down2;
+    assert!(out.latest_seq > old.latest_seq, "seq continues: {out:?}");
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(inc.metered_bytes, total);
+    assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
+    assert_eq!(
+        inc.cumulative_paid,
+        cost(total, FEE),
+        "nothing paid twice, nothing lost"
+    );
+    assert_eq!(inc.rejected, 0, "{inc:?}");
 }

@@ -18,7 +18,8 @@ use super::{HEADROOM, Node, inner, ip_src_dst};
 use crate::drops::DropReason;
 use crate::identity::NodeId;
 use crate::money::{
-    Amount, ChannelParams, EXIT_CHANNEL_NONCE, PayeeChannel, PayerChannel, Price, Verdict,
+    Amount, ChannelParams, EXIT_CHANNEL_NONCE, PayeeChannel, PayerChannel, Price, PriceQuote,
+    Verdict,
 };
 use crate::session::aead::TransportAead;
 
@@ -46,6 +47,8 @@ pub(super) struct ExitPayer {
     announced: u64,
     /// The end-to-end session is new: send our resync when it can carry it.
     resync_due: bool,
+    /// The exit's latest quote above the fee it announced: taken once routing announces it.
+    held_quote: Option<PriceQuote>,
     /// Registered in the wallet.
     registered: bool,
     /// Meter totals at the last checkpoint.
@@ -69,6 +72,17 @@ pub(super) struct ExitPayee {
 }
 
 impl ExitPayee {
+    /// Meter `bytes` of the client's internet traffic. Billed at the channel's price (our fee
+    /// at the epoch the client was quoted), never above our exit fee now (`fee_now`): a fee
+    /// that fell applies at once, as the client meters at most what we announce; one that rose
+    /// waits for a new price epoch and the client's acceptance ([`PayeeChannel::billing_price`]).
+    fn bill(&mut self, fee_now: u64, bytes: u64) {
+        let chan = self.payee.price();
+        let billed = Price::new(chan.units_per_mib.min(fee_now), chan.epoch);
+        let p = self.payee.billing_price(billed);
+        self.payee.record_at(p, bytes);
+    }
+
     /// Unpaid debt tolerated beyond the window: [`DOWNLOAD_LOSS_PERCENT`] of what we sent down.
     fn allowance(&self) -> Amount {
         let lost = self.down_bytes.saturating_mul(DOWNLOAD_LOSS_PERCENT) / 100;
@@ -132,6 +146,17 @@ impl<A: TransportAead> Node<A> {
         self.money.exit.download_percent = percent.min(100);
     }
 
+    /// Become (or stop being) an exit billing `fee_per_mib` per MiB of client traffic both
+    /// ways, under the new price epoch `epoch` (above the current one; the daemon persists
+    /// epochs as for [`Node::set_fee_epoch`]). Clients are quoted the new fee under the new
+    /// epoch, and a rise is billed once they accept it; without a new epoch (`Router::set_exit`
+    /// alone) a fall still applies at once, a rise not until the next epoch.
+    pub fn set_exit_fee_epoch(&mut self, exit: bool, fee_per_mib: u64, epoch: u32, now: Instant) {
+        self.router.set_exit(exit, fee_per_mib, now);
+        let fee = self.router.config().fee_per_mib;
+        self.set_fee_epoch(fee, epoch, now);
+    }
+
     /// What we bill clients as an exit: our exit fee at our price epoch.
     pub(super) fn exit_fee_price(&self) -> Price {
         let rc = self.router.config();
@@ -184,6 +209,7 @@ impl<A: TransportAead> Node<A> {
                     payer,
                     announced,
                     resync_due: true,
+                    held_quote: None,
                     registered,
                     checkpointed,
                 },
@@ -292,9 +318,9 @@ impl<A: TransportAead> Node<A> {
         };
         let allowance = a.allowance();
         let ok = self.exit_verdict(from, len, allowance, now);
+        let fee_now = self.exit_fee_price().units_per_mib;
         if ok && let Some(a) = self.money.exit.payees.get_mut(&from) {
-            let p = a.payee.billing_price(a.payee.price());
-            a.payee.record_at(p, len);
+            a.bill(fee_now, len);
             self.money.stats.exit_billed_bytes_up += len;
         }
         ok
@@ -349,9 +375,9 @@ impl<A: TransportAead> Node<A> {
         // Metered before it is sealed, as the client meters its uploads: one the client never
         // receives (dropped here or on the way) is the download gap the client does not pay,
         // within `DOWNLOAD_LOSS_PERCENT` before it counts against the window.
+        let fee_now = self.exit_fee_price().units_per_mib;
         if let Some(a) = self.money.exit.payees.get_mut(&dest) {
-            let p = a.payee.billing_price(a.payee.price());
-            a.payee.record_at(p, len as u64);
+            a.bill(fee_now, len as u64);
             a.down_bytes = a.down_bytes.saturating_add(len as u64);
             self.money.stats.exit_billed_bytes_down += len as u64;
         }

@@ -86,10 +86,16 @@ impl<A: TransportAead> Node<A> {
             };
             match msg {
                 ChannelMsg::PriceQuote(q) if q.price.units_per_mib > p.announced => {
+                    // Above what routing announces (a hostile exit, or its new fee not yet
+                    // routed to us): held until the announcement matches.
+                    p.held_quote = Some(q);
                     p.payer.count_reject(Reject::PriceRefused);
                     Err(Reject::PriceRefused)
                 }
-                ChannelMsg::PriceQuote(q) => p.payer.on_price_quote(&q).map(|()| None),
+                ChannelMsg::PriceQuote(q) => {
+                    p.held_quote = None;
+                    p.payer.on_price_quote(&q).map(|()| None)
+                }
                 ChannelMsg::CreditGrant(g) => p.payer.on_credit_grant(&g).map(|()| None),
                 ChannelMsg::VoucherAck(k) => p.payer.on_ack(&k).map(|()| None),
                 ChannelMsg::Resync(r) => p.payer.on_resync(&r),
@@ -183,6 +189,14 @@ impl<A: TransportAead> Node<A> {
                 .iter()
                 .find(|r| r.id == id)
                 .map_or(0, |r| r.exit_fee_per_mib());
+            if let Some(q) = p
+                .held_quote
+                .filter(|q| q.price.units_per_mib <= p.announced)
+            {
+                p.held_quote = None;
+                // Errors are counted by the channel; a stale quote is simply not taken.
+                let _ = p.payer.on_price_quote(&q);
+            }
             let resync = (live && std::mem::take(&mut p.resync_due)).then(|| p.payer.resync());
             let action = if pay && live {
                 p.payer.poll(now, &self.money.signer)
