@@ -59,6 +59,10 @@ reasons! {
     EndpointHintIgnored => "endpoint_hint_ignored": "Beacon endpoint not taken: a session confirmed another endpoint, or it is known.",
     Ipv4Collision => "ipv4_collision": "Packet to or from an IPv4 address that several node ids claim (IPv6 still works).",
     E2eSessionsFull => "e2e_sessions_full": "End-to-end session refused: the session table is at its cap.",
+    BadProbe => "bad_probe": "Exit probe that did not decode.",
+    NotAnExit => "not_an_exit": "Exit probe sent to us while we do not serve as an exit.",
+    ProbeRateLimited => "probe_rate_limited": "Exit probe over the per-client answer rate.",
+    LinkOnlyKind => "link_only_kind": "End-to-end message of a kind only links carry, or a link message of an end-to-end-only kind.",
 }
 
 /// Counts per reason.

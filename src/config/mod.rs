@@ -11,8 +11,10 @@ use toml::Spanned;
 use crate::identity::NodeId;
 use crate::session::timers::Timers;
 
+mod exit;
 mod routing;
 mod wallet;
+pub use exit::{ClientSettings, DnsMechanism, ExitSettings, mode_name, parse_mode};
 pub use routing::RoutingSettings;
 pub use wallet::{Testing, WalletSettings};
 
@@ -76,6 +78,10 @@ pub struct Config {
     pub routing: RoutingSettings,
     /// Test-only switches (`[testing]`).
     pub testing: Testing,
+    /// Selling the uplink (`[exit]`).
+    pub exit: ExitSettings,
+    /// Using an exit (`[client]`).
+    pub client: ClientSettings,
 }
 
 /// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
@@ -143,6 +149,10 @@ struct Raw {
     wallet: wallet::RawWallet,
     #[serde(default)]
     testing: wallet::RawTesting,
+    #[serde(default)]
+    exit: exit::RawExit,
+    #[serde(default)]
+    client: exit::RawClient,
 }
 
 /// `[pricing]`: what this node bills for forwarding and what it will pay (units per MiB of
@@ -397,6 +407,14 @@ impl Config {
                 .validate()
                 .map_err(|(span, msg)| at(Some(span), msg))?,
             testing: raw.testing.validate(),
+            exit: raw
+                .exit
+                .validate()
+                .map_err(|(span, msg)| at(Some(span), msg))?,
+            client: raw
+                .client
+                .validate()
+                .map_err(|(span, msg)| at(Some(span), msg))?,
         })
     }
 }

@@ -202,3 +202,78 @@ fn routing_bounds_default_parse_and_are_bounded() {
         );
     }
 }
+
+#[test]
+fn exit_and_client_tables() {
+    let c = parse(&base()).unwrap();
+    assert!(!c.exit.enabled);
+    assert_eq!(c.client, ClientSettings::default());
+    assert_eq!(c.client.exit, crate::exit::Mode::Off);
+    let c = parse(&format!(
+        "{}[exit]\nenabled = true\nuplink = \"eth0\"\nfee_per_mib = 700\ndns = [\"198.19.0.53\", \"2001:db8::53\"]\nallow_ports = [25]\nblock_ports = [465, 587]\n[client]\nexit = \"auto\"\nkill_switch = false\nallow_lan = false\ndns = \"resolv.conf\"\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!((c.exit.uplink.as_str(), c.exit.fee_per_mib), ("eth0", 700));
+    assert_eq!(c.exit.dns.len(), 2);
+    assert_eq!(c.exit.blocked_ports, vec![465, 587], "25 allowed back");
+    assert_eq!(c.client.exit, crate::exit::Mode::Auto);
+    assert!(!c.client.kill_switch && !c.client.allow_lan);
+    assert_eq!(c.client.dns, DnsMechanism::ResolvConf);
+    let c = parse(&format!(
+        "{}[exit]\nenabled = false\n[client]\nexit = \"{ID}\"\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(c.exit.blocked_ports, vec![25], "SMTP blocked by default");
+    assert!(matches!(c.client.exit, crate::exit::Mode::Fixed(_)));
+}
+
+#[test]
+fn exit_and_client_errors_name_line_and_key() {
+    let bad = [
+        (
+            "[exit]\nenabled = true\n",
+            "exit.enabled",
+            "needs exit.uplink",
+        ),
+        (
+            "[exit]\nuplink = \"no way\"\n",
+            "exit.uplink",
+            "invalid interface",
+        ),
+        (
+            "[exit]\ndns = [\"100.64.0.1\"]\n",
+            "exit.dns",
+            "cannot be an upstream",
+        ),
+        (
+            "[exit]\ndns = [\"fd00::1\"]\n",
+            "exit.dns",
+            "cannot be an upstream",
+        ),
+        ("[exit]\ndns = [\"resolver\"]\n", "exit.dns", "not an IP"),
+        (
+            "[exit]\nallow_ports = [25]\nblock_ports = [25]\n",
+            "exit.allow_ports",
+            "both",
+        ),
+        (
+            "[client]\nexit = \"cheapest\"\n",
+            "client.exit",
+            "not auto, off or a node id",
+        ),
+        (
+            "[client]\ndns = \"dnsmasq\"\n",
+            "client.dns",
+            "unknown variant",
+        ),
+        ("[client]\nkill = true\n", "client.kill", "unknown field"),
+    ];
+    for (t, key, msg) in bad {
+        let e = parse(&format!("{}{t}", base())).unwrap_err();
+        assert_eq!(e.key, key, "{t}: {e}");
+        assert!(e.msg.contains(msg), "{t}: {e}");
+        assert!(e.line > 14, "{t}: {e}");
+    }
+}

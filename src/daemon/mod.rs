@@ -5,6 +5,8 @@
 mod answer;
 pub mod control;
 pub mod discovery;
+mod exit_api;
+pub mod gateway;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -122,6 +124,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     node.start(started);
+    let mut gw = gateway::Gateway::new(&cfg, started);
+    gw.start(&mut node, gateway::start_mode(&cfg), started)
+        .await
+        .context("setting up the exit role or the client's exit routes")?;
     let (wal_tx, wal_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let wallet_task = tokio::spawn(wallet::run(wallet, wal_rx, done_tx));
@@ -177,6 +183,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 if node.poll_timeout().is_some_and(|t| t <= now) {
                     node.handle_timeout(now);
                 }
+                gw.repair(now).await;
             }
             Some(d) = disc_rx.recv() => {
                 if node.discovered(d.id, d.endpoint, Instant::now()) {
@@ -197,6 +204,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     let _ = wal_tx.send(wallet::Req::Query { body: req.body, live, reply: req.reply });
                     continue;
                 }
+                if cmd == Some("exit") {
+                    let answer = exit_cmd(&cfg, &mut node, &mut gw, &req.body).await;
+                    let _ = req.reply.send(answer);
+                    flush(&mut node, &udp).await;
+                    continue;
+                }
                 if cmd == Some("price")
                     && let Some(fee) = req.body.get("set").and_then(|f| f.as_u64()) {
                     if let Err(e) = set_fee(&mut node, &wal_tx, fee).await {
@@ -205,11 +218,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     }
                     tracing::info!(fee_per_mib = fee, "forwarding fee changed");
                 }
-                let answer = answer::answer(&cfg, &node, started, &req.body);
+                let mut answer = answer::answer(&cfg, &node, started, &req.body);
+                if cmd == Some("status")
+                    && let Some(o) = answer.as_object_mut()
+                {
+                    o.insert("exit".into(), exit_api::status(&node, &gw));
+                }
                 let _ = req.reply.send(answer);
             }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+        }
+        while let Some(crate::exit::ExitEvent::Selected(sel)) = node.poll_exit_event() {
+            if let Err(e) = gw.exit_changed(sel).await {
+                tracing::warn!("applying the exit change: {e:#}");
+            }
         }
         flush(&mut node, &udp).await;
         while let Some(p) = node.poll_tun() {
@@ -225,6 +248,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     ctl_task.abort();
     disc_task.abort();
+    // Retract the default routes (an exit) and remove routes, kill switch and DNS settings
+    // (a client) while the socket can still tell the neighbours.
+    gw.shutdown(&mut node, Instant::now()).await;
+    flush(&mut node, &udp).await;
     // Keep what was metered since the last checkpoint, then let the wallet close cleanly.
     node.checkpoint_now();
     while let Some(op) = node.poll_wallet() {
@@ -236,6 +263,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+/// `exit use MODE` or `exit list`.
+async fn exit_cmd(
+    cfg: &Config,
+    node: &mut Node,
+    gw: &mut gateway::Gateway,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let now = Instant::now();
+    if let Some(m) = body.get("use").and_then(|m| m.as_str()) {
+        let mode = match crate::config::parse_mode(m) {
+            Ok(mode) => mode,
+            Err(e) => return serde_json::json!({ "error": e }),
+        };
+        if let Err(e) = gw.set_mode(node, mode, now).await {
+            return serde_json::json!({ "error": format!("{e:#}") });
+        }
+        if let Err(e) = gateway::save_mode(&cfg.data_dir, mode) {
+            tracing::warn!("saving the exit mode: {e}");
+        }
+        tracing::info!(mode = m, "exit mode changed");
+    }
+    exit_api::list(node, now)
 }
 
 /// The wallet database inside `data_dir`.
@@ -317,6 +368,10 @@ fn bind_udp(listen: SocketAddr) -> anyhow::Result<UdpSocket> {
     let s = std::net::UdpSocket::bind(listen).with_context(|| format!("binding UDP {listen}"))?;
     s.set_nonblocking(true)?;
     let sock = socket2::SockRef::from(&s);
+    // Our own datagrams bypass the exit route and pass the kill switch (docs/gateway.md).
+    if let Err(e) = sock.set_mark(crate::gateway::FWMARK) {
+        tracing::warn!("SO_MARK on the UDP socket: {e} (using an exit would loop)");
+    }
     // Best effort: the kernel caps these at net.core.[rw]mem_max.
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);

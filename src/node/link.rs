@@ -119,6 +119,7 @@ impl<A: TransportAead> Node<A> {
                 }
                 return self.handle_mesh(pi, now, msg, n);
             }
+            Some(Kind::Probe) => self.drop_for(Some(pi), DropReason::LinkOnlyKind),
             None => self.drop_for(Some(pi), DropReason::UnknownKind),
         }
         UdpOut::None

@@ -152,7 +152,7 @@ impl<A: TransportAead> Node<A> {
         self.send_routed(dest, next_hop, now, buf, len)
     }
 
-    fn initiate_e2e(&mut self, dest: NodeId, now: Instant) {
+    pub(super) fn initiate_e2e(&mut self, dest: NodeId, now: Instant) {
         let idx = self.fresh_index();
         let ts = self.tai64n(now);
         let jitter = Duration::from_millis(self.next_rand() % 334);
@@ -308,11 +308,27 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let range = TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + k;
-        if Kind::from_u8(h.kind) == Some(Kind::Channel) {
-            // Exit fees (node/exit_money.rs): never metered, throttled or written to the TUN.
-            let body = m.get(range)?.to_vec();
-            self.handle_exit_channel(dest, &body, now);
-            return None;
+        match Kind::from_u8(h.kind) {
+            Some(Kind::Packet) => {}
+            Some(Kind::Probe) => {
+                let body = m.get(range)?.to_vec();
+                self.handle_probe(dest, &body, now);
+                return None;
+            }
+            Some(Kind::Channel) => {
+                // Exit fees (node/exit_money.rs): never metered, throttled or written to the TUN.
+                let body = m.get(range)?.to_vec();
+                self.handle_exit_channel(dest, &body, now);
+                return None;
+            }
+            Some(Kind::Routing | Kind::Mesh) => {
+                self.drops.add(DropReason::LinkOnlyKind);
+                return None;
+            }
+            None => {
+                self.drops.add(DropReason::UnknownKind);
+                return None;
+            }
         }
         if let Some(why) =
             self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }, Via::EndToEnd(dest))

@@ -7,6 +7,7 @@
 
 mod exit;
 mod exit_money;
+mod exit_probe;
 mod inner;
 mod link;
 mod mesh;
@@ -116,6 +117,8 @@ pub struct Node<A = DefaultAead> {
     v6: Ipv6Addr,
     /// Where internet-bound packets go (node/exit.rs).
     exit_in_use: Option<NodeId>,
+    /// The exit choice and probes (node/exit_probe.rs).
+    exits: exit_probe::Exits,
     local: StaticKeys,
     peers: Vec<Peer<A>>,
     peer_drops: Vec<Drops>,
@@ -162,6 +165,7 @@ impl<A: TransportAead> Node<A> {
             own_v4: id.ipv4(),
             v6: id.ipv6(),
             exit_in_use: None,
+            exits: exit_probe::Exits::new(now),
             local: StaticKeys::new(identity),
             peers: Vec::new(),
             peer_drops: Vec::new(),
@@ -373,6 +377,7 @@ impl<A: TransportAead> Node<A> {
             }
         }
         self.e2e_timers(now);
+        self.exit_timers(now);
         if now >= self.next_expiry {
             self.next_expiry = now + peers::EXPIRE_INTERVAL;
             self.expire_neighbours(now);

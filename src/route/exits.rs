@@ -37,7 +37,7 @@ impl Router {
             .filter_map(|(k, d)| {
                 let r = d.selected_route()?;
                 let metric = table::add_metric(r.refmetric, self.link_cost(&r.neighbour));
-                if metric >= INFINITY {
+                if metric == INFINITY {
                     return None;
                 }
                 let path = self

@@ -5,4 +5,5 @@ pub mod channel;
 pub mod discovery;
 pub mod mesh;
 pub mod outer;
+pub mod probe;
 pub mod routing;

@@ -45,6 +45,9 @@ pub enum Kind {
     /// A payment-channel message (`wire::channel`) for the link's two channels. Never
     /// metered or throttled, so a debtor can always pay its way back (DESIGN.md §5).
     Channel = 3,
+    /// An exit probe (`wire::probe`), end to end only: a client asks an exit whether it
+    /// still serves, and the exit answers. Never metered.
+    Probe = 4,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             1 => Some(Kind::Routing),
             2 => Some(Kind::Mesh),
             3 => Some(Kind::Channel),
+            4 => Some(Kind::Probe),
             _ => None,
         }
     }

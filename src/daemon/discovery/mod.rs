@@ -104,6 +104,8 @@ fn scan() -> nix::Result<HashMap<String, IfState>> {
 fn open_socket(ifindex: u32, addr: Ipv4Addr, port: u16) -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
+    // Beacons are the daemon's own traffic: they pass the kill switch even with allow_lan off.
+    let _ = s.set_mark(crate::gateway::FWMARK);
     s.bind_device_by_index_v4(NonZeroU32::new(ifindex))?;
     // Bound to the group address: unicast datagrams to this port are not delivered here.
     s.bind(&SocketAddrV4::new(BEACON_GROUP, port).into())?;

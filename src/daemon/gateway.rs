@@ -1,0 +1,386 @@
+//! The daemon's driver of the host network changes in `crate::gateway` (docs/exits.md): the
+//! exit role (forwarding, the exit table, announcing the default routes) and the client role
+//! (policy routes, the kill switch, DNS) as the exit choice changes. Invariants: while a
+//! client mode other than `off` is in force the kill switch (when enabled) stays installed,
+//! whether or not an exit is selected, so nothing leaks between exits; leaving `off` or a
+//! clean shutdown removes everything we installed; a crash leaves the kill switch in place
+//! and the next start (or `bitcloud exit use off`) finds and removes or re-applies it by name.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::{ClientSettings, Config, DnsMechanism, ExitSettings, mode_name, parse_mode};
+use crate::exit::Mode;
+use crate::gateway::{self, FWMARK, exit as gexit, killswitch::KillSwitch, policy, resolv};
+use crate::identity::NodeId;
+use crate::node::{MESH_OVERHEAD, Node};
+
+/// How often installed rules, routes and tables are checked and re-applied if something
+/// else removed them.
+const REPAIR_INTERVAL: Duration = Duration::from_secs(2);
+/// The run-time exit mode (`bitcloud exit use`), kept across restarts in `data_dir`.
+const MODE_FILE: &str = "exit-mode";
+/// The resolver file's original, saved before we replace it.
+const RESOLV_BACKUP: &str = "resolv.conf.orig.json";
+/// The forwarding switches as they were before this host became an exit.
+const FORWARDING_FILE: &str = "exit-forwarding";
+
+/// The host's resolver file and our backup of it.
+pub fn resolv_conf(data_dir: &Path) -> resolv::ResolvConf {
+    resolv::ResolvConf {
+        path: PathBuf::from("/etc/resolv.conf"),
+        backup: data_dir.join(RESOLV_BACKUP),
+    }
+}
+
+/// The exit mode to start in: what `bitcloud exit use` last set, else the config's.
+pub fn start_mode(cfg: &Config) -> Mode {
+    match std::fs::read_to_string(cfg.data_dir.join(MODE_FILE)) {
+        Ok(t) => parse_mode(t.trim()).unwrap_or_else(|e| {
+            tracing::warn!("ignoring {MODE_FILE}: {e}");
+            cfg.client.exit
+        }),
+        Err(_) => cfg.client.exit,
+    }
+}
+
+/// Remember `mode` for the next start.
+pub fn save_mode(data_dir: &Path, mode: Mode) -> std::io::Result<()> {
+    crate::identity::write_file_atomic(
+        &data_dir.join(MODE_FILE),
+        format!("{}\n", mode_name(mode)).as_bytes(),
+        0o644,
+    )
+}
+
+/// Remove every client-side change we may have made, whether or not a daemon runs (after a
+/// crash, or `exit use off` with no daemon): rules and routes, the kill switch, DNS. Returns
+/// what it found, for the log.
+pub async fn clear_client(tun: &str, data_dir: &Path) -> anyhow::Result<String> {
+    let h = policy::connect()?;
+    let found = policy::remove(&h).await.context("removing policy routes")?;
+    let ks = gateway::killswitch::remove().context("removing the kill switch")?;
+    let dns = resolv_conf(data_dir)
+        .restore()
+        .context("restoring the resolver file")?;
+    resolved_revert(tun);
+    Ok(format!(
+        "rules {} routes {} kill switch {} resolver file {}",
+        found.rules,
+        found.routes,
+        if ks { "removed" } else { "absent" },
+        if dns { "restored" } else { "untouched" }
+    ))
+}
+
+/// Client DNS as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DnsApplied {
+    ResolvConf(Vec<IpAddr>),
+    Resolved(Vec<IpAddr>),
+}
+
+/// The gateway driver.
+pub struct Gateway {
+    tun: String,
+    mtu: u16,
+    data_dir: PathBuf,
+    client: ClientSettings,
+    exit: ExitSettings,
+    /// The client mode engaged on the host (routes and kill switch), if not off.
+    engaged: bool,
+    /// The exit whose resolvers DNS points at.
+    dns_exit: Option<NodeId>,
+    dns: Option<DnsApplied>,
+    exit_on: bool,
+    next_repair: Instant,
+    nl: Option<rtnetlink::Handle>,
+}
+
+impl Gateway {
+    /// A driver for `cfg`; nothing is changed until [`Gateway::start`].
+    pub fn new(cfg: &Config, now: Instant) -> Self {
+        Gateway {
+            tun: cfg.tun.clone(),
+            mtu: cfg.mtu,
+            data_dir: cfg.data_dir.clone(),
+            client: cfg.client,
+            exit: cfg.exit.clone(),
+            engaged: false,
+            dns_exit: None,
+            dns: None,
+            exit_on: false,
+            next_repair: now + REPAIR_INTERVAL,
+            nl: None,
+        }
+    }
+
+    fn netlink(&mut self) -> anyhow::Result<rtnetlink::Handle> {
+        if let Some(h) = &self.nl {
+            return Ok(h.clone());
+        }
+        let h = policy::connect()?;
+        self.nl = Some(h.clone());
+        Ok(h)
+    }
+
+    /// Whether a client mode is engaged on the host.
+    pub fn kill_switch_on(&self) -> bool {
+        self.engaged && self.client.kill_switch
+    }
+
+    /// Bring the host in line with the config and `mode` at start: the exit role if enabled;
+    /// the client's routes and kill switch if `mode` is not off, else any leftover removed.
+    pub async fn start(&mut self, node: &mut Node, mode: Mode, now: Instant) -> anyhow::Result<()> {
+        if self.exit.enabled {
+            if mode != Mode::Off {
+                anyhow::bail!("an exit cannot use another exit: [client] exit must be off");
+            }
+            self.start_exit(node, now)?;
+        } else {
+            self.clear_exit_leftovers();
+        }
+        self.set_mode(node, mode, now).await
+    }
+
+    fn start_exit(&mut self, node: &mut Node, now: Instant) -> anyhow::Result<()> {
+        let uplink = self.exit.uplink.clone();
+        let saved = self.data_dir.join(FORWARDING_FILE);
+        let before = gexit::enable_forwarding(&uplink).context("enabling IP forwarding")?;
+        // Only the first save counts: after a crash the switches are already ours.
+        if !saved.exists() {
+            crate::identity::write_file_atomic(
+                &saved,
+                format!("{}\n{}\n", before.v4.trim(), before.v6.trim()).as_bytes(),
+                0o644,
+            )
+            .context("saving the forwarding switches")?;
+        }
+        let id = node.id();
+        let max_inner = usize::from(self.mtu).saturating_sub(MESH_OVERHEAD);
+        let rules = gexit::ExitRules {
+            tun: self.tun.clone(),
+            uplink,
+            own_v4: id.ipv4(),
+            own_v6: id.ipv6(),
+            lan: gateway::lan::connected_prefixes(&[&self.tun]),
+            blocked_ports: self.exit.blocked_ports.clone(),
+            mss_v4: u16::try_from(max_inner.saturating_sub(40)).unwrap_or(1280),
+        };
+        rules.apply().context("installing the exit table")?;
+        node.set_exit_role(true, self.exit.fee_per_mib, now);
+        self.exit_on = true;
+        tracing::info!(uplink = %self.exit.uplink, fee_per_mib = self.exit.fee_per_mib, blocked_ports = ?self.exit.blocked_ports, "serving as an exit");
+        Ok(())
+    }
+
+    fn clear_exit_leftovers(&self) {
+        match gexit::remove() {
+            Ok(true) => tracing::info!("removed a leftover exit table"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("checking for a leftover exit table: {e}"),
+        }
+        self.restore_forwarding();
+    }
+
+    fn restore_forwarding(&self) {
+        let saved = self.data_dir.join(FORWARDING_FILE);
+        let Ok(text) = std::fs::read_to_string(&saved) else {
+            return;
+        };
+        let mut l = text.lines();
+        let f = gexit::Forwarding {
+            v4: l.next().unwrap_or("0").to_string(),
+            v6: l.next().unwrap_or("0").to_string(),
+        };
+        match gexit::restore_forwarding(&f) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&saved);
+            }
+            Err(e) => tracing::warn!("restoring the forwarding switches: {e}"),
+        }
+    }
+
+    /// Change the client mode: engage routes and the kill switch, or remove everything.
+    pub async fn set_mode(
+        &mut self,
+        node: &mut Node,
+        mode: Mode,
+        now: Instant,
+    ) -> anyhow::Result<()> {
+        if mode != Mode::Off && self.exit_on {
+            anyhow::bail!("this node serves as an exit; it cannot use another exit");
+        }
+        node.set_exit_mode(mode, now);
+        if mode == Mode::Off {
+            if self.engaged {
+                tracing::info!("exit off: removing routes, kill switch and DNS settings");
+            }
+            let r = clear_client(&self.tun, &self.data_dir).await?;
+            tracing::debug!("client cleanup: {r}");
+            self.engaged = false;
+            self.dns = None;
+            self.dns_exit = None;
+            return Ok(());
+        }
+        self.engaged = true;
+        self.apply_client(node.exit_in_use()).await
+    }
+
+    /// The exit in use changed: DNS and the kill switch follow it.
+    pub async fn exit_changed(&mut self, exit: Option<NodeId>) -> anyhow::Result<()> {
+        if !self.engaged {
+            return Ok(());
+        }
+        self.apply_client(exit).await
+    }
+
+    async fn apply_client(&mut self, exit: Option<NodeId>) -> anyhow::Result<()> {
+        // The kill switch first: routes into the TUN without it would be safe too, but DNS
+        // to the host's resolvers must already be refused when the routes move.
+        if exit.is_some() {
+            self.dns_exit = exit;
+        }
+        let servers: Vec<IpAddr> = self
+            .dns_exit
+            .map(|x| vec![IpAddr::V4(x.ipv4()), IpAddr::V6(x.ipv6())])
+            .unwrap_or_default();
+        if self.client.kill_switch {
+            self.kill_switch(&servers)
+                .apply()
+                .context("installing the kill switch")?;
+        }
+        let h = self.netlink()?;
+        policy::apply(&h, &self.tun)
+            .await
+            .context("installing policy routes")?;
+        if !servers.is_empty() {
+            self.point_dns(&servers)?;
+        }
+        Ok(())
+    }
+
+    fn kill_switch(&self, dns: &[IpAddr]) -> KillSwitch {
+        KillSwitch {
+            tun: self.tun.clone(),
+            fwmark: FWMARK,
+            dns: dns.to_vec(),
+            lan: self
+                .client
+                .allow_lan
+                .then(|| gateway::lan::connected_prefixes(&[&self.tun])),
+        }
+    }
+
+    fn point_dns(&mut self, servers: &[IpAddr]) -> anyhow::Result<()> {
+        let resolved = match self.client.dns {
+            DnsMechanism::Off => return Ok(()),
+            DnsMechanism::ResolvConf => false,
+            DnsMechanism::Resolved => true,
+            DnsMechanism::Auto => resolv::resolved_running(Path::new("/")),
+        };
+        let want = if resolved {
+            DnsApplied::Resolved(servers.to_vec())
+        } else {
+            DnsApplied::ResolvConf(servers.to_vec())
+        };
+        if self.dns.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        if resolved {
+            resolved_point(&self.tun, servers)?;
+        } else {
+            resolv_conf(&self.data_dir)
+                .point_at(servers)
+                .context("pointing /etc/resolv.conf at the exit")?;
+        }
+        tracing::info!(?servers, resolved, "DNS points at the exit");
+        self.dns = Some(want);
+        Ok(())
+    }
+
+    /// Re-apply what something else removed (rules, routes, the kill switch, our resolver
+    /// file); cheap when nothing changed. Call from the event loop's tick.
+    pub async fn repair(&mut self, now: Instant) {
+        if now < self.next_repair || !self.engaged {
+            return;
+        }
+        self.next_repair = now + REPAIR_INTERVAL;
+        let Ok(h) = self.netlink() else { return };
+        let complete = policy::installed(&h).await.is_ok_and(|i| i.complete());
+        let ks = !self.client.kill_switch || gateway::killswitch::installed().unwrap_or(true);
+        let dns_ok = match &self.dns {
+            Some(DnsApplied::ResolvConf(_)) => resolv_conf(&self.data_dir).is_ours(),
+            _ => true,
+        };
+        if complete && ks && dns_ok {
+            return;
+        }
+        tracing::warn!(
+            routes = complete,
+            kill_switch = ks,
+            dns = dns_ok,
+            "something removed our settings; re-applying"
+        );
+        if !dns_ok {
+            self.dns = None;
+        }
+        if let Err(e) = self.apply_client(self.dns_exit).await {
+            tracing::warn!("re-applying the exit settings: {e:#}");
+        }
+    }
+
+    /// Clean shutdown: stop serving (the retraction goes out with the node's last flush) and
+    /// remove everything we installed.
+    pub async fn shutdown(&mut self, node: &mut Node, now: Instant) {
+        if self.exit_on {
+            node.set_exit_role(false, self.exit.fee_per_mib, now);
+            if let Err(e) = gexit::remove() {
+                tracing::warn!("removing the exit table: {e}");
+            }
+            self.restore_forwarding();
+            self.exit_on = false;
+        }
+        if self.engaged {
+            match clear_client(&self.tun, &self.data_dir).await {
+                Ok(r) => tracing::info!("exit settings removed: {r}"),
+                Err(e) => tracing::warn!("removing the exit settings: {e:#}"),
+            }
+            self.engaged = false;
+        }
+    }
+}
+
+/// Per-link DNS on the TUN through systemd-resolved (`resolvectl`): the settings die with
+/// the link, so a crash leaves nothing to restore.
+fn resolved_point(tun: &str, servers: &[IpAddr]) -> anyhow::Result<()> {
+    let mut dns = vec!["dns".to_string(), tun.to_string()];
+    dns.extend(servers.iter().map(|s| s.to_string()));
+    for args in [
+        dns,
+        vec!["domain".into(), tun.into(), "~.".into()],
+        vec!["default-route".into(), tun.into(), "true".into()],
+    ] {
+        let st = std::process::Command::new("resolvectl")
+            .args(&args)
+            .status()
+            .with_context(|| format!("running resolvectl {}", args.join(" ")))?;
+        if !st.success() {
+            anyhow::bail!("resolvectl {} failed: {st}", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// Undo [`resolved_point`], best effort (the link may be gone, resolved may not run).
+fn resolved_revert(tun: &str) {
+    if resolv::resolved_running(Path::new("/")) {
+        let _ = std::process::Command::new("resolvectl")
+            .args(["revert", tun])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
