@@ -31,7 +31,7 @@ mod chan;
 /// received; the exit forgives nothing, but tolerates this much unpaid debt on top of the
 /// credit window, so honest loss never shapes a client and a client claiming more loss than
 /// this is shaped, then cut, like any debtor.
-pub const DOWNLOAD_LOSS_PERCENT: u64 = 2;
+pub const DOWNLOAD_LOSS_PERCENT: u64 = 5;
 
 /// Most exit channels held on each side (a client's exits, an exit's clients): one per
 /// end-to-end session at most. Beyond it an account with nothing metered or signed makes room,
@@ -295,11 +295,15 @@ impl<A: TransportAead> Node<A> {
     /// its fee. Exit: a client packet for the internet passes the client's ladder and is
     /// metered. False if it must be dropped (the client does not pay).
     pub(super) fn bill_e2e_inbound(&mut self, from: NodeId, pkt: &[u8], now: Instant) -> bool {
+        let from_our_exit = self.exit_in_use == Some(from);
+        if !from_our_exit && !self.router.config().exit {
+            return true; // neither a client of `from` nor an exit: nothing to bill, no parse
+        }
         let Some((src, dst)) = ip_src_dst(pkt) else {
             return true;
         };
         let len = pkt.len() as u64;
-        if self.exit_in_use == Some(from) && inner::internet(src) {
+        if from_our_exit && inner::internet(src) {
             let pct = self.money.exit.download_percent;
             if let Some(p) = self.exit_payer(from) {
                 let price = Self::client_price(p);
@@ -312,26 +316,31 @@ impl<A: TransportAead> Node<A> {
         if !(self.router.config().exit && inner::internet(dst)) {
             return true; // for us: free
         }
-        let Some(a) = self.exit_payee(from) else {
+        self.exit_judge_and_bill(from, len, false, now)
+    }
+
+    /// Exit side: the client's ladder for `len` more bytes of its internet traffic (`down`:
+    /// a reply to it), and the bill if they pass. False if they must be dropped.
+    fn exit_judge_and_bill(&mut self, client: NodeId, len: u64, down: bool, now: Instant) -> bool {
+        let fee_now = self.exit_fee_price().units_per_mib;
+        let Some(a) = self.exit_payee(client) else {
             self.drops.add(DropReason::E2eSessionsFull);
             return false;
         };
-        let allowance = a.allowance();
-        let ok = self.exit_verdict(from, len, allowance, now);
-        let fee_now = self.exit_fee_price().units_per_mib;
-        if ok && let Some(a) = self.money.exit.payees.get_mut(&from) {
+        let v = a.payee.judge_allowing(len, a.allowance(), now);
+        if v.is_forward() {
             a.bill(fee_now, len);
-            self.money.stats.exit_billed_bytes_up += len;
+            if down {
+                a.down_bytes = a.down_bytes.saturating_add(len);
+            }
+            let st = &mut self.money.stats;
+            let n = if down {
+                &mut st.exit_billed_bytes_down
+            } else {
+                &mut st.exit_billed_bytes_up
+            };
+            *n += len;
         }
-        ok
-    }
-
-    /// The client's ladder for `len` more bytes of its internet traffic.
-    fn exit_verdict(&mut self, client: NodeId, len: u64, allowance: Amount, now: Instant) -> bool {
-        let v = match self.money.exit.payees.get_mut(&client) {
-            Some(a) => a.payee.judge_allowing(len, allowance, now),
-            None => Verdict::Forward,
-        };
         match v {
             Verdict::Forward => true,
             Verdict::DropShaped => {
@@ -361,25 +370,11 @@ impl<A: TransportAead> Node<A> {
                 .get(HEADROOM..HEADROOM + len)
                 .and_then(ip_src_dst)
                 .is_some_and(|(src, _)| inner::internet(src));
-        if !reply {
-            return self.send_routed(dest, next_hop, now, buf, len);
-        }
-        let Some(a) = self.exit_payee(dest) else {
-            self.drops.add(DropReason::E2eSessionsFull);
-            return None;
-        };
-        let allowance = a.allowance();
-        if !self.exit_verdict(dest, len as u64, allowance, now) {
-            return None;
-        }
         // Metered before it is sealed, as the client meters its uploads: one the client never
         // receives (dropped here or on the way) is the download gap the client does not pay,
         // within `DOWNLOAD_LOSS_PERCENT` before it counts against the window.
-        let fee_now = self.exit_fee_price().units_per_mib;
-        if let Some(a) = self.money.exit.payees.get_mut(&dest) {
-            a.bill(fee_now, len as u64);
-            a.down_bytes = a.down_bytes.saturating_add(len as u64);
-            self.money.stats.exit_billed_bytes_down += len as u64;
+        if reply && !self.exit_judge_and_bill(dest, len as u64, true, now) {
+            return None;
         }
         self.send_routed(dest, next_hop, now, buf, len)
     }
