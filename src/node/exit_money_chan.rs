@@ -102,8 +102,14 @@ impl<A: TransportAead> Node<A> {
                 ChannelMsg::Voucher(_) => Ok(None),
             }
         } else {
-            let restored = self.money.exit.payees.contains_key(&from);
-            if !restored && !self.router.config().exit {
+            let params = crate::money::ChannelParams {
+                payer: from,
+                payee: self.id,
+                nonce: crate::money::EXIT_CHANNEL_NONCE,
+            };
+            let known = self.money.exit.payees.contains_key(&from)
+                || self.money.restored.contains_key(&params.id());
+            if !known && !self.router.config().exit {
                 return self.drops.add(DropReason::ChannelRejected);
             }
             let Some(p) = self.exit_payee(from) else {
