@@ -66,6 +66,10 @@ pub(super) struct ExitPayee {
     fresh: bool,
     /// Meter total at our last report, and when it went out.
     reported_bytes: u64,
+    /// A packet of the client's internet traffic was judged since the last report: even if we
+    /// carried none of it (shaped, cut), the client must hear our count, or it pays for what
+    /// we dropped.
+    seen: bool,
     reported_at: Option<Instant>,
     registered: bool,
     checkpointed: (u64, Amount),
@@ -249,6 +253,7 @@ impl<A: TransportAead> Node<A> {
                     resync_due: true,
                     fresh,
                     reported_bytes: 0,
+                    seen: false,
                     reported_at: None,
                     registered: fresh,
                     checkpointed,
@@ -328,6 +333,7 @@ impl<A: TransportAead> Node<A> {
             return false;
         };
         let v = a.payee.judge_allowing(len, a.allowance(), now);
+        a.seen = true;
         if v.is_forward() {
             a.bill(fee_now, len);
             if down {

@@ -191,10 +191,11 @@ impl<A: TransportAead> Node<A> {
             let Some(p) = self.money.exit.payers.get_mut(&id) else {
                 continue;
             };
-            p.announced = routes
-                .iter()
-                .find(|r| r.id == id)
-                .map_or(0, |r| r.exit_fee_per_mib());
+            // The fee the exit announces now; while it announces none (its default route
+            // is gone), the one it last announced.
+            if let Some(r) = routes.iter().find(|r| r.id == id) {
+                p.announced = r.exit_fee_per_mib();
+            }
             if let Some(q) = p
                 .held_quote
                 .filter(|q| q.price.units_per_mib <= p.announced)
@@ -242,8 +243,9 @@ impl<A: TransportAead> Node<A> {
             let due = p
                 .reported_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= METER_REPORT_INTERVAL);
-            if live && metered != p.reported_bytes && due {
+            if live && (metered != p.reported_bytes || p.seen) && due {
                 p.reported_bytes = metered;
+                p.seen = false;
                 p.reported_at = Some(now);
                 msgs.push(ChannelMsg::VoucherAck(p.payee.ack()));
             }

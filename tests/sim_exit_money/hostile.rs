@@ -79,6 +79,19 @@ fn a_client_that_never_pays_the_exit_is_shaped_then_cut_for_internet_traffic_onl
     net.tun(0, &p);
     net.run(Duration::from_millis(200));
     assert_eq!(net.nodes[2].delivered.len(), before + 1);
+    // It paid for what the exit carried, not for what the exit dropped: the exit kept
+    // reporting its count while it shaped and cut (what it dropped in the last report
+    // interval, 0.5 s at 20 packets a second, may still be paid, as on links).
+    net.run(Duration::from_secs(3));
+    let out = exit_view(&net, 0, 2, "outgoing");
+    let inc = exit_view(&net, 2, 0, "incoming");
+    assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
+    let over = out.cumulative_paid.saturating_sub(inc.metered_amount);
+    assert!(over <= cost(10 * p.len() as u64, FEE), "{out:?} {inc:?}");
+    assert!(
+        out.metered_amount > out.cumulative_paid.saturating_add(cost(MIB as u64, FEE)),
+        "it paid for the dropped packets: {out:?} {inc:?}"
+    );
 }
 
 #[test]

@@ -400,3 +400,64 @@ fn with_loss_the_client_pays_what_arrived_and_the_books_still_balance() {
         inc.unpaid
     );
 }
+
+#[test]
+fn a_restarted_exit_continues_its_clients_channel_from_the_wallet() {
+    const FEE: u64 = 5000;
+    let mut net = chain(FEE);
+    let (up1, down1) = traffic(&mut net, 500, 500, 1000);
+    net.run(Duration::from_secs(6));
+    // The exit restarts from its wallet (vouchers only: its meter restarts at zero and the
+    // client's resync, on the first handshake, catches it up).
+    let now = net.now;
+    let mut cfg = node_cfg(Timers::default());
+    cfg.router.exit = true;
+    cfg.router.exit_fee_per_mib = FEE;
+    let peers = [PeerConfig {
+        id: ident(1).id(),
+        endpoint: Some(addr(1)),
+    }];
+    let mut node = Node::new(&ident(2), &peers, cfg, now, 1_700_000_100_000_000_000, 45).unwrap();
+    node.set_fee_epoch(0, EXIT_EPOCH + 1, now);
+    let w = &net.nodes[2].wallet;
+    for (id, v) in w.outgoing.iter().chain(w.incoming.iter()) {
+        let latest = Some(*v);
+        let meter = Default::default();
+        node.restore_channel(*id, bitcloud::node::Restored { latest, meter });
+    }
+    node.start(now);
+    net.nodes[2].node = node;
+    net.run(Duration::from_secs(10));
+    for i in [0, 2] {
+        net.nodes[i].delivered.clear();
+    }
+    net.tun(0, &v4(ident(0).id().ipv4(), INTERNET, 10));
+    net.run(Duration::from_secs(1));
+    let (up2, down2) = traffic(&mut net, 500, 500, 1000);
+    net.run(Duration::from_secs(6));
+    let out = exit_view(&net, 0, 2, "outgoing");
+    let inc = exit_view(&net, 2, 0, "incoming");
+    let total = up1 + down1 + up2 + down2;
+    // The client's first uploads after the restart went out on the session the restart
+    // killed, until the exit's first reply brought a new one: counted by the client. The
+    // restarted exit caught its meter up to the client's resync (it lost its own count), so
+    // those sent before the client's resync are paid, as after a link restart (at most one
+    // window, docs/money.md).
+    let lost = out.metered_bytes - total;
+    assert!(lost > 0 && lost < 10 * 1100, "{out:?}");
+    assert!(
+        inc.metered_bytes >= total && inc.metered_bytes <= out.metered_bytes,
+        "caught up by the client's resync: {inc:?} {out:?}"
+    );
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(inc.unpaid, Amount::ZERO, "{inc:?}");
+    // The exit's meter: the base caught up from the resync, then a bucket at its new epoch:
+    // at most a unit of rounding each.
+    let exact = cost(inc.metered_bytes, FEE);
+    assert!(
+        inc.cumulative_paid >= exact
+            && inc.cumulative_paid <= exact.saturating_add(Amount::from_units(2)),
+        "{inc:?} vs {exact:?}"
+    );
+    assert_eq!(inc.rejected + out.rejected, 0, "{inc:?} {out:?}");
+}
