@@ -66,11 +66,13 @@ pub(super) struct ExitPayee {
     fresh: bool,
     /// Meter total at our last report, and when it went out.
     reported_bytes: u64,
+    reported_at: Option<Instant>,
     /// A packet of the client's internet traffic was judged since the last report: even if we
     /// carried none of it (shaped, cut), the client must hear our count, or it pays for what
     /// we dropped.
     seen: bool,
-    reported_at: Option<Instant>,
+    /// When the client last sent or got internet traffic or a channel message (eviction).
+    last_active: Option<Instant>,
     registered: bool,
     checkpointed: (u64, Amount),
 }
@@ -118,13 +120,15 @@ impl Default for ExitMoney {
 }
 
 impl ExitMoney {
-    /// Make room for one more account in `map` if it is full: drop one with nothing metered or
-    /// signed. False if every account holds money state.
-    fn room<T>(map: &mut HashMap<NodeId, T>, blank: impl Fn(&T) -> bool) -> bool {
+    /// Client side: make room for one more exit if the table is full, dropping one with
+    /// nothing metered or signed. False if every one holds money state (a client opens a
+    /// channel only to an exit it chose, so this takes that many exits with money on them).
+    fn room_for_exit(&mut self) -> bool {
+        let map = &mut self.payers;
         if map.len() < MAX_EXIT_ACCOUNTS {
             return true;
         }
-        let victim = map.iter().find(|(_, a)| blank(a)).map(|(id, _)| *id);
+        let victim = map.iter().find(|(_, a)| blank_payer(a)).map(|(id, _)| *id);
         victim.is_some_and(|v| map.remove(&v).is_some())
     }
 }
@@ -180,7 +184,7 @@ impl<A: TransportAead> Node<A> {
     /// Our channel paying `exit`, created (or restored) on first use.
     fn exit_payer(&mut self, exit: NodeId) -> Option<&mut ExitPayer> {
         if !self.money.exit.payers.contains_key(&exit) {
-            if !ExitMoney::room(&mut self.money.exit.payers, blank_payer) {
+            if !self.money.exit.room_for_exit() {
                 return None;
             }
             let announced = self.announced_exit_fee(&exit);
@@ -225,9 +229,7 @@ impl<A: TransportAead> Node<A> {
     /// A client's channel paying us as its exit, created (or restored) on first use.
     fn exit_payee(&mut self, client: NodeId) -> Option<&mut ExitPayee> {
         if !self.money.exit.payees.contains_key(&client) {
-            if !ExitMoney::room(&mut self.money.exit.payees, blank_payee) {
-                return None;
-            }
+            self.room_for_client();
             let price = self.exit_fee_price();
             let params = ChannelParams {
                 payer: client,
@@ -249,18 +251,60 @@ impl<A: TransportAead> Node<A> {
                 client,
                 ExitPayee {
                     payee,
-                    down_bytes: 0,
+                    // Restored: which share went down is not stored, so the tolerance covers
+                    // the whole count (it postpones shaping, it forgives nothing).
+                    down_bytes: r.meter.total_bytes(),
                     resync_due: true,
                     fresh,
                     reported_bytes: 0,
-                    seen: false,
                     reported_at: None,
+                    seen: false,
+                    last_active: None,
                     registered: fresh,
                     checkpointed,
                 },
             );
         }
         self.money.exit.payees.get_mut(&client)
+    }
+
+    /// Exit side: make room for one more client if the table is full: one with nothing metered
+    /// or signed goes, or else the one idle longest, its channel checkpointed and kept with
+    /// the restored ones (as after a restart), so a return finds its debt and vouchers, and a
+    /// flood of fresh ids cannot lock paying clients out.
+    fn room_for_client(&mut self) {
+        let e = &mut self.money.exit;
+        if e.payees.len() < MAX_EXIT_ACCOUNTS {
+            return;
+        }
+        let victim = e
+            .payees
+            .iter()
+            .find(|(_, a)| blank_payee(a))
+            .or_else(|| e.payees.iter().min_by_key(|(_, a)| a.last_active))
+            .map(|(id, _)| *id);
+        let Some(a) = victim.and_then(|v| e.payees.remove(&v)) else {
+            return;
+        };
+        if blank_payee(&a) {
+            return;
+        }
+        let (id, snap) = (a.payee.id(), a.payee.meter().snapshot());
+        let m = &mut self.money;
+        if !a.registered {
+            m.ops
+                .push_back(super::WalletOp::EnsureIncoming(*a.payee.params()));
+        }
+        m.ops
+            .push_back(super::WalletOp::Checkpoint(vec![(id, snap.clone())]));
+        let latest = a.payee.latest();
+        m.restored.insert(
+            id,
+            super::Restored {
+                latest,
+                meter: snap,
+            },
+        );
     }
 
     /// The price a client meters at for its exit: the exit's accepted quote, never above the
@@ -334,6 +378,7 @@ impl<A: TransportAead> Node<A> {
         };
         let v = a.payee.judge_allowing(len, a.allowance(), now);
         a.seen = true;
+        a.last_active = Some(now);
         if v.is_forward() {
             a.bill(fee_now, len);
             if down {
@@ -397,3 +442,7 @@ impl<A: TransportAead> Node<A> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "exit_money_tests.rs"]
+mod tests;

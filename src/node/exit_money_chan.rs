@@ -115,6 +115,7 @@ impl<A: TransportAead> Node<A> {
             let Some(p) = self.exit_payee(from) else {
                 return self.drops.add(DropReason::E2eSessionsFull);
             };
+            p.last_active = Some(now);
             match msg {
                 ChannelMsg::Voucher(v) => p.payee.on_voucher_at(&v, now),
                 ChannelMsg::Resync(r) => {
