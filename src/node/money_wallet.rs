@@ -62,22 +62,22 @@ impl<A: TransportAead> Node<A> {
 
     /// The wallet finished a commit: only now is a voucher sent or credit extended.
     pub fn wallet_done(&mut self, done: WalletDone, now: Instant) {
+        if !self.exit_wallet_done(&done, now) {
+            self.link_wallet_done(done, now);
+        }
         if let WalletDone::Outgoing { headroom, .. } = done {
+            // Every payer's cap, after the commit was applied: what it has paid plus what the
+            // wallet still allows.
+            self.money.cfg.headroom = headroom;
+            self.link_spend_caps(headroom);
             self.exit_spend_caps(headroom);
         }
-        if self.exit_wallet_done(&done, now) {
-            if let WalletDone::Outgoing { headroom, .. } = done {
-                self.money.cfg.headroom = headroom;
-                self.link_spend_caps(headroom);
-            }
-            return;
-        }
+    }
+
+    /// [`Node::wallet_done`] for a link channel.
+    fn link_wallet_done(&mut self, done: WalletDone, now: Instant) {
         match done {
-            WalletDone::Outgoing {
-                voucher,
-                ok,
-                headroom,
-            } => {
+            WalletDone::Outgoing { voucher, ok, .. } => {
                 let pi = self.account_index(&voucher.channel_id, true);
                 let mut send = None;
                 if let Some(a) = pi.and_then(|pi| self.money.accounts.get_mut(pi)?.as_mut()) {
@@ -87,9 +87,6 @@ impl<A: TransportAead> Node<A> {
                         send = pi;
                     }
                 }
-                // Every payer's cap: what it has paid plus what the wallet still allows.
-                self.money.cfg.headroom = headroom;
-                self.link_spend_caps(headroom);
                 if let Some(pi) = send {
                     self.send_channel(pi, ChannelMsg::Voucher(voucher), now);
                 }

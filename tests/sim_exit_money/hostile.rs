@@ -1,7 +1,7 @@
 //! Hostile exits and clients (docs/payments.md, "Exit fees"): an exit quoting above the fee it
 //! announces is paid the announced fee; a client that never pays is shaped, then cut, for its
 //! internet traffic only; a client claiming loss saves at most the tolerance, and honest loss
-//! within it is never shaped.
+//! within it is never shaped; a client at its spend limit throttles itself.
 
 use super::*;
 
@@ -164,4 +164,32 @@ fn honest_small_download_loss_is_tolerated() {
         inc.unpaid > inc.credit_window,
         "the gap is owed, not forgiven: {inc:?}"
     );
+}
+
+#[test]
+fn a_client_never_signs_past_its_spend_limit_for_exit_fees() {
+    const FEE: u64 = 1_000_000;
+    let mut net = chain(FEE);
+    let limit = Amount::from_units(2_000_000); // 0.002 CC: about 2 MiB at the exit's fee
+    net.nodes[0].wallet.spend_limit = Some(limit);
+    let client = ident(0).id().ipv4();
+    let p = v4(client, INTERNET, 1200);
+    for _ in 0..1000 {
+        for _ in 0..4 {
+            net.tun(0, &p);
+        }
+        net.step();
+    }
+    net.run(Duration::from_secs(5));
+    let w = &net.nodes[0].wallet;
+    let spent = w
+        .outgoing
+        .values()
+        .fold(Amount::ZERO, |a, v| a.saturating_add(v.cumulative_amount));
+    assert!(spent <= limit, "signed {spent:?} past the limit {limit:?}");
+    assert!(net.nodes[0].node.drops().get(DropReason::SelfThrottled) > 0);
+    let out = exit_view(&net, 0, 2, "outgoing");
+    assert_eq!(out.throttled, Some(true), "{out:?}");
+    // It throttled itself before the exit had to shape it.
+    assert_eq!(net.nodes[2].node.drops().get(DropReason::UnpaidShaped), 0);
 }
