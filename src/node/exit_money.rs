@@ -157,8 +157,9 @@ impl<A: TransportAead> Node<A> {
     /// Become (or stop being) an exit billing `fee_per_mib` per MiB of client traffic both
     /// ways, under the new price epoch `epoch` (above the current one; the daemon persists
     /// epochs as for [`Node::set_fee_epoch`]). Clients are quoted the new fee under the new
-    /// epoch, and a rise is billed once they accept it; without a new epoch (`Router::set_exit`
-    /// alone) a fall still applies at once, a rise not until the next epoch.
+    /// epoch, and a rise is billed once they accept it; without a new epoch
+    /// ([`Node::set_exit_role`] alone) a fall still applies at once, a rise not until the next
+    /// epoch.
     pub fn set_exit_fee_epoch(&mut self, exit: bool, fee_per_mib: u64, epoch: u32, now: Instant) {
         self.router.set_exit(exit, fee_per_mib, now);
         let fee = self.router.config().fee_per_mib;

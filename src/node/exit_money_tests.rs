@@ -21,7 +21,9 @@ fn a_flood_of_fresh_clients_evicts_the_idlest_and_keeps_its_debt() {
     let mut cfg = NodeConfig::default();
     cfg.router.exit = true;
     cfg.router.exit_fee_per_mib = 1000;
-    let mut n: Node = Node::new(&me, &[], cfg, now, 0, 1).unwrap();
+    let Ok(mut n) = Node::<crate::session::aead::DefaultAead>::new(&me, &[], cfg, now, 0, 1) else {
+        panic!("node")
+    };
     let chan = ChannelParams {
         payer: id(0),
         payee: me.id(),
