@@ -406,6 +406,16 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
+    /// Whether the TUN packet at `buf[HEADROOM..HEADROOM + len]` is, on an exit, a reply from
+    /// the internet (an internet source): one header parse, on exits only.
+    pub(super) fn is_exit_reply(&self, buf: &[u8], len: usize) -> bool {
+        self.router.config().exit
+            && buf
+                .get(HEADROOM..HEADROOM + len)
+                .and_then(ip_src_dst)
+                .is_some_and(|(src, _)| inner::internet(src))
+    }
+
     /// [`Node::send_routed`] for a TUN packet to node `dest`. On an exit, a reply from the
     /// internet to a client passes the client's ladder and is metered at our fee; anything
     /// else is sent as it is.
@@ -417,11 +427,7 @@ impl<A: TransportAead> Node<A> {
         buf: &mut [u8],
         len: usize,
     ) -> Option<(Range<usize>, SocketAddr)> {
-        let reply = self.router.config().exit
-            && buf
-                .get(HEADROOM..HEADROOM + len)
-                .and_then(ip_src_dst)
-                .is_some_and(|(src, _)| inner::internet(src));
+        let reply = self.is_exit_reply(buf, len);
         // Metered before it is sealed, as the client meters its uploads: one the client never
         // receives (dropped here or on the way) is the download gap the client does not pay,
         // within `DOWNLOAD_LOSS_PERCENT` before it counts against the window.

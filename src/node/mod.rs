@@ -284,7 +284,11 @@ impl<A: TransportAead> Node<A> {
         let live = direct
             .and_then(|pi| self.peers.get(pi))
             .is_some_and(|p| p.has_session(now, &self.cfg.timers));
-        if let (Some(pi), true) = (direct, live) {
+        // An exit's reply from the internet goes end to end even to a neighbour: only that
+        // session may speak for an internet address, and the exit fee is metered there.
+        if let (Some(pi), true) = (direct, live)
+            && !self.is_exit_reply(buf, len)
+        {
             return self.send_direct(pi, now, buf, len);
         }
         if !crate::route::is_overlay(dst) {

@@ -461,3 +461,51 @@ fn a_restarted_exit_continues_its_clients_channel_from_the_wallet() {
     );
     assert_eq!(inc.rejected + out.rejected, 0, "{inc:?} {out:?}");
 }
+
+#[test]
+fn a_neighbour_exit_is_paid_on_its_own_channel_not_the_link_one() {
+    const FEE: u64 = 5000;
+    // client 0 - exit 1, direct neighbours.
+    let mut net = Net::new(2, &[(0, 1)], PERFECT, Timers::default());
+    let mut cfg = node_cfg(Timers::default());
+    cfg.router.exit = true;
+    cfg.router.exit_fee_per_mib = FEE;
+    let peers = [PeerConfig {
+        id: ident(0).id(),
+        endpoint: Some(addr(0)),
+    }];
+    net.nodes[1].node = Node::new(
+        &ident(1),
+        &peers,
+        cfg,
+        net.now,
+        1_700_000_000_000_000_000,
+        43,
+    )
+    .unwrap();
+    net.start();
+    net.run(Duration::from_secs(10));
+    net.nodes[0].node.set_exit_in_use(Some(ident(1).id()));
+    let client = ident(0).id().ipv4();
+    let (pu, pd) = (v4(client, INTERNET, 1000), v4(INTERNET, client, 1000));
+    for _ in 0..1000 {
+        net.tun(0, &pu);
+        net.tun(1, &pd);
+        net.step();
+    }
+    net.run(Duration::from_secs(6));
+    let sum = |d: &[Vec<u8>]| d.iter().map(|p| p.len() as u64).sum::<u64>();
+    let (up, down) = (sum(&net.nodes[1].delivered), sum(&net.nodes[0].delivered));
+    assert_eq!((up, down), (1000 * 1028, 1000 * 1028));
+    let out = exit_view(&net, 0, 1, "outgoing");
+    let inc = exit_view(&net, 1, 0, "incoming");
+    assert_eq!(inc.cumulative_paid, cost(up + down, FEE));
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    // The link channel between them is another channel, and carries nothing: delivering to
+    // a neighbour is free.
+    let link = view(&net, 0, 1, "outgoing");
+    assert_eq!(link.kind(ident(0).id()), "link");
+    assert_ne!(link.channel_id, out.channel_id);
+    assert_eq!(link.metered_bytes, 0);
+    assert_eq!(link.cumulative_paid, Amount::ZERO);
+}
