@@ -2,6 +2,7 @@
 //! command names, flags and JSON keys here are a contract that scripts rely on; add around
 //! them, never rename.
 
+mod exit;
 mod output;
 pub mod views;
 pub mod wallet;
@@ -84,6 +85,12 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Exits: list the known ones, choose which to use (auto, a node id, or off).
+    Exit {
+        /// What to do.
+        #[command(subcommand)]
+        what: exit::ExitCmd,
+    },
     /// Show the wallet: balance, payment channels, earnings per neighbour, voucher history.
     Wallet {
         /// What to show.
@@ -124,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Routes { json } => query(&cli.config, "routes", json, output::routes),
         Cmd::Peers { json } => query(&cli.config, "peers", json, output::peers),
         Cmd::Wallet { what } => wallet::run(&cli.config, &what),
+        Cmd::Exit { what } => exit::run(&cli.config, &what),
         Cmd::Price { set, json } => {
             let cfg = Config::load(&cli.config)?;
             let v = crate::daemon::control::call(

@@ -113,7 +113,7 @@ pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
 /// not running (then the CLI may read the file itself); any other error, permission denied
 /// above all, is reported: reading the wallet beside a running daemon would be a second
 /// opener of its database.
-fn daemon_running(socket: &Path) -> anyhow::Result<bool> {
+pub(super) fn daemon_running(socket: &Path) -> anyhow::Result<bool> {
     use std::io::ErrorKind;
     match std::os::unix::net::UnixStream::connect(socket) {
         Ok(_) => Ok(true),

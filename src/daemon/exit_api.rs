@@ -18,6 +18,8 @@ pub fn status(node: &Node, gw: &Gateway) -> Value {
         "current": node.exit_in_use(),
         "kill_switch": gw.kill_switch_on(),
         "switches": node.exit_switches(),
+        "serving": node.router().config().exit,
+        "dns": gw.dns_stats(),
     })
 }
 

@@ -96,6 +96,11 @@ pub struct Gateway {
     dns_exit: Option<NodeId>,
     dns: Option<DnsApplied>,
     exit_on: bool,
+    /// The uplink was down at the last check: the default routes are retracted meanwhile.
+    uplink_down: bool,
+    next_uplink_check: Instant,
+    /// The exit's DNS on our mesh addresses.
+    dns_forwarder: Option<gateway::dns::DnsForwarder>,
     next_repair: Instant,
     nl: Option<rtnetlink::Handle>,
 }
@@ -113,6 +118,9 @@ impl Gateway {
             dns_exit: None,
             dns: None,
             exit_on: false,
+            uplink_down: false,
+            next_uplink_check: now,
+            dns_forwarder: None,
             next_repair: now + REPAIR_INTERVAL,
             nl: None,
         }
@@ -125,6 +133,11 @@ impl Gateway {
         let h = policy::connect()?;
         self.nl = Some(h.clone());
         Ok(h)
+    }
+
+    /// The exit's DNS forwarder counters, if it serves.
+    pub fn dns_stats(&self) -> Option<gateway::dns::DnsStats> {
+        self.dns_forwarder.as_ref().map(|f| f.stats())
     }
 
     /// Whether a client mode is engaged on the host.
@@ -171,6 +184,26 @@ impl Gateway {
             mss_v4: u16::try_from(max_inner.saturating_sub(40)).unwrap_or(1280),
         };
         rules.apply().context("installing the exit table")?;
+        let upstreams: Vec<std::net::SocketAddr> = if self.exit.dns.is_empty() {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            gateway::dns::host_upstreams(&text)
+        } else {
+            self.exit
+                .dns
+                .iter()
+                .map(|a| std::net::SocketAddr::new(*a, gateway::dns::DNS_PORT))
+                .collect()
+        };
+        let fwd = gateway::dns::DnsForwarder::start(
+            &[IpAddr::V4(id.ipv4()), IpAddr::V6(id.ipv6())],
+            gateway::dns::DNS_PORT,
+            upstreams,
+        )
+        .context(
+            "starting the exit's DNS forwarder (set [exit] dns if the host has no resolvers)",
+        )?;
+        tracing::info!(upstreams = ?fwd.upstreams(), "DNS for clients on our mesh addresses");
+        self.dns_forwarder = Some(fwd);
         node.set_exit_role(true, self.exit.fee_per_mib, now);
         self.exit_on = true;
         tracing::info!(uplink = %self.exit.uplink, fee_per_mib = self.exit.fee_per_mib, blocked_ports = ?self.exit.blocked_ports, "serving as an exit");
@@ -333,6 +366,26 @@ impl Gateway {
         }
     }
 
+    /// An exit whose uplink goes down retracts its default routes (its clients fail over at
+    /// once rather than buying a dead uplink) and announces them again when it comes back.
+    /// Reads the uplink's operstate every [`REPAIR_INTERVAL`].
+    pub fn watch_uplink(&mut self, node: &mut Node, now: Instant) {
+        if !self.exit_on || now < self.next_uplink_check {
+            return;
+        }
+        self.next_uplink_check = now + REPAIR_INTERVAL;
+        let state =
+            std::fs::read_to_string(format!("/sys/class/net/{}/operstate", self.exit.uplink))
+                .unwrap_or_default();
+        // "unknown" is what interfaces without carrier detection (tun, some virtual) report.
+        let down = !matches!(state.trim(), "up" | "unknown");
+        if down != self.uplink_down {
+            self.uplink_down = down;
+            tracing::warn!(uplink = %self.exit.uplink, state = state.trim(), "uplink {}: {} the default routes", if down { "down" } else { "up" }, if down { "retracting" } else { "announcing" });
+            node.set_exit_role(!down, self.exit.fee_per_mib, now);
+        }
+    }
+
     /// Clean shutdown: stop serving (the retraction goes out with the node's last flush) and
     /// remove everything we installed.
     pub async fn shutdown(&mut self, node: &mut Node, now: Instant) {
@@ -343,6 +396,9 @@ impl Gateway {
             }
             self.restore_forwarding();
             self.exit_on = false;
+            if let Some(f) = self.dns_forwarder.take() {
+                f.stop().await;
+            }
         }
         if self.engaged {
             match clear_client(&self.tun, &self.data_dir).await {

@@ -7,6 +7,7 @@ pub mod control;
 pub mod discovery;
 mod exit_api;
 pub mod gateway;
+mod notify;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -147,6 +148,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notifier = notify::Notifier::new(Instant::now());
+    notifier.ready(&status_line(&node));
     let mut tbuf = vec![0u8; BUF_LEN + HEADROOM + TAILROOM];
     let mut ubuf = vec![0u8; BUF_LEN];
     flush(&mut node, &udp).await;
@@ -184,6 +187,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     node.handle_timeout(now);
                 }
                 gw.repair(now).await;
+                gw.watch_uplink(&mut node, now);
+                notifier.tick(now, || status_line(&node));
             }
             Some(d) = disc_rx.recv() => {
                 if node.discovered(d.id, d.endpoint, Instant::now()) {
@@ -246,6 +251,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let _ = verified_tx.try_send(id);
         }
     }
+    notify::Notifier::stopping();
     ctl_task.abort();
     disc_task.abort();
     // Retract the default routes (an exit) and remove routes, kill switch and DNS settings
@@ -263,6 +269,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+/// systemd's STATUS= line: neighbours, routes, the exit in use.
+fn status_line(node: &Node) -> String {
+    let now = Instant::now();
+    let up = node
+        .peer_status(now)
+        .iter()
+        .filter(|p| p.last_handshake_secs.is_some())
+        .count();
+    let exit = match node.exit_in_use() {
+        Some(x) => format!("exit {}", &x.to_string()[..16]),
+        None if node.router().config().exit => "serving as an exit".to_string(),
+        None => "no exit".to_string(),
+    };
+    format!(
+        "{up} neighbours up, {} routed nodes, {exit}",
+        node.router().routed_nodes()
+    )
 }
 
 /// `exit use MODE` or `exit list`.

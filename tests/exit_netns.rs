@@ -1,0 +1,614 @@
+//! Exits end to end (issue 9), on real namespaces with real daemons: a test "internet" with an
+//! HTTP server on 198.19.0.1 and 2001:db8::1 and a DNS server answering
+//! `files.bitcloud.test`; two exits with uplinks to it (fees 2000 and 6000); a relay that has
+//! its own uplink (so a leak would reach the server); and a client whose only underlay link
+//! goes to the relay. The client fetches 20 MB by name over IPv4 and IPv6 through the cheaper
+//! exit, fails over when it dies, fails closed (no packet to the internet and no DNS on its
+//! underlay) when both are gone and after its own daemon is killed with SIGKILL, and leaves
+//! rules, routes, nftables and the resolver file exactly as they were.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Lab, Node, root_or_skip, sh};
+use sha2::{Digest, Sha256};
+
+const NAME: &str = "files.bitcloud.test";
+const BIG: usize = 20 << 20;
+
+/// Processes we started (server, DNS, captures), killed by PID before the namespaces go.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `/etc/netns/NAME`, removed by name.
+struct NetnsEtc(PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn_in(ns: &str, args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn v6(ns: &str, addr: &str, dev: &str) {
+    sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+}
+
+/// Fetch `url` from `ns` with curl (`-4`/`-6`), at most `secs`; the body's SHA-256.
+fn fetch(ns: &str, family: &str, url: &str, secs: u32, out: &Path) -> Option<Vec<u8>> {
+    let _ = std::fs::remove_file(out);
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            family,
+            "-sS",
+            "-f",
+            "--max-time",
+        ])
+        .arg(secs.to_string())
+        .args(["--connect-timeout", "3", "-o"])
+        .arg(out)
+        .arg(url)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Sha256::digest(std::fs::read(out).unwrap()).to_vec())
+}
+
+/// What the client's host network looks like, as text: rules, routes, nftables, resolver.
+fn snapshot(ns: &str, resolv: &Path) -> String {
+    let mut s = String::new();
+    for args in [
+        vec!["ip", "-n", ns, "rule"],
+        vec!["ip", "-n", ns, "-6", "rule"],
+        vec!["ip", "-n", ns, "route", "show", "table", "all"],
+        vec!["ip", "-n", ns, "-6", "route", "show", "table", "all"],
+        vec!["ip", "netns", "exec", ns, "nft", "list", "ruleset"],
+    ] {
+        // Sorted: a recreated TUN may list its addresses in another order.
+        let mut lines: Vec<String> = sh(&args).lines().map(mask_tun_link_local).collect();
+        lines.sort();
+        s.push_str(&format!("$ {}\n{}\n", args.join(" "), lines.join("\n")));
+    }
+    s.push_str(&format!(
+        "$ cat resolv.conf\n{}",
+        std::fs::read_to_string(resolv).unwrap_or_else(|_| "(absent)".into())
+    ));
+    s
+}
+
+/// A new TUN (the daemon restarted in between) gets a new random link-local address: that is
+/// the device's identity, not something we installed, so it is masked.
+fn mask_tun_link_local(l: &str) -> String {
+    match (l.contains("dev bc0"), l.find("fe80::")) {
+        (true, Some(i)) => {
+            let end = l[i..].find(' ').map_or(l.len(), |e| i + e);
+            format!("{}fe80::(tun){}", &l[..i], &l[end..])
+        }
+        _ => l.to_string(),
+    }
+}
+
+fn exit_status(n: &Node) -> serde_json::Value {
+    n.status()["exit"].clone()
+}
+
+fn wait_exit(n: &Node, want: Option<&str>, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let cur = exit_status(n)["current"].as_str().map(str::to_string);
+        if cur.as_deref() == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "exit in use {cur:?}, wanted {want:?} within {limit:?}: {}",
+            n.status()["exit"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cli(n: &Node, args: &[&str]) -> String {
+    let mut a = vec!["ip", "netns", "exec", &n.ns, BIN];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-c", n.cfg.to_str().unwrap()]);
+    sh(&a)
+}
+
+/// Start a capture on `dev` in `ns`; returns it with its file once it is listening.
+fn capture(ns: &str, dev: &str, file: &Path, log: &Path) -> Child {
+    let c = spawn_in(
+        ns,
+        &[
+            "tcpdump",
+            "-i",
+            dev,
+            "-n",
+            // Each packet to the file at once: with the default buffering a capture stopped
+            // within a second shows nothing (and so would miss a leak).
+            "-U",
+            "--immediate-mode",
+            "-w",
+            file.to_str().unwrap(),
+        ],
+        log,
+    );
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("listening")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c
+}
+
+/// Stop a capture and return (packets in all, packets that leak: to the internet server's
+/// addresses or DNS).
+fn leaks(mut c: Child, file: &Path) -> (usize, String) {
+    // Let the last packets reach the file before the capture stops.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status();
+    let _ = c.wait();
+    let all = sh(&["tcpdump", "-r", file.to_str().unwrap(), "-n"]);
+    let bad = sh(&[
+        "tcpdump",
+        "-r",
+        file.to_str().unwrap(),
+        "-n",
+        "host 198.19.0.1 or host 2001:db8::1 or port 53",
+    ]);
+    (all.lines().count(), bad)
+}
+
+#[test]
+fn exits_replace_the_uplink_fail_over_and_fail_closed() {
+    if !root_or_skip("exits_replace_the_uplink_fail_over_and_fail_closed") {
+        return;
+    }
+    for tool in ["curl", "dnsmasq", "tcpdump", "python3", "nft"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "{tool} is needed (.ci/run installs it)");
+    }
+    let mut lab = Lab::new();
+    let (inet, x1, x2, r, c) = (
+        lab.ns("i"),
+        lab.ns("x1"),
+        lab.ns("x2"),
+        lab.ns("r"),
+        lab.ns("c"),
+    );
+    // Underlay (198.18.0.0/15) and uplinks to the test internet (198.19.0.0/16, 2001:db8::/32).
+    let (_, c_dev) = lab.link(&r, "198.18.1.1/24", &c, "198.18.1.2/24");
+    lab.link(&r, "198.18.2.1/24", &x1, "198.18.2.2/24");
+    lab.link(&r, "198.18.3.1/24", &x2, "198.18.3.2/24");
+    let (i1, up1) = lab.link(&inet, "198.19.1.1/24", &x1, "198.19.1.2/24");
+    let (i2, up2) = lab.link(&inet, "198.19.2.1/24", &x2, "198.19.2.2/24");
+    let (i3, r_up) = lab.link(&inet, "198.19.3.1/24", &r, "198.19.3.2/24");
+    for (k, (idev, ns, dev)) in [(&i1, &x1, &up1), (&i2, &x2, &up2), (&i3, &r, &r_up)]
+        .into_iter()
+        .enumerate()
+    {
+        let k = k + 1;
+        v6(&inet, &format!("2001:db8:{k}::1/64"), idev);
+        v6(ns, &format!("2001:db8:{k}::2/64"), dev);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("198.19.{k}.1"),
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("2001:db8:{k}::1"),
+        ]);
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &inet,
+        "addr",
+        "add",
+        "198.19.0.1/32",
+        "dev",
+        "lo",
+    ]);
+    v6(&inet, "2001:db8::1/128", "lo");
+    // The relay forwards for its underlay, and the internet knows the way back: a packet the
+    // client leaks past the tunnel would reach the server.
+    sh(&[
+        "ip",
+        "-n",
+        &inet,
+        "route",
+        "add",
+        "198.18.1.0/24",
+        "via",
+        "198.19.3.2",
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &r,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &c,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.1.1",
+    ]);
+
+    // The internet: a web server (dual stack) with a 20 MB file and a DNS server.
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body: Vec<u8> = (0..BIG as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(www.join("big"), &body).unwrap();
+    std::fs::write(www.join("small"), b"small file\n").unwrap();
+    let big_hash = Sha256::digest(&body).to_vec();
+    let small_hash = Sha256::digest(b"small file\n").to_vec();
+    let http_log = lab.dir.join("http.log");
+    let smtp_log = lab.dir.join("smtp.log");
+    let mut procs = Procs(vec![]);
+    for (port, log) in [("80", &http_log), ("25", &smtp_log)] {
+        procs.0.push(spawn_in(
+            &inet,
+            &[
+                "python3",
+                "-u",
+                "-m",
+                "http.server",
+                port,
+                "--bind",
+                "::",
+                "--directory",
+                www.to_str().unwrap(),
+            ],
+            log,
+        ));
+    }
+    procs.0.push(spawn_in(
+        &inet,
+        &[
+            "dnsmasq",
+            "-k",
+            "-C",
+            "/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=198.19.0.1",
+            "--port=53",
+            "--log-queries",
+            "--log-facility=-",
+            &format!("--address=/{NAME}/198.19.0.1"),
+            &format!("--address=/{NAME}/2001:db8::1"),
+            &format!("--pid-file={}", lab.dir.join("dnsmasq.pid").display()),
+        ],
+        &lab.dir.join("dnsmasq.log"),
+    ));
+    // The client's own resolver is the "ISP's" (reached through the relay): DNS that leaks
+    // would go there.
+    let etc = NetnsEtc(PathBuf::from("/etc/netns").join(&c));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    let resolv = etc.0.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 198.19.0.1\n").unwrap();
+
+    // Daemons.
+    let mut rn = lab.node(&r, "r", "0.0.0.0:51820");
+    let mut e1 = lab.node(&x1, "x1", "0.0.0.0:51820");
+    let mut e2 = lab.node(&x2, "x2", "0.0.0.0:51820");
+    let mut cn = lab.node(&c, "c", "0.0.0.0:51820");
+    rn.add_peer_at(&cn, "198.18.1.2:51820");
+    rn.add_peer_at(&e1, "198.18.2.2:51820");
+    rn.add_peer_at(&e2, "198.18.3.2:51820");
+    cn.add_peer_at(&rn, "198.18.1.1:51820");
+    e1.add_peer_at(&rn, "198.18.2.1:51820");
+    e2.add_peer_at(&rn, "198.18.3.1:51820");
+    rn.append_config("\n[pricing]\nfee_per_mib = 1000\n");
+    for (e, up, fee) in [(&e1, &up1, 2000), (&e2, &up2, 6000)] {
+        e.append_config(&format!(
+            "\n[exit]\nenabled = true\nuplink = \"{up}\"\nfee_per_mib = {fee}\ndns = [\"198.19.0.1\"]\n"
+        ));
+    }
+    cn.append_config(
+        "\n[client]\nexit = \"off\"\nkill_switch = true\nallow_lan = true\ndns = \"resolv.conf\"\n",
+    );
+    for n in [&mut rn, &mut e1, &mut e2] {
+        n.start();
+    }
+    // The underlay's IPv6 link-local address appears once its DAD is done; wait for it, so the
+    // snapshot is of a settled host, not of one still configuring itself.
+    let t0 = Instant::now();
+    while !sh(&["ip", "-n", &c, "-6", "route", "show", "table", "local"]).contains("local fe80::") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no link-local address on the underlay"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before_daemon = snapshot(&c, &resolv);
+    cn.start();
+    assert!(
+        cn.wait_ping(e1.ipv4, Duration::from_secs(20)).is_some(),
+        "mesh up"
+    );
+    let running_off = snapshot(&c, &resolv);
+
+    // auto: the cheaper exit, once both answered their probes.
+    let out = cli(&cn, &["exit", "use", "auto", "--json"]);
+    assert!(out.contains("\"mode\": \"auto\""), "{out}");
+    wait_exit(&cn, Some(&e1.id), Duration::from_secs(15));
+    let list: serde_json::Value =
+        serde_json::from_str(&cli(&cn, &["exit", "list", "--json"])).unwrap();
+    let exits = list["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 2, "{list}");
+    assert_eq!(exits[0]["id"], e1.id.as_str());
+    assert!(exits[0]["selected"].as_bool().unwrap() && exits[0]["healthy"].as_bool().unwrap());
+    assert!(exits[0]["rtt_ms"].as_f64().is_some() && exits[0]["metric"].as_u64().is_some());
+    assert!(
+        exits[0]["price_per_mib"].as_u64() < exits[1]["price_per_mib"].as_u64(),
+        "{list}"
+    );
+    let st = exit_status(&cn);
+    assert_eq!(
+        (st["mode"].as_str(), st["kill_switch"].as_bool()),
+        (Some("auto"), Some(true)),
+        "{st}"
+    );
+
+    // 20 MB by name over IPv4 and IPv6, through the exit's DNS, hash-checked; the server sees
+    // the cheaper exit's uplink addresses.
+    let dl = lab.dir.join("dl");
+    let url = format!("http://{NAME}/big");
+    assert_eq!(
+        fetch(&c, "-4", &url, 60, &dl).as_deref(),
+        Some(big_hash.as_slice()),
+        "IPv4 fetch by name"
+    );
+    assert_eq!(
+        fetch(&c, "-6", &url, 60, &dl).as_deref(),
+        Some(big_hash.as_slice()),
+        "IPv6 fetch by name"
+    );
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    let sources: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("GET /big"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(sources, ["::ffff:198.19.1.2", "2001:db8:1::2"], "{log}");
+
+    // Something else deletes a rule, a route and the kill switch: all come back within seconds.
+    let engaged = snapshot(&c, &resolv);
+    sh(&["ip", "-n", &c, "rule", "del", "priority", "5320"]);
+    sh(&["ip", "-n", &c, "-6", "route", "flush", "table", "51820"]);
+    sh(&[
+        "ip", "netns", "exec", &c, "nft", "delete", "table", "inet", "bitcloud",
+    ]);
+    let t0 = Instant::now();
+    while snapshot(&c, &resolv) != engaged {
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "not repaired: {}",
+            snapshot(&c, &resolv)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The exit forwards to the internet only: not to its own LAN (its uplink's subnet, where
+    // the same server listens), and SMTP is refused.
+    assert!(fetch(&c, "-4", "http://198.19.0.1/small", 10, &dl).is_some());
+    assert!(
+        fetch(&c, "-4", "http://198.19.1.1/small", 4, &dl).is_none(),
+        "reached the exit's LAN"
+    );
+    assert!(
+        fetch(&c, "-6", "http://[2001:db8:1::1]/small", 4, &dl).is_none(),
+        "reached the exit's LAN (v6)"
+    );
+    assert!(
+        fetch(&c, "-4", "http://198.19.0.1:25/small", 4, &dl).is_none(),
+        "SMTP went out"
+    );
+    assert!(
+        !std::fs::read_to_string(&smtp_log).unwrap().contains("GET"),
+        "the SMTP port saw a request"
+    );
+
+    // The exit's uplink goes down: it retracts its default routes and the client moves; the
+    // uplink returns and auto goes back to the cheaper exit.
+    let keep = format!("net.ipv6.conf.{up1}.keep_addr_on_down=1");
+    sh(&["ip", "netns", "exec", &x1, "sysctl", "-qw", &keep]);
+    sh(&["ip", "-n", &x1, "link", "set", &up1, "down"]);
+    wait_exit(&cn, Some(&e2.id), Duration::from_secs(10));
+    sh(&["ip", "-n", &x1, "link", "set", &up1, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &x1,
+        "route",
+        "replace",
+        "default",
+        "via",
+        "198.19.1.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &x1,
+        "-6",
+        "route",
+        "replace",
+        "default",
+        "via",
+        "2001:db8:1::1",
+    ]);
+    wait_exit(&cn, Some(&e1.id), Duration::from_secs(20));
+
+    // The exit in use dies: within 10 s new fetches go through the other one.
+    let killed = Instant::now();
+    e1.kill9();
+    let small = format!("http://{NAME}/small");
+    loop {
+        if fetch(&c, "-4", &small, 2, &dl).as_deref() == Some(small_hash.as_slice()) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no failover within 10 s: {}",
+            exit_status(&cn)
+        );
+    }
+    let took = killed.elapsed();
+    assert_eq!(exit_status(&cn)["current"], e2.id.as_str());
+    let last = std::fs::read_to_string(&http_log).unwrap();
+    let last = last
+        .lines()
+        .rfind(|l| l.contains("GET /small"))
+        .unwrap()
+        .to_string();
+    assert!(last.starts_with("::ffff:198.19.2.2"), "{last}");
+    eprintln!("failover: new fetches through the other exit after {took:?}");
+
+    // kill -9 of the client's daemon while it uses an exit: nothing leaks, not even DNS.
+    let pcap = lab.dir.join("kill9.pcap");
+    cn.kill9();
+    let cap = capture(&c, &c_dev, &pcap, &lab.dir.join("tcpdump1.log"));
+    for (fam, u) in [
+        ("-4", small.as_str()),
+        ("-6", small.as_str()),
+        ("-4", "http://198.19.0.1/small"),
+        ("-6", "http://[2001:db8::1]/small"),
+    ] {
+        assert!(
+            fetch(&c, fam, u, 3, &dl).is_none(),
+            "{u} ({fam}) went out with the daemon killed"
+        );
+    }
+    // The LAN stays reachable (allow_lan), and the capture must see that ping: a capture that
+    // sees nothing would miss a leak too.
+    assert!(
+        common::ping(&c, "198.18.1.1".parse().unwrap(), 2, "0.2"),
+        "LAN unreachable"
+    );
+    let (n, bad) = leaks(cap, &pcap);
+    assert!(n >= 4, "the capture missed the LAN ping: {n} packets");
+    assert!(bad.is_empty(), "leaked after kill -9:\n{bad}");
+    eprintln!("after kill -9: {n} packets captured on the underlay, none to the internet or DNS");
+    // `exit use off` with no daemon restores everything, and the underlay works again.
+    let out = cli(&cn, &["exit", "use", "off"]);
+    assert!(out.contains("no daemon running"), "{out}");
+    assert_eq!(
+        snapshot(&c, &resolv),
+        before_daemon,
+        "exit use off (no daemon) left traces"
+    );
+    assert_eq!(
+        fetch(&c, "-4", &small, 10, &dl).as_deref(),
+        Some(small_hash.as_slice()),
+        "direct fetch after exit use off"
+    );
+    let last = std::fs::read_to_string(&http_log).unwrap();
+    assert!(
+        last.lines()
+            .rfind(|l| l.contains("GET /small"))
+            .unwrap()
+            .starts_with("::ffff:198.18.1.2"),
+        "not through the underlay"
+    );
+
+    // Again with the daemon: both exits gone, the kill switch holds.
+    cn.start();
+    cli(&cn, &["exit", "use", "auto"]);
+    wait_exit(&cn, Some(&e2.id), Duration::from_secs(20));
+    e2.kill9();
+    wait_exit(&cn, None, Duration::from_secs(10));
+    let pcap = lab.dir.join("none.pcap");
+    let cap = capture(&c, &c_dev, &pcap, &lab.dir.join("tcpdump2.log"));
+    for (fam, u) in [
+        ("-4", small.as_str()),
+        ("-6", small.as_str()),
+        ("-4", "http://198.19.0.1/small"),
+    ] {
+        assert!(
+            fetch(&c, fam, u, 3, &dl).is_none(),
+            "{u} ({fam}) went out with no exit"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (n, bad) = leaks(cap, &pcap);
+    assert!(
+        n > 0,
+        "the capture saw nothing at all: it would miss a leak too"
+    );
+    assert!(bad.is_empty(), "leaked with both exits down:\n{bad}");
+    // exit use off (daemon running), then shutdown: exactly as before.
+    cli(&cn, &["exit", "use", "off"]);
+    assert_eq!(
+        snapshot(&c, &resolv),
+        running_off,
+        "exit use off left traces"
+    );
+    cli(&cn, &["exit", "use", "auto"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(cn.stop(), "client daemon did not stop cleanly");
+    assert_eq!(snapshot(&c, &resolv), before_daemon, "shutdown left traces");
+    assert!(rn.stop());
+    drop(procs);
+}
