@@ -62,7 +62,8 @@ pub(super) struct ExitPayee {
     /// Bytes we sent the client from the internet: its tolerated loss is a share of them.
     down_bytes: u64,
     resync_due: bool,
-    /// Restored from the wallet (we restarted): the client's first resync may raise our meter.
+    /// Restored (after our restart, or an eviction): the client's first resync may raise our
+    /// meter.
     fresh: bool,
     /// Meter total at our last report, and when it went out.
     reported_bytes: u64,
