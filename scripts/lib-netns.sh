@@ -127,3 +127,29 @@ netns_cleanup() {
         : >"$NETNS_STATE_DIR/netns"
     fi
 }
+
+# netns_etc_add NS -- create /etc/netns/NS (what `ip netns exec NS` bind-mounts
+# over /etc, file by file) and record it, so netns_etc_cleanup removes exactly
+# that directory. Refuses a directory that already exists (not ours to touch).
+netns_etc_add() {
+    local ns=$1
+    if [[ -e /etc/netns/$ns ]]; then
+        echo "error: /etc/netns/$ns already exists; refusing to reuse it" >&2
+        return 1
+    fi
+    mkdir -p "/etc/netns/$ns"
+    echo "$ns" >>"$NETNS_STATE_DIR/etc"
+}
+
+# Remove the /etc/netns/NS directories recorded by netns_etc_add, by name.
+# Call it after netns_cleanup (a process in the namespace may still use them).
+# Idempotent.
+netns_etc_cleanup() {
+    [[ -n $NETNS_STATE_DIR && -s $NETNS_STATE_DIR/etc ]] || return 0
+    local ns
+    while read -r ns; do
+        [[ -n $ns && $ns != */* && $ns != . && $ns != .. ]] || continue
+        rm -rf -- "/etc/netns/$ns"
+    done <"$NETNS_STATE_DIR/etc"
+    : >"$NETNS_STATE_DIR/etc"
+}

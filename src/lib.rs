@@ -2,6 +2,7 @@
 //! `route`, `money`) takes bytes and instants and returns bytes and events; `daemon`, `wallet`
 //! and `gateway` do the I/O around it.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::output::{s as text, table};
+use crate::api::Request;
 use crate::config::Config;
 
 /// `bitcloud exit` subcommands.
@@ -34,10 +35,15 @@ pub enum ExitCmd {
 pub fn run(config: &Path, cmd: &ExitCmd) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let (req, json_out) = match cmd {
-        ExitCmd::List { json } => (json!({"cmd": "exit"}), *json),
+        ExitCmd::List { json } => (Request::Exit { mode: None }, *json),
         ExitCmd::Use { mode, json } => {
             crate::config::parse_mode(mode).map_err(|e| anyhow::anyhow!(e))?;
-            (json!({"cmd": "exit", "use": mode}), *json)
+            (
+                Request::Exit {
+                    mode: Some(mode.clone()),
+                },
+                *json,
+            )
         }
     };
     if let ExitCmd::Use { mode, .. } = cmd
@@ -46,7 +52,7 @@ pub fn run(config: &Path, cmd: &ExitCmd) -> anyhow::Result<()> {
     {
         return offline_off(&cfg, json_out);
     }
-    let v = crate::daemon::control::call(&cfg.control_socket, &req)?;
+    let v = crate::api::call(&cfg.control_socket, &req)?;
     if let Some(e) = v.get("error") {
         anyhow::bail!("{}", text(e));
     }
@@ -63,12 +69,12 @@ fn offline_off(cfg: &Config, json_out: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let done = rt.block_on(crate::daemon::gateway::clear_client(
+    let done = rt.block_on(crate::gateway::cleanup::clear_client(
         &cfg.tun,
         &cfg.data_dir,
     ))?;
     if cfg.data_dir.exists() {
-        crate::daemon::gateway::save_mode(&cfg.data_dir, crate::exit::Mode::Off)?;
+        crate::gateway::cleanup::save_mode(&cfg.data_dir, crate::exit::Mode::Off)?;
     }
     if json_out {
         println!("{}", json!({"mode": "off", "live": false, "cleared": done}));

@@ -4,7 +4,6 @@
 
 mod exit;
 mod output;
-pub mod views;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -12,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::api;
 use serde_json::json;
 
 use crate::config::{self, Config};
@@ -120,24 +121,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Up => {
-            let cfg = Config::load(&cli.config)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::daemon::run(cfg))
-        }
-        Cmd::Status { json } => query(&cli.config, "status", json, output::status),
-        Cmd::Routes { json } => query(&cli.config, "routes", json, output::routes),
-        Cmd::Peers { json } => query(&cli.config, "peers", json, output::peers),
+        // The binary runs the daemon itself (src/main.rs): the CLI never imports it.
+        Cmd::Up => anyhow::bail!("`bitcloud up` is run by the binary, not the CLI library"),
+        Cmd::Status { json } => query(&cli.config, api::Request::Status, json, output::status),
+        Cmd::Routes { json } => query(&cli.config, api::Request::Routes, json, output::routes),
+        Cmd::Peers { json } => query(&cli.config, api::Request::Peers, json, output::peers),
         Cmd::Wallet { what } => wallet::run(&cli.config, &what),
         Cmd::Exit { what } => exit::run(&cli.config, &what),
         Cmd::Price { set, json } => {
             let cfg = Config::load(&cli.config)?;
-            let v = crate::daemon::control::call(
-                &cfg.control_socket,
-                &json!({ "cmd": "price", "set": set }),
-            )?;
+            let v = api::call(&cfg.control_socket, &api::Request::Price { set })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -151,12 +144,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Ask the daemon and print its answer as JSON or through `human`.
 fn query(
     config: &Path,
-    cmd: &str,
+    req: api::Request,
     json: bool,
     human: fn(&serde_json::Value) -> String,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
-    let v = crate::daemon::control::call(&cfg.control_socket, &json!({ "cmd": cmd }))?;
+    let v = api::call(&cfg.control_socket, &req)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -7,15 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::output::{bytes_of, cc, s as text, short, table_right, utc};
 use crate::config::Config;
 
-/// What every wallet view says while no ledger backs the vouchers: the daemon's JSON `note`
-/// field, and the human output's last line after `note: `.
-pub const IOU_NOTE: &str =
-    "vouchers are signed IOUs until a ledger settles them; balances are not spendable coin.";
+pub use crate::api::IOU_NOTE;
+use crate::api::Request;
 
 /// `bitcloud wallet` subcommands.
 #[derive(Subcommand, Debug, PartialEq, Eq)]
@@ -55,18 +53,17 @@ pub enum WalletCmd {
 
 impl WalletCmd {
     /// The control-socket request for this subcommand.
-    pub fn request(&self) -> Value {
+    pub fn request(&self) -> Request {
+        let w = |what: &str, since_secs, limit| Request::Wallet {
+            what: what.into(),
+            since_secs,
+            limit,
+        };
         match self {
-            WalletCmd::Balance { .. } => json!({"cmd": "wallet", "what": "balance"}),
-            WalletCmd::Channels { .. } => json!({"cmd": "wallet", "what": "channels"}),
-            WalletCmd::Earnings { since, .. } => json!({
-                "cmd": "wallet",
-                "what": "earnings",
-                "since_secs": since.map(|d| d.as_secs()),
-            }),
-            WalletCmd::History { limit, .. } => {
-                json!({"cmd": "wallet", "what": "history", "limit": limit})
-            }
+            WalletCmd::Balance { .. } => w("balance", None, None),
+            WalletCmd::Channels { .. } => w("channels", None, None),
+            WalletCmd::Earnings { since, .. } => w("earnings", since.map(|d| d.as_secs()), None),
+            WalletCmd::History { limit, .. } => w("history", None, Some(*limit)),
         }
     }
 
@@ -93,13 +90,13 @@ impl WalletCmd {
 pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let v = if daemon_running(&cfg.control_socket)? {
-        check_answer(crate::daemon::control::call(
-            &cfg.control_socket,
-            &cmd.request(),
-        )?)?
+        check_answer(crate::api::call(&cfg.control_socket, &cmd.request())?)?
     } else {
         eprintln!("bitcloud: the daemon is not running; showing what the wallet file holds");
-        check_answer(crate::daemon::wallet::query_offline(&cfg, &cmd.request())?)?
+        check_answer(crate::api::wallet::query_offline(
+            &cfg,
+            &serde_json::to_value(cmd.request())?,
+        )?)?
     };
     if cmd.json() {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -5,19 +5,15 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::api::Request;
 use crate::config::Config;
 use crate::node::Node;
 
 /// The JSON answer to one request.
-pub fn answer(
-    cfg: &Config,
-    node: &Node,
-    started: Instant,
-    req: &serde_json::Value,
-) -> serde_json::Value {
+pub fn answer(cfg: &Config, node: &Node, started: Instant, req: &Request) -> serde_json::Value {
     let now = Instant::now();
-    match req.get("cmd").and_then(|c| c.as_str()) {
-        Some("status") => {
+    match req {
+        Request::Status => {
             let id = node.id();
             json!({
                 "id": id,
@@ -37,9 +33,9 @@ pub fn answer(
                 "ipv4_collisions": node.ipv4_collisions(),
             })
         }
-        Some("routes") => json!({ "routes": crate::cli::views::routes(node.router(), now) }),
-        Some("peers") => json!({ "peers": crate::cli::views::peers(node, now) }),
-        Some("price") => {
+        Request::Routes => json!({ "routes": crate::api::views::routes(node.router(), now) }),
+        Request::Peers => json!({ "peers": crate::api::views::peers(node, now) }),
+        Request::Price { .. } => {
             let rc = node.router().config();
             json!({
                 "fee_per_mib": rc.fee_per_mib,
@@ -48,7 +44,9 @@ pub fn answer(
                 "price_weight_milli": rc.policy.price_weight_milli,
             })
         }
-        Some(other) => json!({"error": format!("unknown command {other:?}")}),
-        None => json!({"error": "request needs a \"cmd\""}),
+        // The event loop answers these itself.
+        Request::Wallet { .. } | Request::Exit { .. } | Request::Reload => {
+            json!({"error": "not answered here"})
+        }
     }
 }

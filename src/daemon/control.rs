@@ -13,12 +13,21 @@ use tokio::sync::{mpsc, oneshot};
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 
-/// A request from the CLI with the channel for its answer.
+/// A request from the CLI with the channel for its answer. Only requests the caller may make
+/// reach the event loop (see [`may_mutate`]).
 pub struct Request {
-    /// The parsed request object.
-    pub body: serde_json::Value,
+    /// The parsed request.
+    pub request: crate::api::Request,
     /// Where the event loop puts the answer.
     pub reply: oneshot::Sender<serde_json::Value>,
+}
+
+/// Whether the peer with this uid may change state: root, or the user the daemon runs as
+/// (the service user). Members of group `bitcloud` can connect (mode 0660) and read only.
+fn may_mutate(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective uid: no unsafe geteuid call needed.
+    uid == 0 || std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == uid)
 }
 
 /// Bind the control socket (replacing a stale one) with mode 0660 and the `bitcloud` group.
@@ -75,13 +84,18 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Request>) {
 }
 
 async fn handle(stream: UnixStream, tx: mpsc::Sender<Request>) -> anyhow::Result<()> {
+    // SO_PEERCRED: who is asking, as the kernel saw it at connect time.
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(MAX_REQUEST as u64)).lines();
     while let Some(line) = lines.next_line().await? {
-        let answer = match serde_json::from_str::<serde_json::Value>(&line) {
-            Ok(body) => {
+        let answer = match serde_json::from_str::<crate::api::Request>(&line) {
+            Ok(request) if request.mutates() && !uid.is_some_and(may_mutate) => {
+                serde_json::json!({"error": "permission denied: changing the node needs root or the service user"})
+            }
+            Ok(request) => {
                 let (reply, rx) = oneshot::channel();
-                tx.send(Request { body, reply })
+                tx.send(Request { request, reply })
                     .await
                     .map_err(|_| anyhow::anyhow!("daemon stopping"))?;
                 rx.await?
@@ -93,28 +107,4 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<Request>) -> anyhow::Result
         w.write_all(&out).await?;
     }
     Ok(())
-}
-
-/// Client side: send one request and read one answer.
-pub fn call(path: &Path, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| {
-        format!(
-            "connecting to the daemon at {} (is `bitcloud up` running?)",
-            path.display()
-        )
-    })?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut req = serde_json::to_vec(body)?;
-    req.push(b'\n');
-    s.write_all(&req)?;
-    let mut line = String::new();
-    std::io::BufReader::new(s)
-        .read_line(&mut line)
-        .context("reading the daemon's answer")?;
-    let v: serde_json::Value = serde_json::from_str(&line).context("daemon sent invalid JSON")?;
-    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
-        anyhow::bail!("daemon: {e}");
-    }
-    Ok(v)
 }

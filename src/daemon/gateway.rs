@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{ClientSettings, Config, DnsMechanism, ExitSettings, mode_name, parse_mode};
+use crate::config::{ClientSettings, Config, DnsMechanism, ExitSettings};
 use crate::exit::Mode;
+use crate::gateway::cleanup::{clear_client, resolv_conf};
 use crate::gateway::{self, FWMARK, exit as gexit, killswitch::KillSwitch, policy, resolv};
 use crate::identity::NodeId;
 use crate::node::{MESH_OVERHEAD, Node};
@@ -21,60 +22,8 @@ use crate::node::{MESH_OVERHEAD, Node};
 /// How often installed rules, routes and tables are checked and re-applied if something
 /// else removed them.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(2);
-/// The run-time exit mode (`bitcloud exit use`), kept across restarts in `data_dir`.
-const MODE_FILE: &str = "exit-mode";
-/// The resolver file's original, saved before we replace it.
-const RESOLV_BACKUP: &str = "resolv.conf.orig.json";
 /// The forwarding switches as they were before this host became an exit.
 const FORWARDING_FILE: &str = "exit-forwarding";
-
-/// The host's resolver file and our backup of it.
-pub fn resolv_conf(data_dir: &Path) -> resolv::ResolvConf {
-    resolv::ResolvConf {
-        path: PathBuf::from("/etc/resolv.conf"),
-        backup: data_dir.join(RESOLV_BACKUP),
-    }
-}
-
-/// The exit mode to start in: what `bitcloud exit use` last set, else the config's.
-pub fn start_mode(cfg: &Config) -> Mode {
-    match std::fs::read_to_string(cfg.data_dir.join(MODE_FILE)) {
-        Ok(t) => parse_mode(t.trim()).unwrap_or_else(|e| {
-            tracing::warn!("ignoring {MODE_FILE}: {e}");
-            cfg.client.exit
-        }),
-        Err(_) => cfg.client.exit,
-    }
-}
-
-/// Remember `mode` for the next start.
-pub fn save_mode(data_dir: &Path, mode: Mode) -> std::io::Result<()> {
-    crate::identity::write_file_atomic(
-        &data_dir.join(MODE_FILE),
-        format!("{}\n", mode_name(mode)).as_bytes(),
-        0o644,
-    )
-}
-
-/// Remove every client-side change we may have made, whether or not a daemon runs (after a
-/// crash, or `exit use off` with no daemon): rules and routes, the kill switch, DNS. Returns
-/// what it found, for the log.
-pub async fn clear_client(tun: &str, data_dir: &Path) -> anyhow::Result<String> {
-    let h = policy::connect()?;
-    let found = policy::remove(&h).await.context("removing policy routes")?;
-    let ks = gateway::killswitch::remove().context("removing the kill switch")?;
-    let dns = resolv_conf(data_dir)
-        .restore()
-        .context("restoring the resolver file")?;
-    resolved_revert(tun);
-    Ok(format!(
-        "rules {} routes {} kill switch {} resolver file {}",
-        found.rules,
-        found.routes,
-        if ks { "removed" } else { "absent" },
-        if dns { "restored" } else { "untouched" }
-    ))
-}
 
 /// Client DNS as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,14 +378,4 @@ fn resolved_point(tun: &str, servers: &[IpAddr]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Undo [`resolved_point`], best effort (the link may be gone, resolved may not run).
-fn resolved_revert(tun: &str) {
-    if resolv::resolved_running(Path::new("/")) {
-        let _ = std::process::Command::new("resolvectl")
-            .args(["revert", tun])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }

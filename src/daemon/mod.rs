@@ -126,9 +126,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     node.start(started);
     let mut gw = gateway::Gateway::new(&cfg, started);
-    gw.start(&mut node, gateway::start_mode(&cfg), started)
-        .await
-        .context("setting up the exit role or the client's exit routes")?;
+    gw.start(
+        &mut node,
+        crate::gateway::cleanup::start_mode(&cfg),
+        started,
+    )
+    .await
+    .context("setting up the exit role or the client's exit routes")?;
     let (wal_tx, wal_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let wallet_task = tokio::spawn(wallet::run(wallet, wal_rx, done_tx));
@@ -203,28 +207,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
             Some(req) = ctl_rx.recv() => {
-                let cmd = req.body.get("cmd").and_then(|c| c.as_str());
-                if cmd == Some("wallet") {
-                    let live = node.channel_views(Instant::now());
-                    let _ = wal_tx.send(wallet::Req::Query { body: req.body, live, reply: req.reply });
-                    continue;
-                }
-                if cmd == Some("exit") {
-                    let answer = exit_cmd(&cfg, &mut node, &mut gw, &req.body).await;
-                    let _ = req.reply.send(answer);
-                    flush(&mut node, &udp).await;
-                    continue;
-                }
-                if cmd == Some("price")
-                    && let Some(fee) = req.body.get("set").and_then(|f| f.as_u64()) {
-                    if let Err(e) = set_fee(&mut node, &wal_tx, fee).await {
-                        let _ = req.reply.send(serde_json::json!({ "error": e }));
+                use crate::api::Request;
+                match &req.request {
+                    Request::Wallet { .. } => {
+                        let live = node.channel_views(Instant::now());
+                        let body = serde_json::to_value(&req.request).unwrap_or_default();
+                        let _ = wal_tx.send(wallet::Req::Query { body, live, reply: req.reply });
                         continue;
                     }
-                    tracing::info!(fee_per_mib = fee, "forwarding fee changed");
+                    Request::Exit { mode } => {
+                        let answer = exit_cmd(&cfg, &mut node, &mut gw, mode.as_deref()).await;
+                        let _ = req.reply.send(answer);
+                        flush(&mut node, &udp).await;
+                        continue;
+                    }
+                    Request::Price { set: Some(fee) } => {
+                        if let Err(e) = set_fee(&mut node, &wal_tx, *fee).await {
+                            let _ = req.reply.send(serde_json::json!({ "error": e }));
+                            continue;
+                        }
+                        tracing::info!(fee_per_mib = fee, "forwarding fee changed");
+                    }
+                    Request::Reload => {
+                        let _ = req.reply.send(serde_json::json!({ "error": "reload: send SIGHUP (systemctl reload bitcloud)" }));
+                        continue;
+                    }
+                    _ => {}
                 }
-                let mut answer = answer::answer(&cfg, &node, started, &req.body);
-                if cmd == Some("status")
+                let mut answer = answer::answer(&cfg, &node, started, &req.request);
+                if req.request == Request::Status
                     && let Some(o) = answer.as_object_mut()
                 {
                     o.insert("exit".into(), exit_api::status(&node, &gw));
@@ -295,10 +306,10 @@ async fn exit_cmd(
     cfg: &Config,
     node: &mut Node,
     gw: &mut gateway::Gateway,
-    body: &serde_json::Value,
+    mode: Option<&str>,
 ) -> serde_json::Value {
     let now = Instant::now();
-    if let Some(m) = body.get("use").and_then(|m| m.as_str()) {
+    if let Some(m) = mode {
         let mode = match crate::config::parse_mode(m) {
             Ok(mode) => mode,
             Err(e) => return serde_json::json!({ "error": e }),
@@ -306,7 +317,7 @@ async fn exit_cmd(
         if let Err(e) = gw.set_mode(node, mode, now).await {
             return serde_json::json!({ "error": format!("{e:#}") });
         }
-        if let Err(e) = gateway::save_mode(&cfg.data_dir, mode) {
+        if let Err(e) = crate::gateway::cleanup::save_mode(&cfg.data_dir, mode) {
             tracing::warn!("saving the exit mode: {e}");
         }
         tracing::info!(mode = m, "exit mode changed");
@@ -315,7 +326,7 @@ async fn exit_cmd(
 }
 
 /// The wallet database inside `data_dir`.
-pub const WALLET_FILE: &str = "wallet.sqlite";
+pub use crate::api::wallet::WALLET_FILE;
 
 /// Persist a new price epoch, then apply the fee under it.
 async fn set_fee(

@@ -6,6 +6,7 @@
 //! be found and removed without any daemon state: after a crash, or by a command run while no
 //! daemon runs. Design and the reasons for it: docs/gateway.md.
 
+pub mod cleanup;
 pub mod dns;
 pub mod exit;
 pub mod killswitch;
