@@ -23,7 +23,9 @@ pub use messages::{CreditGrant, MAX_WIRE_AMOUNT, MAX_WIRE_BYTES, PriceQuote, Res
 pub use payee::{PayeeChannel, PayeeConfig};
 pub use payer::{PayerChannel, PayerConfig};
 pub use price::{BucketId, MIB, Meter, MeterSnapshot, Price};
-pub use voucher::{ChannelId, ChannelParams, VOUCHER_DOMAIN, Voucher};
+pub use voucher::{
+    ChannelId, ChannelParams, EXIT_CHANNEL_NONCE, LINK_CHANNEL_NONCE, VOUCHER_DOMAIN, Voucher,
+};
 
 /// Something the caller must do for a channel. Variants that start with `Commit` must be made
 /// durable (wallet) before the follow-up: that ordering is the crash-safety argument.

@@ -248,6 +248,22 @@ impl PayeeChannel {
         self.state.enforcer.allow(unpaid, bytes, now)
     }
 
+    /// [`PayeeChannel::judge`] with `allowance` of the unpaid debt tolerated on top of the
+    /// credit window: an exit forgives no debt, but does not shape a client for the small,
+    /// bounded share of what it sent that the client may never have received
+    /// (docs/payments.md, "Exit fees").
+    #[inline]
+    pub fn judge_allowing(&mut self, bytes: u64, allowance: Amount, now: Instant) -> Verdict {
+        let unpaid = self.unpaid().saturating_sub(allowance);
+        self.state.enforcer.allow(unpaid, bytes, now)
+    }
+
+    /// [`PayeeChannel::level`] with the same `allowance` as [`PayeeChannel::judge_allowing`].
+    pub fn level_allowing(&self, allowance: Amount, now: Instant) -> Level {
+        let unpaid = self.unpaid().saturating_sub(allowance);
+        self.state.enforcer.peek_level(unpaid, now)
+    }
+
     /// Hot path: meter `bytes` we carried for the payer at `price`.
     #[inline]
     pub fn record_at(&mut self, price: Price, bytes: u64) {

@@ -177,6 +177,12 @@ impl PayerChannel {
         &self.stats
     }
 
+    /// Count a message the caller refused for this channel before it reached us (an exit's
+    /// quote above the fee it announced in routing).
+    pub fn count_reject(&mut self, r: Reject) {
+        self.stats.rejects.bump(r);
+    }
+
     /// The meter of data handed to the payee.
     pub fn meter(&self) -> &Meter {
         &self.state.meter
@@ -254,6 +260,13 @@ impl PayerChannel {
     /// A handshake completed: the payee's next resync may be acted on (once).
     pub fn expect_resync(&mut self) {
         self.state.resync_expected = true;
+    }
+
+    /// No resync may raise our meter: for a channel opened in this process, whose meter lost
+    /// nothing to catch up on (an exit channel opened on first use). Resyncs still report the
+    /// payee's count and voucher.
+    pub fn forgo_resync_raise(&mut self) {
+        self.state.resync_budget = Amount::ZERO;
     }
 
     /// Set the most this channel may ever sign in total (the wallet computes it from its spend

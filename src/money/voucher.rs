@@ -18,6 +18,12 @@ const CHANNEL_ID_DOMAIN: &[u8] = b"bitcloud channel v1";
 pub const VOUCHER_BODY_LEN: usize = 32 + 8 + 16 + 8 + 4;
 /// Length of a voucher on the wire: body and Ed25519 signature.
 pub const VOUCHER_LEN: usize = VOUCHER_BODY_LEN + 64;
+/// Nonce of the link channels (one per ordered pair of neighbours, paying relay fees).
+pub const LINK_CHANNEL_NONCE: u64 = 0;
+/// Nonce of the end-to-end channels from a client to the exit it uses (paying the exit fee,
+/// docs/payments.md, "Exit fees"): never the same channel as a link channel, even when the
+/// exit is a neighbour, so relay fees and exit fees never mix.
+pub const EXIT_CHANNEL_NONCE: u64 = 1;
 
 /// A channel id: BLAKE2s of (domain, payer id, payee id, nonce). Binding both ids means a
 /// voucher for one payee can never be presented to another.

@@ -31,7 +31,7 @@ impl<A: TransportAead> Node<A> {
         len: usize,
     ) -> Option<(Range<usize>, SocketAddr)> {
         match self.exit_in_use {
-            Some(exit) => self.send_via(exit, now, buf, len),
+            Some(exit) => self.send_internet_paid(exit, now, buf, len),
             None => {
                 self.drops.add(DropReason::NoExit);
                 None

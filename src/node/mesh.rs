@@ -315,7 +315,13 @@ impl<A: TransportAead> Node<A> {
                 self.handle_probe(dest, &body, now);
                 return None;
             }
-            Some(Kind::Routing | Kind::Mesh | Kind::Channel) => {
+            Some(Kind::Channel) => {
+                // Exit fees (node/exit_money.rs): never metered, throttled or written to the TUN.
+                let body = m.get(range)?.to_vec();
+                self.handle_exit_channel(dest, &body, now);
+                return None;
+            }
+            Some(Kind::Routing | Kind::Mesh) => {
                 self.drops.add(DropReason::LinkOnlyKind);
                 return None;
             }
@@ -328,6 +334,9 @@ impl<A: TransportAead> Node<A> {
             self.inner_refusal(m.get(range.clone())?, Owner { v4, v6 }, Via::EndToEnd(dest))
         {
             self.drops.add(why);
+            return None;
+        }
+        if !self.bill_e2e_inbound(dest, m.get(range.clone())?, now) {
             return None;
         }
         if let Some(e) = self.e2e.get_mut(&dest) {
@@ -360,6 +369,7 @@ impl<A: TransportAead> Node<A> {
             Ok((keys, resp)) => {
                 e.responder_keys(&keys, idx, remote, now, ROUTED);
                 self.e2e_indices.insert(idx, dest);
+                self.exit_money_handshake(dest);
                 self.send_mesh(dest, &resp, now);
             }
             Err(_) => self.drops.add(DropReason::HandshakeFailed),
@@ -386,6 +396,7 @@ impl<A: TransportAead> Node<A> {
         match handshake::consume_resp(&self.local, pending, resp) {
             Ok(keys) => {
                 e.initiator_keys(&keys, resp.receiver, resp.sender, now, ROUTED);
+                self.exit_money_handshake(dest);
                 if !self.flush_e2e(dest, now) {
                     self.e2e_keepalive(dest, now);
                 }

@@ -6,6 +6,7 @@
 //! buffer without allocating.
 
 mod exit;
+mod exit_money;
 mod exit_probe;
 mod inner;
 mod link;
@@ -35,6 +36,7 @@ use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
+pub use exit_money::{DOWNLOAD_LOSS_PERCENT, MAX_EXIT_ACCOUNTS};
 pub use money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
 pub use money_view::ChannelView;
 pub use peers::{
@@ -284,7 +286,11 @@ impl<A: TransportAead> Node<A> {
         let live = direct
             .and_then(|pi| self.peers.get(pi))
             .is_some_and(|p| p.has_session(now, &self.cfg.timers));
-        if let (Some(pi), true) = (direct, live) {
+        // An exit's reply from the internet goes end to end even to a neighbour: only that
+        // session may speak for an internet address, and the exit fee is metered there.
+        if let (Some(pi), true) = (direct, live)
+            && !self.is_exit_reply(buf, len)
+        {
             return self.send_direct(pi, now, buf, len);
         }
         if !crate::route::is_overlay(dst) {
@@ -296,7 +302,7 @@ impl<A: TransportAead> Node<A> {
             return self.send_internet(now, buf, len);
         }
         match self.router.lookup_addr(dst) {
-            Some((dest, next_hop)) => self.send_routed(dest, next_hop, now, buf, len),
+            Some((dest, next_hop)) => self.send_routed_billed(dest, next_hop, now, buf, len),
             // A configured neighbour without a session and no route: stage and handshake.
             None if direct.is_some() => self.send_direct(direct?, now, buf, len),
             None => {

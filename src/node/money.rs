@@ -8,7 +8,8 @@
 //! forwarded (whose destination is not the receiving neighbour): the payer learns of frames the
 //! payee did not carry from the payee's meter reports and does not pay for them. A neighbour
 //! costs wallet rows only once there is something to store (a voucher or a non-zero meter),
-//! and a checkpoint writes only channels whose meters moved.
+//! and a checkpoint writes only channels whose meters moved. Exit fees travel on end-to-end
+//! channels of their own (node/exit_money.rs), polled from the same timers.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -69,10 +70,12 @@ impl Account {
 /// The node's money state.
 pub(super) struct Money {
     pub(super) cfg: MoneyConfig,
-    signer: Identity,
+    pub(super) signer: Identity,
     pub(super) accounts: Vec<Option<Account>>,
-    restored: HashMap<ChannelId, Restored>,
-    ops: VecDeque<WalletOp>,
+    pub(super) restored: HashMap<ChannelId, Restored>,
+    pub(super) ops: VecDeque<WalletOp>,
+    /// The end-to-end exit-fee channels (node/exit_money.rs).
+    pub(super) exit: super::exit_money::ExitMoney,
     next_poll: Instant,
     next_checkpoint: Instant,
     pub(super) stats: MoneyStats,
@@ -87,6 +90,7 @@ impl Money {
             accounts: Vec::new(),
             restored: HashMap::new(),
             ops: VecDeque::new(),
+            exit: Default::default(),
             next_poll: now,
             stats: MoneyStats::default(),
         }
@@ -432,6 +436,7 @@ impl<A: TransportAead> Node<A> {
                 self.act(pi, action, now);
             }
         }
+        self.exit_money_timers(now);
     }
 }
 

@@ -103,4 +103,20 @@ pub struct MoneyStats {
     pub frames_received: u64,
     /// Their datagram bytes.
     pub bytes_received: u64,
+    /// End-to-end channel messages with exits or clients (exit fees) sent.
+    pub exit_frames_sent: u64,
+    /// Their plaintext bytes (end-to-end and mesh headers, tags and link layer not included).
+    pub exit_bytes_sent: u64,
+    /// End-to-end channel messages received.
+    pub exit_frames_received: u64,
+    /// Their plaintext bytes.
+    pub exit_bytes_received: u64,
+    /// As a client: inner IP bytes sent to our exit in use, metered at its fee.
+    pub exit_fee_bytes_up: u64,
+    /// As a client: inner IP bytes from the internet accepted from our exit, metered.
+    pub exit_fee_bytes_down: u64,
+    /// As an exit: client bytes handed to our TUN for the internet, billed at our fee.
+    pub exit_billed_bytes_up: u64,
+    /// As an exit: internet bytes sent back to clients, billed at our fee.
+    pub exit_billed_bytes_down: u64,
 }

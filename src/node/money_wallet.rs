@@ -38,6 +38,8 @@ impl<A: TransportAead> Node<A> {
             }
             a.checkpointed = now;
         }
+        self.exit_checkpoints(&mut snaps);
+        let m = &mut self.money;
         if !snaps.is_empty() {
             m.ops.push_back(WalletOp::Checkpoint(snaps));
         }
@@ -60,12 +62,22 @@ impl<A: TransportAead> Node<A> {
 
     /// The wallet finished a commit: only now is a voucher sent or credit extended.
     pub fn wallet_done(&mut self, done: WalletDone, now: Instant) {
+        if !self.exit_wallet_done(&done, now) {
+            self.link_wallet_done(done, now);
+        }
+        if let WalletDone::Outgoing { headroom, .. } = done {
+            // Every payer's cap, after the commit was applied: what it has paid plus what the
+            // wallet still allows.
+            self.money.cfg.headroom = headroom;
+            self.link_spend_caps(headroom);
+            self.exit_spend_caps(headroom);
+        }
+    }
+
+    /// [`Node::wallet_done`] for a link channel.
+    fn link_wallet_done(&mut self, done: WalletDone, now: Instant) {
         match done {
-            WalletDone::Outgoing {
-                voucher,
-                ok,
-                headroom,
-            } => {
+            WalletDone::Outgoing { voucher, ok, .. } => {
                 let pi = self.account_index(&voucher.channel_id, true);
                 let mut send = None;
                 if let Some(a) = pi.and_then(|pi| self.money.accounts.get_mut(pi)?.as_mut()) {
@@ -74,15 +86,6 @@ impl<A: TransportAead> Node<A> {
                     } else if a.payer.committed(&voucher, now) {
                         send = pi;
                     }
-                }
-                // Every payer's cap: what it has paid plus what the wallet still allows.
-                self.money.cfg.headroom = headroom;
-                for a in self.money.accounts.iter_mut().flatten() {
-                    let paid = a
-                        .payer
-                        .latest()
-                        .map_or(Amount::ZERO, |v| v.cumulative_amount);
-                    a.payer.set_spend_cap(paid.saturating_add(headroom));
                 }
                 if let Some(pi) = send {
                     self.send_channel(pi, ChannelMsg::Voucher(voucher), now);
@@ -102,6 +105,17 @@ impl<A: TransportAead> Node<A> {
                     self.send_channel(pi, ChannelMsg::VoucherAck(ack), now);
                 }
             }
+        }
+    }
+
+    /// Every link payer's cap: what it has paid plus what the wallet still allows.
+    fn link_spend_caps(&mut self, headroom: Amount) {
+        for a in self.money.accounts.iter_mut().flatten() {
+            let paid = a
+                .payer
+                .latest()
+                .map_or(Amount::ZERO, |v| v.cumulative_amount);
+            a.payer.set_spend_cap(paid.saturating_add(headroom));
         }
     }
 

@@ -37,7 +37,11 @@ impl PayerChannel {
         let m = &mut self.state.meter;
         let before = m.total_cost();
         let amount = r.meter_amount.min(before.saturating_add(allowance));
-        m.raise_to(r.meter_bytes, amount);
+        // No budget left (or none ever, `forgo_resync_raise`): the payee's count raises
+        // nothing, not even the byte total.
+        if !allowance.is_zero() {
+            m.raise_to(r.meter_bytes, amount);
+        }
         let raised = m.total_cost().saturating_sub(before);
         self.state.resync_budget = self.state.resync_budget.saturating_sub(raised);
         self.on_report(r.meter_bytes, r.meter_amount);
