@@ -180,5 +180,10 @@ fn stored_view(c: &crate::wallet::ChannelRecord, window: Amount) -> ChannelView 
         throttled: None,
         rejected: 0,
         rejects: Default::default(),
+        kind: if c.params.nonce == crate::money::EXIT_CHANNEL_NONCE {
+            "exit"
+        } else {
+            "link"
+        },
     }
 }

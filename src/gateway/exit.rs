@@ -127,8 +127,11 @@ impl ExitRules {
                 ]);
             }
         }
-        rules.push(vec![from_tun(), accept()]);
-        rules.push(vec![to_tun(), ct_established(), accept()]);
+        // Counted (IP bytes, what the uplink carries for clients, both ways): what an operator
+        // reads with `nft list table inet bitcloud_exit` and checks its exit earnings against.
+        let counter = || Statement::Counter(nftables::stmt::Counter::Anonymous(None));
+        rules.push(vec![from_tun(), counter(), accept()]);
+        rules.push(vec![to_tun(), ct_established(), counter(), accept()]);
         rules.push(vec![to_tun(), drop()]);
         rules
     }

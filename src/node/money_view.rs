@@ -22,6 +22,9 @@ impl<A: TransportAead> Node<A> {
             out.push(ChannelView::incoming(a.peer, &a.payee, a.payee.level(now)));
         }
         self.exit_channel_views(now, &mut out);
+        for v in &mut out {
+            v.kind = v.kind_of(self.id);
+        }
         out
     }
 }
@@ -44,6 +47,7 @@ impl ChannelView {
             throttled: Some(p.throttled()),
             rejected: p.stats().rejects.total(),
             rejects: p.stats().rejects.to_map(),
+            kind: "link",
         }
     }
 
@@ -64,13 +68,14 @@ impl ChannelView {
             throttled: None,
             rejected: e.stats().rejects.total(),
             rejects: e.stats().rejects.to_map(),
+            kind: "link",
         }
     }
 
     /// `"exit"` for an end-to-end exit-fee channel of node `me` (nonce
     /// [`EXIT_CHANNEL_NONCE`]), `"link"` otherwise. Derived from the channel id, so it works
     /// for views built from the wallet file too.
-    pub fn kind(&self, me: NodeId) -> &'static str {
+    pub fn kind_of(&self, me: NodeId) -> &'static str {
         let (payer, payee) = match self.direction {
             "outgoing" => (me, self.peer),
             _ => (self.peer, me),
@@ -127,4 +132,6 @@ pub struct ChannelView {
     pub rejected: u64,
     /// The same by reason (`forged_signature`, `stale_seq`, ...), non-zero only.
     pub rejects: std::collections::BTreeMap<&'static str, u64>,
+    /// `link` (a neighbour's channel) or `exit` (end to end, the exit's fee).
+    pub kind: &'static str,
 }
