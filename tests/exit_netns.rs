@@ -514,7 +514,11 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
     // counters count IP bytes as forwarded.)
     let uplink = exit_counted(&x1) - uplink_before;
     let (spent, relay_from_c, exit_from_c) = settled(&cn, &rn, &e1);
-    assert_eq!(spent, relay_from_c + exit_from_c, "client spend = relay + exit earnings");
+    assert_eq!(
+        spent,
+        relay_from_c + exit_from_c,
+        "client spend = relay + exit earnings"
+    );
     let exit_ch = channel(&e1, &cn.id, "incoming", "exit");
     let billed = exit_ch["metered_bytes"].as_u64().unwrap();
     let earned = common::units(&exit_ch["cumulative_paid"]);
