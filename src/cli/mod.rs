@@ -158,6 +158,36 @@ fn query(
     Ok(())
 }
 
+/// Run as root on a host with the `bitcloud` service user (the package creates it), `init`
+/// leaves the key to that user (0600) and the config and its directory readable by its group,
+/// so `systemctl start bitcloud` can read what `sudo bitcloud init` wrote.
+fn hand_to_service_user(dir: &Path, cfg: &Path, key: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let Some((uid, gid)) = root.then(|| service_user("bitcloud")).flatten() else {
+        return Ok(());
+    };
+    std::os::unix::fs::chown(key, Some(uid), Some(gid))
+        .with_context(|| format!("chown bitcloud {}", key.display()))?;
+    std::os::unix::fs::chown(cfg, Some(0), Some(gid))
+        .with_context(|| format!("chgrp bitcloud {}", cfg.display()))?;
+    std::fs::set_permissions(cfg, std::fs::Permissions::from_mode(0o640))?;
+    std::os::unix::fs::chown(dir, Some(0), Some(gid))
+        .with_context(|| format!("chgrp bitcloud {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+    Ok(())
+}
+
+/// The uid and gid of user `name` from /etc/passwd.
+fn service_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name)).then_some(())?;
+        Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+    })
+}
+
 fn init(
     path: &Path,
     listen: SocketAddr,
@@ -187,6 +217,7 @@ fn init(
     id.save(&key_path)?;
     crate::identity::write_file_atomic(path, text.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", path.display()))?;
+    hand_to_service_user(dir, path, &key_path)?;
     println!("wrote {} and {}", path.display(), key_path.display());
     println!(
         "node id {}\nipv6    {}\nipv4    {}",

@@ -168,8 +168,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 let mut n = r.context("reading TUN")?;
                 // Drain what is already queued before going back to the poller: one wakeup,
                 // many packets.
-                for _ in 0..BATCH {
+                // Read the next packet only when there is a turn left to handle it: reading
+                // one and then leaving the loop would drop it (one packet in every BATCH).
+                for turn in 1..=BATCH {
                     on_tun(&mut node, &udp, &mut tbuf, n).await;
+                    if turn == BATCH {
+                        break;
+                    }
                     match tun.try_recv(&mut tbuf[HEADROOM..HEADROOM + BUF_LEN]) {
                         Ok(k) => n = k,
                         Err(_) => break,
@@ -178,11 +183,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             }
             r = udp.recv_from(&mut ubuf) => {
                 let mut r = r;
-                for _ in 0..BATCH {
+                for turn in 1..=BATCH {
                     match r {
                         Ok((n, from)) => on_datagram(&mut node, &udp, &tun, &mut ubuf, n, from).await,
                         // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
                         Err(e) => tracing::trace!("UDP receive: {e}"),
+                    }
+                    // As for the TUN: never read a datagram there is no turn left for.
+                    if turn == BATCH {
+                        break;
                     }
                     r = udp.try_recv_from(&mut ubuf);
                     if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
