@@ -21,6 +21,17 @@ fn neighbours(n: &common::Node) -> Vec<String> {
         .collect()
 }
 
+/// How many handshakes `n` completed with neighbour `peer`.
+fn handshakes(n: &common::Node, peer: &common::Node) -> serde_json::Value {
+    n.status()["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == peer.id.as_str())
+        .unwrap()["handshakes"]
+        .clone()
+}
+
 #[test]
 fn sighup_adds_and_removes_peers_without_dropping_sessions() {
     if !root_or_skip("sighup_adds_and_removes_peers_without_dropping_sessions") {
@@ -46,14 +57,7 @@ fn sighup_adds_and_removes_peers_without_dropping_sessions() {
     // Let start-up handshakes settle before counting (a retries its own initiation after
     // rekey_timeout, 5 s, when the two crossed).
     std::thread::sleep(Duration::from_secs(7));
-    let before = n[0].status();
-    let b_handshakes = before["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == n[1].id.as_str())
-        .unwrap()["handshakes"]
-        .clone();
+    let b_handshakes = handshakes(&n[0], &n[1]);
 
     // b's ping runs the whole time: 80 echoes, 0.1 s apart.
     let ns = n[0].ns.clone();
@@ -84,15 +88,11 @@ fn sighup_adds_and_removes_peers_without_dropping_sessions() {
         pinger.join().unwrap(),
         "b's ping lost packets across the reload"
     );
-    let after = n[0].status();
-    let b_after = after["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == n[1].id.as_str())
-        .unwrap()["handshakes"]
-        .clone();
-    assert_eq!(b_after, b_handshakes, "b's session was redone");
+    assert_eq!(
+        handshakes(&n[0], &n[1]),
+        b_handshakes,
+        "b's session was redone"
+    );
 
     // A broken config: refused with file and line; the node runs on.
     let good = std::fs::read_to_string(&n[0].cfg).unwrap();

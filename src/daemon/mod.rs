@@ -52,14 +52,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (ctl_tx, mut ctl_rx) = mpsc::channel(16);
     let ctl_task = tokio::spawn(control::serve(listener, ctl_tx));
 
-    let peers: Vec<PeerConfig> = cfg
-        .peers
-        .iter()
-        .map(|p| PeerConfig {
-            id: p.id,
-            endpoint: p.endpoint,
-        })
-        .collect();
+    let peers = peer_configs(&cfg);
     let started = Instant::now();
     let unix_nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -309,6 +302,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+/// The node's view of the config's `[[peer]]` list.
+fn peer_configs(cfg: &Config) -> Vec<PeerConfig> {
+    cfg.peers
+        .iter()
+        .map(|p| PeerConfig {
+            id: p.id,
+            endpoint: p.endpoint,
+        })
+        .collect()
 }
 
 type Discovery = (

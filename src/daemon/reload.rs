@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::gateway::Gateway;
 use super::wallet;
 use crate::config::Config;
-use crate::node::{Node, PeerConfig};
+use crate::node::Node;
 
 /// What the event loop must redo after a reload.
 pub struct Outcome {
@@ -65,15 +65,7 @@ pub async fn reload(
     {
         restart.push("pricing.max_price_per_mib/price_weight_milli");
     }
-    let peers: Vec<PeerConfig> = new
-        .peers
-        .iter()
-        .map(|p| PeerConfig {
-            id: p.id,
-            endpoint: p.endpoint,
-        })
-        .collect();
-    let ch = node.set_configured_peers(&peers, now);
+    let ch = node.set_configured_peers(&super::peer_configs(&new), now);
     if new.pricing.fee_per_mib != cfg.pricing.fee_per_mib {
         match super::set_fee(node, wal, new.pricing.fee_per_mib).await {
             Ok(()) => tracing::info!(
