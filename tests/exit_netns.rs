@@ -660,6 +660,37 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
     assert!(n >= 4, "the capture missed the LAN ping: {n} packets");
     assert!(bad.is_empty(), "leaked after kill -9:\n{bad}");
     eprintln!("after kill -9: {n} packets captured on the underlay, none to the internet or DNS");
+    // What the unit's ExecStopPost runs after that crash keeps the kill switch; after the
+    // killed exit it removes the exit table.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &c,
+        "env",
+        "SERVICE_RESULT=signal",
+        BIN,
+        "cleanup",
+        "-c",
+        cn.cfg.to_str().unwrap(),
+    ]);
+    assert!(out.contains("kill switch holds"), "{out}");
+    assert!(sh(&["ip", "netns", "exec", &c, "nft", "list", "tables"]).contains("inet bitcloud"));
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &x1,
+        "env",
+        "SERVICE_RESULT=signal",
+        BIN,
+        "cleanup",
+        "-c",
+        e1.cfg.to_str().unwrap(),
+    ]);
+    assert!(out.contains("exit table removed"), "{out}");
+    assert!(!sh(&["ip", "netns", "exec", &x1, "nft", "list", "tables"]).contains("bitcloud_exit"));
+
     // `exit use off` with no daemon restores everything, and the underlay works again.
     let out = cli(&cn, &["exit", "use", "off"]);
     assert!(out.contains("no daemon running"), "{out}");

@@ -86,6 +86,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Undo what a stopped daemon left on the host (what the unit's ExecStopPost runs): the
+    /// exit's table and forwarding switches, and the client's routes, kill switch and DNS,
+    /// unless the daemon crashed while using an exit (then the kill switch holds). Reads
+    /// $SERVICE_RESULT as systemd sets it.
+    Cleanup,
     /// Exits: list the known ones, choose which to use (auto, a node id, or off).
     Exit {
         /// What to do.
@@ -128,6 +133,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Peers { json } => query(&cli.config, api::Request::Peers, json, output::peers),
         Cmd::Wallet { what } => wallet::run(&cli.config, &what),
         Cmd::Exit { what } => exit::run(&cli.config, &what),
+        Cmd::Cleanup => {
+            let cfg = Config::load(&cli.config)?;
+            let result = std::env::var("SERVICE_RESULT").ok();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let done = rt.block_on(crate::gateway::cleanup::after_stop(&cfg, result.as_deref()))?;
+            println!("bitcloud cleanup: {done}");
+            Ok(())
+        }
         Cmd::Price { set, json } => {
             let cfg = Config::load(&cli.config)?;
             let v = api::call(&cfg.control_socket, &api::Request::Price { set })?;

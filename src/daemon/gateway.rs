@@ -23,7 +23,7 @@ use crate::node::{MESH_OVERHEAD, Node};
 /// else removed them.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(2);
 /// The forwarding switches as they were before this host became an exit.
-const FORWARDING_FILE: &str = "exit-forwarding";
+use crate::gateway::cleanup::FORWARDING_FILE;
 
 /// Client DNS as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,20 +169,8 @@ impl Gateway {
     }
 
     fn restore_forwarding(&self) {
-        let saved = self.data_dir.join(FORWARDING_FILE);
-        let Ok(text) = std::fs::read_to_string(&saved) else {
-            return;
-        };
-        let mut l = text.lines();
-        let f = gexit::Forwarding {
-            v4: l.next().unwrap_or("0").to_string(),
-            v6: l.next().unwrap_or("0").to_string(),
-        };
-        match gexit::restore_forwarding(&f) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&saved);
-            }
-            Err(e) => tracing::warn!("restoring the forwarding switches: {e}"),
+        if let Err(e) = crate::gateway::cleanup::restore_forwarding(&self.data_dir) {
+            tracing::warn!("restoring the forwarding switches: {e}");
         }
     }
 

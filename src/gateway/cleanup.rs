@@ -11,6 +11,8 @@ use crate::exit::Mode;
 
 /// The run-time exit mode (`bitcloud exit use`), kept across restarts in `data_dir`.
 const MODE_FILE: &str = "exit-mode";
+/// The forwarding switches as they were before this host became an exit.
+pub const FORWARDING_FILE: &str = "exit-forwarding";
 /// The resolver file's original, saved before we replace it.
 const RESOLV_BACKUP: &str = "resolv.conf.orig.json";
 /// The host's resolver file and our backup of it.
@@ -67,4 +69,45 @@ pub fn resolved_revert(tun: &str) {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+/// Put back the forwarding switches saved when this host became an exit, if any were saved.
+pub fn restore_forwarding(data_dir: &Path) -> Result<bool, GatewayError> {
+    let saved = data_dir.join(FORWARDING_FILE);
+    let Ok(text) = std::fs::read_to_string(&saved) else {
+        return Ok(false);
+    };
+    let mut l = text.lines();
+    let f = super::exit::Forwarding {
+        v4: l.next().unwrap_or("0").to_string(),
+        v6: l.next().unwrap_or("0").to_string(),
+    };
+    super::exit::restore_forwarding(&f)?;
+    let _ = std::fs::remove_file(&saved);
+    Ok(true)
+}
+
+/// What the service manager runs after the daemon stopped (`ExecStopPost`), however it
+/// stopped: the exit's table and forwarding switches go; the client's rules, routes, kill
+/// switch and DNS go too, unless the daemon did not stop cleanly (`service_result` is not
+/// `success`) while an exit mode with the kill switch was on: then the kill switch must hold.
+pub async fn after_stop(
+    cfg: &Config,
+    service_result: Option<&str>,
+) -> Result<String, GatewayError> {
+    let exit_table = super::exit::remove()?;
+    let fwd = restore_forwarding(&cfg.data_dir)?;
+    let crashed = service_result.is_some_and(|r| r != "success");
+    let client = if crashed && start_mode(cfg) != Mode::Off && cfg.client.kill_switch {
+        "kept: the daemon did not stop cleanly while using an exit, so the kill switch holds \
+         (`bitcloud exit use off` lifts it)"
+            .to_string()
+    } else {
+        clear_client(&cfg.tun, &cfg.data_dir).await?
+    };
+    Ok(format!(
+        "exit table {}, forwarding {}; client: {client}",
+        if exit_table { "removed" } else { "absent" },
+        if fwd { "restored" } else { "untouched" }
+    ))
 }
