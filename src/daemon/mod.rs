@@ -48,6 +48,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .ipv6(id.ipv6(), 8)
         .build_async()
         .with_context(|| format!("creating TUN device {} (needs CAP_NET_ADMIN)", cfg.tun))?;
+    // Best effort: a TUN with a link-local address only sends chatter the mesh drops.
+    match crate::gateway::policy::connect() {
+        Ok(h) => {
+            if let Err(e) = crate::gateway::tun::drop_link_local(&h, &cfg.tun).await {
+                tracing::warn!("removing the TUN's link-local address: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("netlink: {e}"),
+    }
     let listener = control::bind(&cfg.control_socket)?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel(16);
     let ctl_task = tokio::spawn(control::serve(listener, ctl_tx));

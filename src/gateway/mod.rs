@@ -14,6 +14,7 @@ pub mod lan;
 pub mod nft;
 pub mod policy;
 pub mod resolv;
+pub mod tun;
 
 /// The firewall mark on the daemon's own UDP sockets (SO_MARK): marked packets bypass the
 /// exit route and are let through the kill switch. 51820 = 0xca6c, as wg-quick marks with its
