@@ -144,6 +144,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (fee_tx, mut fee_rx) = mpsc::unbounded_channel::<FeeDone>();
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<String>>(4);
     let metrics_task = match cfg.metrics {
         Some(addr) => {
@@ -238,11 +239,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                         continue;
                     }
                     Request::Price { set: Some(fee) } => {
-                        if let Err(e) = set_fee(&mut node, &wal_tx, *fee).await {
-                            let _ = req.reply.send(serde_json::json!({ "error": e }));
-                            continue;
-                        }
-                        tracing::info!(fee_per_mib = fee, "forwarding fee changed");
+                        // The new epoch is made durable first, without the loop waiting on it.
+                        request_fee(&wal_tx, &fee_tx, *fee, Some(req.reply));
+                        continue;
                     }
                     Request::Reload => {
                         let _ = req.reply.send(serde_json::json!({ "error": "reload: send SIGHUP (systemctl reload bitcloud)" }));
@@ -258,12 +257,28 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 }
                 let _ = req.reply.send(answer);
             }
+            Some(done) = fee_rx.recv() => {
+                let answer = match done.epoch {
+                    Ok(epoch) => {
+                        node.set_fee_epoch(done.fee, epoch, Instant::now());
+                        tracing::info!(fee_per_mib = done.fee, epoch, "forwarding fee changed");
+                        answer::answer(&cfg, &node, started, &crate::api::Request::Price { set: None })
+                    }
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+                if let Some(reply) = done.reply {
+                    let _ = reply.send(answer);
+                }
+            }
             Some(reply) = scrape_rx.recv() => {
                 let _ = reply.send(metrics::render(&node, Instant::now()));
             }
             _ = sighup.recv() => {
                 notify::Notifier::reloading();
-                let out = reload::reload(&mut cfg, &mut node, &mut gw, &wal_tx).await;
+                let out = reload::reload(&mut cfg, &mut node, &mut gw).await;
+                if let Some(fee) = out.fee {
+                    request_fee(&wal_tx, &fee_tx, fee, None);
+                }
                 if out.discovery_changed {
                     disc_task.abort();
                     (disc_task, disc_rx, verified_tx) = spawn_discovery(&cfg, &identity);
@@ -391,18 +406,36 @@ async fn exit_cmd(
 /// The wallet database inside `data_dir`.
 pub use crate::api::wallet::WALLET_FILE;
 
-/// Persist a new price epoch, then apply the fee under it.
-async fn set_fee(
-    node: &mut Node,
-    wal: &mpsc::UnboundedSender<wallet::Req>,
+/// A fee change whose new price epoch the wallet has (or has failed to) make durable.
+struct FeeDone {
     fee: u64,
-) -> Result<(), String> {
+    epoch: Result<u32, String>,
+    reply: Option<tokio::sync::oneshot::Sender<serde_json::Value>>,
+}
+
+/// Ask the wallet for a durable new price epoch for `fee`; the answer comes back on `done`,
+/// so the event loop never waits on the wallet's fsync.
+fn request_fee(
+    wal: &mpsc::UnboundedSender<wallet::Req>,
+    done: &mpsc::UnboundedSender<FeeDone>,
+    fee: u64,
+    reply: Option<tokio::sync::oneshot::Sender<serde_json::Value>>,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    wal.send(wallet::Req::BumpEpoch(tx))
-        .map_err(|_| "wallet task stopped".to_string())?;
-    let epoch = rx.await.map_err(|_| "wallet task stopped".to_string())??;
-    node.set_fee_epoch(fee, epoch, Instant::now());
-    Ok(())
+    let stopped = || Err("wallet task stopped".to_string());
+    if wal.send(wallet::Req::BumpEpoch(tx)).is_err() {
+        let _ = done.send(FeeDone {
+            fee,
+            epoch: stopped(),
+            reply,
+        });
+        return;
+    }
+    let done = done.clone();
+    tokio::spawn(async move {
+        let epoch = rx.await.unwrap_or_else(|_| stopped());
+        let _ = done.send(FeeDone { fee, epoch, reply });
+    });
 }
 
 /// Routing timers for a daemon: faster than RFC 8966's wireless-oriented defaults, so a dead

@@ -6,10 +6,7 @@
 
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use super::gateway::Gateway;
-use super::wallet;
 use crate::config::Config;
 use crate::node::Node;
 
@@ -17,18 +14,16 @@ use crate::node::Node;
 pub struct Outcome {
     /// `[discovery]` changed: restart the beacon task with the new config.
     pub discovery_changed: bool,
+    /// `[pricing] fee_per_mib` changed to this.
+    pub fee: Option<u64>,
 }
 
 /// Re-read `cfg.path` and apply it; `cfg` becomes the new config (with the live-only fields
 /// kept as they run).
-pub async fn reload(
-    cfg: &mut Config,
-    node: &mut Node,
-    gw: &mut Gateway,
-    wal: &mpsc::UnboundedSender<wallet::Req>,
-) -> Outcome {
+pub async fn reload(cfg: &mut Config, node: &mut Node, gw: &mut Gateway) -> Outcome {
     let none = Outcome {
         discovery_changed: false,
+        fee: None,
     };
     let mut new = match Config::load(&cfg.path) {
         Ok(c) => c,
@@ -66,18 +61,10 @@ pub async fn reload(
         restart.push("pricing.max_price_per_mib/price_weight_milli");
     }
     let ch = node.set_configured_peers(&super::peer_configs(&new), now);
-    if new.pricing.fee_per_mib != cfg.pricing.fee_per_mib {
-        match super::set_fee(node, wal, new.pricing.fee_per_mib).await {
-            Ok(()) => tracing::info!(
-                fee_per_mib = new.pricing.fee_per_mib,
-                "forwarding fee changed"
-            ),
-            Err(e) => {
-                tracing::warn!("reload: forwarding fee not changed: {e}");
-                new.pricing.fee_per_mib = cfg.pricing.fee_per_mib;
-            }
-        }
-    }
+    // A new forwarding fee needs a durable price epoch first: the event loop asks the wallet
+    // without waiting on it.
+    let fee =
+        (new.pricing.fee_per_mib != cfg.pricing.fee_per_mib).then_some(new.pricing.fee_per_mib);
     restart.extend(gw.update(node, &new.exit, new.client, now).await);
     if new.client.exit != cfg.client.exit
         && let Err(e) = gw.set_mode(node, new.client.exit, now).await
@@ -119,5 +106,8 @@ pub async fn reload(
         tracing::warn!(settings = ?restart, "changed settings that apply only after a restart; the running values are kept");
     }
     *cfg = new;
-    Outcome { discovery_changed }
+    Outcome {
+        discovery_changed,
+        fee,
+    }
 }
