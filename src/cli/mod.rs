@@ -2,6 +2,7 @@
 //! command names, flags and JSON keys here are a contract that scripts rely on; add around
 //! them, never rename.
 
+mod assets;
 mod exit;
 mod output;
 pub mod wallet;
@@ -91,6 +92,12 @@ pub enum Cmd {
     /// unless the daemon crashed while using an exit (then the kill switch holds). Reads
     /// $SERVICE_RESULT as systemd sets it.
     Cleanup,
+    /// Write man pages and shell completions under DIR (the package build runs it).
+    #[command(hide = true)]
+    GenAssets {
+        /// Output directory.
+        dir: std::path::PathBuf,
+    },
     /// Exits: list the known ones, choose which to use (auto, a node id, or off).
     Exit {
         /// What to do.
@@ -133,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Peers { json } => query(&cli.config, api::Request::Peers, json, output::peers),
         Cmd::Wallet { what } => wallet::run(&cli.config, &what),
         Cmd::Exit { what } => exit::run(&cli.config, &what),
+        Cmd::GenAssets { dir } => assets::generate(&dir),
         Cmd::Cleanup => {
             let cfg = Config::load(&cli.config)?;
             let result = std::env::var("SERVICE_RESULT").ok();
