@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn gt_serialises_as_greater_than() {
-        let j = serde_json::to_string(&gt(n(1), n(2))).unwrap();
+        let j = serde_json::to_string(&gt(n(1), n(2))).expect("serialises");
         assert!(j.contains("\"op\":\">\""), "{j}");
     }
 }

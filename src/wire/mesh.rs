@@ -68,7 +68,7 @@ mod tests {
     fn roundtrip_and_edges() {
         let h = MeshHeader {
             ttl: 3,
-            dst: "fd00::1".parse().unwrap(),
+            dst: "fd00::1".parse().expect("address"),
         };
         let mut b = [0u8; MESH_HEADER_LEN + 4];
         assert!(write(&mut b, &h));

@@ -244,7 +244,7 @@ mod tests {
         write_transport_header(&mut h, Kind::Packet, 0xdead_beef, 42);
         let mut d = h.to_vec();
         d.extend_from_slice(&[0u8; TAG_LEN]);
-        match parse(&d).unwrap() {
+        match parse(&d).expect("parses") {
             Message::Transport(t) => {
                 assert_eq!((t.kind, t.receiver, t.counter), (0, 0xdead_beef, 42));
             }
