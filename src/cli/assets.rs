@@ -1,6 +1,7 @@
 //! `bitcloud gen-assets DIR` (hidden; the package build runs it): man pages and shell
 //! completions generated from the clap definitions themselves, so they never drift from the
-//! CLI. Writes `DIR/man/*.1` and `DIR/completions/{bitcloud.bash,_bitcloud,bitcloud.fish}`.
+//! CLI, and the commented example config (what `init` writes). Writes `DIR/man/*.1`,
+//! `DIR/completions/{bitcloud.bash,_bitcloud,bitcloud.fish}` and `DIR/bitcloud.toml`.
 
 use std::path::Path;
 
@@ -28,6 +29,15 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
         let path = comp.join(name);
         std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     }
+    let example = crate::config::render_initial(
+        "node.key",
+        std::net::SocketAddr::from(([0, 0, 0, 0], 51820)),
+        "bc0",
+        crate::config::DEFAULT_CONTROL_SOCKET,
+        crate::config::DEFAULT_DATA_DIR,
+    );
+    let path = dir.join("bitcloud.toml");
+    std::fs::write(&path, example).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -45,5 +55,7 @@ mod tests {
         assert!(bash.contains("cleanup") && bash.contains("exit"));
         assert!(d.path().join("completions/_bitcloud").exists());
         assert!(d.path().join("completions/bitcloud.fish").exists());
+        let example = std::fs::read_to_string(d.path().join("bitcloud.toml")).expect("example");
+        assert!(example.contains("# [exit]"));
     }
 }

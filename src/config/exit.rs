@@ -33,7 +33,8 @@ pub struct ExitSettings {
 /// How the client points the host's DNS at its exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum DnsMechanism {
-    /// systemd-resolved per link when it runs, else `/etc/resolv.conf`.
+    /// systemd-resolved per link when it runs, else `/etc/resolv.conf` if we may write it,
+    /// else `redirect` (the hardened service may not write `/etc`).
     #[default]
     #[serde(rename = "auto")]
     Auto,
@@ -43,6 +44,10 @@ pub enum DnsMechanism {
     /// Always systemd-resolved (`resolvectl`) on the TUN.
     #[serde(rename = "resolved")]
     Resolved,
+    /// Rewrite the host's DNS queries to the exit's resolver in nftables (`inet bitcloud_dns`),
+    /// whatever resolver the host is configured with; needs only CAP_NET_ADMIN.
+    #[serde(rename = "redirect")]
+    Redirect,
     /// Leave the host's DNS alone (the kill switch still refuses DNS to anyone but the exit).
     #[serde(rename = "off")]
     Off,

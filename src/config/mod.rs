@@ -13,6 +13,7 @@ use crate::session::timers::Timers;
 
 mod exit;
 mod routing;
+mod template;
 mod wallet;
 pub use exit::{ClientSettings, DnsMechanism, ExitSettings, mode_name, parse_mode};
 pub use routing::RoutingSettings;
@@ -465,7 +466,8 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
     (line_no, full)
 }
 
-/// Config text that `bitcloud init` writes.
+/// Config text that `bitcloud init` writes: the node's own settings, then every other section
+/// commented out at its default ([`template`]).
 pub fn render_initial(
     key_file: &str,
     listen: SocketAddr,
@@ -473,21 +475,7 @@ pub fn render_initial(
     control_socket: &str,
     data_dir: &str,
 ) -> String {
-    format!(
-        "# Bitcloud node configuration. Relative paths resolve against this file's directory.\n\
-         [node]\n\
-         key_file = \"{key_file}\"\n\
-         listen = \"{listen}\"\n\
-         tun = \"{tun}\"\n\
-         mtu = {DEFAULT_MTU}\n\
-         control_socket = \"{control_socket}\"\n\
-         data_dir = \"{data_dir}\"\n\
-         \n\
-         # Neighbours, one block each:\n\
-         # [[peer]]\n\
-         # id = \"<64 hex digits from `bitcloud id` on the other node>\"\n\
-         # endpoint = \"198.18.0.2:51820\"\n"
-    )
+    template::render(key_file, listen, tun, control_socket, data_dir)
 }
 
 #[cfg(test)]

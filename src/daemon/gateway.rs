@@ -30,6 +30,7 @@ use crate::gateway::cleanup::FORWARDING_FILE;
 enum DnsApplied {
     ResolvConf(Vec<IpAddr>),
     Resolved(Vec<IpAddr>),
+    Redirect(Vec<IpAddr>),
 }
 
 /// The gateway driver.
@@ -246,28 +247,37 @@ impl Gateway {
     }
 
     fn point_dns(&mut self, servers: &[IpAddr]) -> anyhow::Result<()> {
-        let resolved = match self.client.dns {
+        let servers = servers.to_vec();
+        let want = match self.client.dns {
             DnsMechanism::Off => return Ok(()),
-            DnsMechanism::ResolvConf => false,
-            DnsMechanism::Resolved => true,
-            DnsMechanism::Auto => resolv::resolved_running(Path::new("/")),
-        };
-        let want = if resolved {
-            DnsApplied::Resolved(servers.to_vec())
-        } else {
-            DnsApplied::ResolvConf(servers.to_vec())
+            DnsMechanism::ResolvConf => DnsApplied::ResolvConf(servers),
+            DnsMechanism::Resolved => DnsApplied::Resolved(servers),
+            DnsMechanism::Redirect => DnsApplied::Redirect(servers),
+            DnsMechanism::Auto if resolv::resolved_running(Path::new("/")) => {
+                DnsApplied::Resolved(servers)
+            }
+            DnsMechanism::Auto if resolv::writable(Path::new("/etc/resolv.conf")) => {
+                DnsApplied::ResolvConf(servers)
+            }
+            DnsMechanism::Auto => DnsApplied::Redirect(servers),
         };
         if self.dns.as_ref() == Some(&want) {
             return Ok(());
         }
-        if resolved {
-            resolved_point(&self.tun, servers)?;
-        } else {
-            resolv_conf(&self.data_dir)
-                .point_at(servers)
-                .context("pointing /etc/resolv.conf at the exit")?;
+        match &want {
+            DnsApplied::Resolved(s) => resolved_point(&self.tun, s)?,
+            DnsApplied::ResolvConf(s) => resolv_conf(&self.data_dir)
+                .point_at(s)
+                .context("pointing /etc/resolv.conf at the exit")?,
+            DnsApplied::Redirect(s) => gateway::dns_redirect::DnsRedirect {
+                tun: self.tun.clone(),
+                fwmark: FWMARK,
+                servers: s.clone(),
+            }
+            .apply()
+            .context("redirecting DNS to the exit")?,
         }
-        tracing::info!(?servers, resolved, "DNS points at the exit");
+        tracing::info!(dns = ?want, "DNS points at the exit");
         self.dns = Some(want);
         Ok(())
     }
@@ -284,6 +294,7 @@ impl Gateway {
         let ks = !self.client.kill_switch || gateway::killswitch::installed().unwrap_or(true);
         let dns_ok = match &self.dns {
             Some(DnsApplied::ResolvConf(_)) => resolv_conf(&self.data_dir).is_ours(),
+            Some(DnsApplied::Redirect(_)) => gateway::dns_redirect::installed().unwrap_or(true),
             _ => true,
         };
         if complete && ks && dns_ok {

@@ -50,14 +50,16 @@ pub async fn clear_client(tun: &str, data_dir: &Path) -> Result<String, GatewayE
     let h = policy::connect()?;
     let found = policy::remove(&h).await?;
     let ks = killswitch::remove()?;
+    let redirect = super::dns_redirect::remove()?;
     let dns = resolv_conf(data_dir).restore()?;
     resolved_revert(tun);
     Ok(format!(
-        "rules {} routes {} kill switch {} resolver file {}",
+        "rules {} routes {} kill switch {} resolver file {} DNS redirect {}",
         found.rules,
         found.routes,
         if ks { "removed" } else { "absent" },
-        if dns { "restored" } else { "untouched" }
+        if dns { "restored" } else { "untouched" },
+        if redirect { "removed" } else { "absent" }
     ))
 }
 

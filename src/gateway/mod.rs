@@ -8,6 +8,7 @@
 
 pub mod cleanup;
 pub mod dns;
+pub mod dns_redirect;
 pub mod exit;
 pub mod killswitch;
 pub mod lan;

@@ -129,6 +129,13 @@ pub fn resolved_running(root: &Path) -> bool {
     root.join("run/systemd/resolve/stub-resolv.conf").exists()
 }
 
+/// Whether we may replace the resolver file at `path`: false under the hardened service (a
+/// read-only `/etc`, a file owned by root) or when there is none. Opening for append writes
+/// nothing, so the host's file is untouched.
+pub fn writable(path: &Path) -> bool {
+    std::fs::OpenOptions::new().append(true).open(path).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
