@@ -47,7 +47,10 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     let l = UnixListener::bind(path)
         .with_context(|| format!("binding control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Some(gid) = group_id("bitcloud") {
+    // Under the service the socket is born in group bitcloud (our primary group), and the
+    // unit's system-call filter refuses chown: only change the group when it differs.
+    let born_gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(path)?);
+    if let Some(gid) = group_id("bitcloud").filter(|g| *g != born_gid) {
         std::os::unix::fs::chown(path, None, Some(gid))
             .with_context(|| format!("chgrp bitcloud {}", path.display()))?;
     }
