@@ -537,6 +537,49 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
         "the relay billed another fee than its own: {relay_ch}"
     );
 
+    // DNS by redirection (what the service user gets, since it may not write resolv.conf): a
+    // reload switches the mechanism; the host's resolver file is given back untouched, and a
+    // name still resolves, because the query to the "ISP" resolver is rewritten to the exit's
+    // (the kill switch would refuse it otherwise). Then back to the resolver file.
+    let set_dns = |mech: &str| {
+        let text = std::fs::read_to_string(&cn.cfg).unwrap();
+        let text = text
+            .replace("dns = \"resolv.conf\"", "DNS")
+            .replace("dns = \"redirect\"", "DNS");
+        std::fs::write(&cn.cfg, text.replace("DNS", &format!("dns = \"{mech}\""))).unwrap();
+        sh(&["kill", "-HUP", &cn.pid().unwrap().to_string()]);
+    };
+    let redirect_table =
+        || sh(&["ip", "netns", "exec", &c, "nft", "list", "tables"]).contains("inet bitcloud_dns");
+    set_dns("redirect");
+    let t0 = Instant::now();
+    while !(redirect_table()
+        && std::fs::read_to_string(&resolv).unwrap() == "nameserver 198.19.0.1\n")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no switch to DNS redirection"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        fetch(&c, "-4", &format!("http://{NAME}/small"), 10, &dl).is_some(),
+        "no name resolution through the redirection"
+    );
+    set_dns("resolv.conf");
+    let t0 = Instant::now();
+    while redirect_table()
+        || !std::fs::read_to_string(&resolv)
+            .unwrap()
+            .contains("bitcloud")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no switch back to resolv.conf"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Something else deletes a rule, a route and the kill switch: all come back within seconds.
     let engaged = snapshot(&c, &resolv);
     sh(&["ip", "-n", &c, "rule", "del", "priority", "5320"]);

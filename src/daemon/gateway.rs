@@ -249,7 +249,13 @@ impl Gateway {
     fn point_dns(&mut self, servers: &[IpAddr]) -> anyhow::Result<()> {
         let servers = servers.to_vec();
         let want = match self.client.dns {
-            DnsMechanism::Off => return Ok(()),
+            DnsMechanism::Off => {
+                // Turned off by a reload: undo what the previous mechanism did.
+                if let Some(old) = self.dns.take() {
+                    self.undo_dns(&old);
+                }
+                return Ok(());
+            }
             DnsMechanism::ResolvConf => DnsApplied::ResolvConf(servers),
             DnsMechanism::Resolved => DnsApplied::Resolved(servers),
             DnsMechanism::Redirect => DnsApplied::Redirect(servers),
@@ -263,6 +269,11 @@ impl Gateway {
         };
         if self.dns.as_ref() == Some(&want) {
             return Ok(());
+        }
+        if let Some(old) = self.dns.take() {
+            if std::mem::discriminant(&old) != std::mem::discriminant(&want) {
+                self.undo_dns(&old);
+            }
         }
         match &want {
             DnsApplied::Resolved(s) => resolved_point(&self.tun, s)?,
@@ -280,6 +291,22 @@ impl Gateway {
         tracing::info!(dns = ?want, "DNS points at the exit");
         self.dns = Some(want);
         Ok(())
+    }
+
+    /// Take back one DNS mechanism's changes (a reload chose another), best effort: the
+    /// kill switch keeps DNS from leaking meanwhile.
+    fn undo_dns(&self, old: &DnsApplied) {
+        let r = match old {
+            DnsApplied::ResolvConf(_) => resolv_conf(&self.data_dir).restore().map(drop),
+            DnsApplied::Resolved(_) => {
+                gateway::cleanup::resolved_revert(&self.tun);
+                Ok(())
+            }
+            DnsApplied::Redirect(_) => gateway::dns_redirect::remove().map(drop),
+        };
+        if let Err(e) = r {
+            tracing::warn!("undoing the previous DNS settings: {e}");
+        }
     }
 
     /// Re-apply what something else removed (rules, routes, the kill switch, our resolver
@@ -362,7 +389,7 @@ impl Gateway {
                 if was_kill_switch && !client.kill_switch {
                     let _ = gateway::killswitch::remove();
                 }
-                self.dns = None;
+                // `self.dns` stays: point_dns undoes it if the mechanism changed.
                 if let Err(e) = self.apply_client(self.dns_exit).await {
                     tracing::warn!("applying the new [client] settings: {e:#}");
                 }
