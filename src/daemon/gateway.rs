@@ -270,10 +270,10 @@ impl Gateway {
         if self.dns.as_ref() == Some(&want) {
             return Ok(());
         }
-        if let Some(old) = self.dns.take() {
-            if std::mem::discriminant(&old) != std::mem::discriminant(&want) {
-                self.undo_dns(&old);
-            }
+        if let Some(old) = self.dns.take()
+            && std::mem::discriminant(&old) != std::mem::discriminant(&want)
+        {
+            self.undo_dns(&old);
         }
         match &want {
             DnsApplied::Resolved(s) => resolved_point(&self.tun, s)?,
