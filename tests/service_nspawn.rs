@@ -309,7 +309,18 @@ fn package_runs_under_real_systemd() {
         let _ = std::fs::remove_file(format!("{}{ext}", wallet.display()));
     }
     wallet_with_voucher(&wallet, payee);
-    c.ok("chown -R bitcloud:bitcloud /var/lib/bitcloud");
+    c.ok("chown -R bitcloud:bitcloud /var/lib/bitcloud && systemctl start bitcloud");
+    // remove stops the service and keeps everything.
+    c.ok("dpkg -r bitcloud");
+    let (_, state) = c.try_run("systemctl is-active bitcloud");
+    assert_ne!(state.trim(), "active", "remove left the service running");
+    for p in [
+        "/etc/bitcloud/bitcloud.toml",
+        "/etc/bitcloud/node.key",
+        "/var/lib/bitcloud/wallet.sqlite",
+    ] {
+        assert!(c.host_path(p).exists(), "remove deleted {p}");
+    }
     let (ok, out) = c.try_run("dpkg --purge bitcloud");
     assert!(ok, "purge failed: {out}");
     assert!(

@@ -59,6 +59,9 @@ impl Container {
         let _ = std::fs::write(merged.join("etc/machine-id"), "");
         // The host's mounts are not the container's to make.
         let _ = std::fs::write(merged.join("etc/fstab"), "");
+        // A machine built from a container image may forbid maintainer scripts to start or
+        // stop services (Docker's policy-rc.d exits 101); a real install has none.
+        let _ = std::fs::remove_file(merged.join("usr/sbin/policy-rc.d"));
         let nspawn_cmd = format!(
             "exec systemd-nspawn -D {} --boot --register=no --keep-unit --private-network \
              --machine={name} --bind={}:/dev/net/tun '--property=DeviceAllow=/dev/net/tun rw' \
