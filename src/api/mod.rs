@@ -129,7 +129,10 @@ mod tests {
             ),
             (Request::Reload, r#"{"cmd":"reload"}"#),
             (Request::Share { off: false }, r#"{"cmd":"share"}"#),
-            (Request::Share { off: true }, r#"{"cmd":"share","off":true}"#),
+            (
+                Request::Share { off: true },
+                r#"{"cmd":"share","off":true}"#,
+            ),
         ];
         for (r, text) in cases {
             assert_eq!(serde_json::to_string(&r).unwrap(), text);

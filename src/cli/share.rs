@@ -163,10 +163,15 @@ mod tests {
         });
         let h = human(&v);
         assert!(h.contains("sharing on") && h.contains("installed"), "{h}");
-        assert!(h.contains("abababababababab") && h.contains("2.0 KiB"), "{h}");
+        assert!(
+            h.contains("abababababababab") && h.contains("2.0 KiB"),
+            "{h}"
+        );
         assert!(h.contains("0.000100000 CC") && h.contains("full"), "{h}");
         assert!(h.contains("at most 0.001 CC unpaid"), "{h}");
-        let off = human(&json!({"sharing": false, "live": false, "interfaces": [], "table_installed": false}));
+        let off = human(
+            &json!({"sharing": false, "live": false, "interfaces": [], "table_installed": false}),
+        );
         assert!(off.contains("sharing off") && off.contains("absent") && off.contains("no daemon"));
     }
 }

@@ -15,9 +15,9 @@ mod exit;
 mod routing;
 mod share;
 mod wallet;
-pub use share::ShareSettings;
 pub use exit::{ClientSettings, DnsMechanism, ExitSettings, mode_name, parse_mode};
 pub use routing::RoutingSettings;
+pub use share::ShareSettings;
 pub use wallet::{Testing, WalletSettings};
 
 /// Default config path.

@@ -32,7 +32,11 @@ pub(super) struct RawShare {
 
 impl RawShare {
     /// Validate on its own; `tun` and `uplink` (the exit's, if any) may not be shared.
-    pub(super) fn validate(&self, tun: &str, uplink: Option<&str>) -> Result<ShareSettings, SpanError> {
+    pub(super) fn validate(
+        &self,
+        tun: &str,
+        uplink: Option<&str>,
+    ) -> Result<ShareSettings, SpanError> {
         if let Some(d) = &self.dhcp
             && *d.get_ref()
         {
@@ -56,7 +60,10 @@ impl RawShare {
                 return Err((i.span(), format!("interface {name:?} is listed twice")));
             }
             if name == tun {
-                return Err((i.span(), format!("{name:?} is our TUN, not a link to share")));
+                return Err((
+                    i.span(),
+                    format!("{name:?} is our TUN, not a link to share"),
+                ));
             }
             if Some(name.as_str()) == uplink {
                 return Err((
@@ -106,15 +113,31 @@ mod tests {
     #[test]
     fn bad_share_settings_name_their_line() {
         for (extra, key, msg) in [
-            ("[share]\ninterfaces = [\"a b\"]\n", "share.interfaces", "invalid interface"),
-            ("[share]\ninterfaces = [\"x\", \"x\"]\n", "share.interfaces", "twice"),
-            ("[share]\ninterfaces = [\"bc0\"]\n", "share.interfaces", "TUN"),
+            (
+                "[share]\ninterfaces = [\"a b\"]\n",
+                "share.interfaces",
+                "invalid interface",
+            ),
+            (
+                "[share]\ninterfaces = [\"x\", \"x\"]\n",
+                "share.interfaces",
+                "twice",
+            ),
+            (
+                "[share]\ninterfaces = [\"bc0\"]\n",
+                "share.interfaces",
+                "TUN",
+            ),
             (
                 "[exit]\nenabled = true\nuplink = \"up0\"\n[share]\ninterfaces = [\"up0\"]\n",
                 "share.interfaces",
                 "uplink",
             ),
-            ("[share]\ninterfaces = [\"w\"]\ndhcp = true\n", "share.dhcp", "dnsmasq"),
+            (
+                "[share]\ninterfaces = [\"w\"]\ndhcp = true\n",
+                "share.dhcp",
+                "dnsmasq",
+            ),
             (
                 "[discovery]\naccept = \"configured\"\n[share]\ninterfaces = [\"w\"]\n",
                 "share.interfaces",

@@ -131,7 +131,11 @@ impl Share {
             return;
         }
         if self.seen.len() >= MAX_GUESTS
-            && let Some(oldest) = self.seen.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| *k)
+            && let Some(oldest) = self
+                .seen
+                .iter()
+                .min_by_key(|(_, s)| s.last)
+                .map(|(k, _)| *k)
         {
             self.seen.remove(&oldest);
         }
@@ -173,7 +177,8 @@ impl Share {
                 .collect();
             let of = |kind: &str| mine.iter().find(|c| c.kind == kind).copied();
             let sum = |f: fn(&ChannelView) -> Amount| {
-                mine.iter().fold(Amount::ZERO, |a, c| a.saturating_add(f(c)))
+                mine.iter()
+                    .fold(Amount::ZERO, |a, c| a.saturating_add(f(c)))
             };
             // The worst level of its ladders (exit fee, relay fee): what the guest feels.
             let enforcement = mine
@@ -274,6 +279,9 @@ mod tests {
         assert_eq!(guest_bound(&e, 0, Some(1 << 20)).units(), one);
         assert_eq!(guest_bound(&e, 1 << 20, Some(1 << 20)).units(), 2 * one);
         assert_eq!(guest_bound(&e, 1 << 20, None).units(), one);
-        assert!(guest_bound(&e, u64::MAX, Some(u64::MAX)) > Amount::ZERO, "no overflow");
+        assert!(
+            guest_bound(&e, u64::MAX, Some(u64::MAX)) > Amount::ZERO,
+            "no overflow"
+        );
     }
 }

@@ -42,14 +42,14 @@ pub struct ShareRules {
 }
 
 impl ShareRules {
-    fn from_shared(&self) -> Statement<'static> {
+    fn in_from_shared(&self) -> Statement<'static> {
         eq(
             meta(MetaKey::Iifname),
             set(self.interfaces.iter().map(|i| s(i)).collect()),
         )
     }
 
-    fn to_shared(&self) -> Statement<'static> {
+    fn out_to_shared(&self) -> Statement<'static> {
         eq(
             meta(MetaKey::Oifname),
             set(self.interfaces.iter().map(|i| s(i)).collect()),
@@ -66,14 +66,14 @@ impl ShareRules {
         ];
         vec![
             vec![
-                self.from_shared(),
+                self.in_from_shared(),
                 eq(payload("udp", "dport"), set(ports)),
                 accept(),
             ],
             // Router solicitation and neighbour discovery (RFC 4861): IPv6 on the link. Router
             // advertisements are not accepted: a guest is never our router.
             vec![
-                self.from_shared(),
+                self.in_from_shared(),
                 eq(
                     payload("icmpv6", "type"),
                     set(vec![
@@ -87,7 +87,7 @@ impl ShareRules {
             // ICMP errors, so path MTU discovery and unreachable ports work for our own UDP;
             // echo requests are not among them (a guest cannot even ping this host).
             vec![
-                self.from_shared(),
+                self.in_from_shared(),
                 eq(
                     payload("icmp", "type"),
                     set(vec![
@@ -99,7 +99,7 @@ impl ShareRules {
                 accept(),
             ],
             vec![
-                self.from_shared(),
+                self.in_from_shared(),
                 eq(
                     payload("icmpv6", "type"),
                     set(vec![
@@ -113,7 +113,7 @@ impl ShareRules {
             ],
             // Everything else: counted, so an operator sees what guests tried.
             vec![
-                self.from_shared(),
+                self.in_from_shared(),
                 Statement::Counter(nftables::stmt::Counter::Anonymous(None)),
                 drop(),
             ],
@@ -124,8 +124,8 @@ impl ShareRules {
     pub fn forward_rules(&self) -> Vec<Vec<Statement<'static>>> {
         let counter = || Statement::Counter(nftables::stmt::Counter::Anonymous(None));
         vec![
-            vec![self.from_shared(), counter(), drop()],
-            vec![self.to_shared(), counter(), drop()],
+            vec![self.in_from_shared(), counter(), drop()],
+            vec![self.out_to_shared(), counter(), drop()],
         ]
     }
 
@@ -184,11 +184,7 @@ pub fn remove() -> Result<bool, GatewayError> {
 /// where a guest on it speaks from.
 pub fn interface_prefixes(name: &str) -> Vec<(IpAddr, u8)> {
     let others: Vec<String> = nix::ifaddrs::getifaddrs()
-        .map(|a| {
-            a.map(|i| i.interface_name)
-                .filter(|n| n != name)
-                .collect()
-        })
+        .map(|a| a.map(|i| i.interface_name).filter(|n| n != name).collect())
         .unwrap_or_default();
     let skip: Vec<&str> = others.iter().map(String::as_str).collect();
     super::lan::connected_prefixes(&skip)
@@ -200,7 +196,9 @@ pub fn in_prefixes(addr: IpAddr, prefixes: &[(IpAddr, u8)]) -> bool {
     let addr = addr.to_canonical();
     prefixes.iter().any(|(p, len)| match (addr, p) {
         (IpAddr::V4(a), IpAddr::V4(p)) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(*len).min(32)).unwrap_or(0);
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(*len).min(32))
+                .unwrap_or(0);
             u32::from(a) & m == u32::from(*p) & m
         }
         (IpAddr::V6(a), IpAddr::V6(p)) => {
@@ -236,9 +234,15 @@ mod tests {
         for p in ["67", "547", "51820", "51821"] {
             assert!(first.contains(p), "{p}: {first}");
         }
-        assert!(first.contains("\"wlan1\"") && first.contains("\"eth2\""), "{first}");
+        assert!(
+            first.contains("\"wlan1\"") && first.contains("\"eth2\""),
+            "{first}"
+        );
         assert!(first.contains("\"udp\""), "UDP only: {first}");
-        assert!(!first.contains("\"tcp\"") && !first.contains("53,"), "{first}");
+        assert!(
+            !first.contains("\"tcp\"") && !first.contains("53,"),
+            "{first}"
+        );
         let nd = text(&r[1]);
         assert!(nd.contains("nd-router-solicit") && !nd.contains("nd-router-advert"));
         let icmp = text(&r[2]) + &text(&r[3]);
@@ -248,7 +252,10 @@ mod tests {
         for rule in &r {
             assert!(text(rule).contains("iifname"), "{}", text(rule));
         }
-        assert!(matches!(r.last().and_then(|x| x.last()), Some(Statement::Drop(_))));
+        assert!(matches!(
+            r.last().and_then(|x| x.last()),
+            Some(Statement::Drop(_))
+        ));
     }
 
     #[test]
@@ -267,7 +274,10 @@ mod tests {
         assert!(j.contains(TABLE));
         assert_eq!(j.matches("\"flush\"").count(), 1, "{j}");
         assert!(j.contains("\"hook\":\"input\"") && j.contains("\"hook\":\"forward\""));
-        assert!(!j.contains("\"policy\":\"drop\""), "other interfaces are not ours: {j}");
+        assert!(
+            !j.contains("\"policy\":\"drop\""),
+            "other interfaces are not ours: {j}"
+        );
         assert!(!j.contains("bitcloud_exit") && !j.contains("\"bitcloud\""));
     }
 
@@ -282,6 +292,9 @@ mod tests {
         assert!(in_prefixes("fe80::1".parse().expect("ip"), &p));
         assert!(in_prefixes("::ffff:198.18.5.1".parse().expect("ip"), &p));
         assert!(!in_prefixes("2001:db8::1".parse().expect("ip"), &p));
-        assert!(in_prefixes("10.0.0.1".parse().expect("ip"), &[("0.0.0.0".parse().expect("ip"), 0)]));
+        assert!(in_prefixes(
+            "10.0.0.1".parse().expect("ip"),
+            &[("0.0.0.0".parse().expect("ip"), 0)]
+        ));
     }
 }
