@@ -29,6 +29,7 @@ const BIG: usize = 20 << 20;
 /// (0.001 CC) is then 10 MiB of service.
 const FEE: u128 = 100_000;
 const GUEST_NET: &str = "198.18.5.0/24";
+const GUEST_NET6: &str = "2001:db8:5::/64";
 
 fn nft_ruleset(ns: &str) -> String {
     sh(&["ip", "netns", "exec", ns, "nft", "list", "ruleset"])
@@ -57,29 +58,44 @@ fn assert_locked_out(lab: &Lab, g: &str, s: &str, uplink: &str, tag: &str) {
         &pcap,
         &lab.dir.join(format!("{tag}.tcpdump.log")),
     );
-    let dl = lab.dir.join("dl-locked");
-    for url in [
-        "http://198.19.0.1/small",      // the internet
-        "http://198.19.1.2:8080/small", // the sharer's uplink address, its own service
-        "http://198.18.5.1:8080/small", // the sharer's address on the shared link
-    ] {
-        assert!(
-            fetch(g, "-4", url, 2, &dl).is_none(),
-            "{tag}: a guest without Bitcloud fetched {url}"
-        );
-    }
-    for dst in ["198.19.0.1", "198.19.1.2", "198.18.5.1"] {
-        assert!(
-            !common::ping(g, dst.parse().unwrap(), 1, "0.2"),
-            "{tag}: a guest pinged {dst}"
-        );
-    }
+    // All at once (each one waits out its timeout): a fetch or ping that succeeds fails.
+    let fetches = [
+        ("-4", "http://198.19.0.1/small"),      // the internet
+        ("-4", "http://198.19.1.2:8080/small"), // the sharer's uplink address, its own service
+        ("-4", "http://198.18.5.1:8080/small"), // the sharer's address on the shared link
+        ("-6", "http://[2001:db8::1]/small"),
+        ("-6", "http://[2001:db8:5::1]:8080/small"),
+    ];
+    let pings = [
+        "198.19.0.1",
+        "198.19.1.2",
+        "198.18.5.1",
+        "2001:db8::1",
+        "2001:db8:5::1",
+    ];
+    std::thread::scope(|sc| {
+        let mut checks = Vec::new();
+        for (k, (fam, url)) in fetches.into_iter().enumerate() {
+            let dl = lab.dir.join(format!("dl-locked-{tag}-{k}"));
+            checks.push(sc.spawn(move || (url, fetch(g, fam, url, 2, &dl).is_none())));
+        }
+        for dst in pings {
+            checks.push(sc.spawn(move || (dst, !common::ping(g, dst.parse().unwrap(), 1, "0.2"))));
+        }
+        for c in checks {
+            let (what, refused) = c.join().unwrap();
+            assert!(refused, "{tag}: a guest without Bitcloud reached {what}");
+        }
+    });
     assert!(
         common::ping(s, "198.19.0.1".parse().unwrap(), 1, "0.2"),
         "the sharer's own uplink works"
     );
     stop_capture(cap);
-    let from_guests = captured(&pcap, &format!("src net {GUEST_NET}"));
+    let from_guests = captured(
+        &pcap,
+        &format!("src net {GUEST_NET} or src net {GUEST_NET6}"),
+    );
     assert!(
         from_guests.is_empty(),
         "{tag}: guest packets on the uplink:\n{from_guests}"
@@ -155,7 +171,23 @@ fn shared_interface_admits_only_bitcloud_and_guests_pay_for_the_uplink() {
     for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
         sh(&["ip", "netns", "exec", &s, "sysctl", "-qw", k]);
     }
-    for g in [&g1, &g2] {
+    // IPv6 too (the test internet's 2001:db8::/32): the guard is one table for both.
+    let v6 = |ns: &str, addr: &str, dev: &str| {
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+    };
+    v6(&inet, "2001:db8::1/128", "lo");
+    v6(&inet, "2001:db8:1::1/64", &i_dev);
+    v6(&s, "2001:db8:1::2/64", &up);
+    v6(&s, "2001:db8:5::1/64", &shared);
+    let route6 = |ns: &str, dst: &str, via: &str| {
+        sh(&["ip", "-n", ns, "-6", "route", "add", dst, "via", via]);
+    };
+    route6(&s, "default", "2001:db8:1::1");
+    route6(&inet, GUEST_NET6, "2001:db8:1::2");
+    for (k, (g, dev)) in [(&g1, &members[0]), (&g2, &members[1])]
+        .into_iter()
+        .enumerate()
+    {
         sh(&[
             "ip",
             "-n",
@@ -166,6 +198,8 @@ fn shared_interface_admits_only_bitcloud_and_guests_pay_for_the_uplink() {
             "via",
             "198.18.5.1",
         ]);
+        v6(g, &format!("2001:db8:5::{}/64", k + 2), dev);
+        route6(g, "default", "2001:db8:5::1");
     }
     // Whole segments on the uplink, as on a wire (see exit_netns.rs).
     for (ns, dev) in [(&inet, &i_dev), (&s, &up)] {
@@ -393,6 +427,12 @@ fn shared_interface_admits_only_bitcloud_and_guests_pay_for_the_uplink() {
         "direct, unguarded"
     );
     assert!(fetch(&g1, "-4", "http://198.18.5.1:8080/small", 5, &dl).is_some());
+    assert!(fetch(&g1, "-6", "http://[2001:db8::1]/small", 5, &dl).is_some());
+    assert_eq!(
+        http_sources(&http_log, "/small").last().map(String::as_str),
+        Some("2001:db8:5::2"),
+        "direct over IPv6, unguarded"
+    );
     drop(procs);
     eprintln!("share test took {:?}", t_start.elapsed());
 }
