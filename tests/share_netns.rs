@@ -7,9 +7,10 @@
 //! running Bitcloud with discovery and `exit = "auto"`, configured with nothing about the
 //! sharer, it fetches 20 MB through the sharer's exit and pays for it; a guest that never
 //! pays is shaped then cut while the payer carries on at full service; a reload without
-//! `[share]` lifts the guard and one with it restores it; after kill -9 of the sharer the
-//! guard holds, the service manager's cleanup keeps it, and `share off` with no daemon leaves
-//! the ruleset exactly as before sharing.
+//! `[share]` lifts the guard and one with it restores it, a deleted table comes back, and
+//! `share off` with the daemon running lifts it until the next reload; after kill -9 of the
+//! sharer the guard holds, the service manager's cleanup keeps it, and `share off` with no
+//! daemon leaves the ruleset exactly as before sharing.
 
 mod common;
 
@@ -374,6 +375,33 @@ fn shared_interface_admits_only_bitcloud_and_guests_pay_for_the_uplink() {
     assert_eq!(share_status(&sn)["sharing"], false);
     reload(&with, true);
     assert_eq!(share_status(&sn)["sharing"], true);
+    // Something else deletes the table: the daemon puts it back.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &s,
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        "bitcloud_share",
+    ]);
+    let t0 = Instant::now();
+    while !share_table(&s) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "not repaired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `share off` with the daemon running lifts it until the next reload or start.
+    let out = cli(&sn, &["share", "off", "--json"]);
+    assert!(
+        out.contains("\"live\": true") && out.contains("\"removed\": true"),
+        "{out}"
+    );
+    assert!(!share_table(&s) && share_status(&sn)["sharing"] == false);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!share_table(&s), "share off was undone without a reload");
+    reload(&with, true);
 
     // (3) The sharer's daemon dies: the guard holds. The guests stop their own daemons (so
     // their kill switches are gone and only the sharer's guard stands in the way).
