@@ -249,15 +249,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                         continue;
                     }
                     Request::Share { off } => {
-                        let answer = if *off {
-                            match shared.off() {
-                                Ok(was) => serde_json::json!({ "sharing": false, "removed": was, "live": true }),
-                                Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
-                            }
-                        } else {
-                            shared.status(&cfg, &node, Instant::now())
-                        };
-                        let _ = req.reply.send(answer);
+                        let _ = req.reply.send(shared.answer(*off, &cfg, &node, Instant::now()));
                         continue;
                     }
                     Request::Reload => {

@@ -150,6 +150,17 @@ impl Share {
         );
     }
 
+    /// The control request `share` (`off`: `share off`, else `share status`).
+    pub fn answer(&mut self, off: bool, cfg: &Config, node: &Node, now: Instant) -> Value {
+        if !off {
+            return self.status(cfg, node, now);
+        }
+        match self.off() {
+            Ok(was) => json!({ "sharing": false, "removed": was, "live": true }),
+            Err(e) => json!({ "error": format!("{e:#}") }),
+        }
+    }
+
     /// `share status`.
     pub fn status(&self, cfg: &Config, node: &Node, now: Instant) -> Value {
         let prefixes: Vec<(String, Vec<_>)> = self
@@ -217,6 +228,7 @@ impl Share {
         let max_guests = MAX_GUESTS as u128;
         json!({
             "sharing": self.on,
+            "live": true,
             "interfaces": self.settings.interfaces,
             "table": gshare::TABLE,
             "table_installed": gshare::installed().ok(),
