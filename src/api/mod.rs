@@ -53,6 +53,14 @@ pub enum Request {
     },
     /// Re-read the config file (as SIGHUP; mutating).
     Reload,
+    /// The shared interfaces: guests, what they carried and paid, enforcement, the bound on
+    /// what they may cost; `off` removes the share table until the next start or reload
+    /// (mutating).
+    Share {
+        /// Stop sharing now.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        off: bool,
+    },
 }
 
 impl Request {
@@ -60,7 +68,10 @@ impl Request {
     pub fn mutates(&self) -> bool {
         matches!(
             self,
-            Request::Price { set: Some(_) } | Request::Exit { mode: Some(_) } | Request::Reload
+            Request::Price { set: Some(_) }
+                | Request::Exit { mode: Some(_) }
+                | Request::Reload
+                | Request::Share { off: true }
         )
     }
 }
@@ -117,6 +128,11 @@ mod tests {
                 r#"{"cmd":"exit","use":"auto"}"#,
             ),
             (Request::Reload, r#"{"cmd":"reload"}"#),
+            (Request::Share { off: false }, r#"{"cmd":"share"}"#),
+            (
+                Request::Share { off: true },
+                r#"{"cmd":"share","off":true}"#,
+            ),
         ];
         for (r, text) in cases {
             assert_eq!(serde_json::to_string(&r).unwrap(), text);
@@ -125,5 +141,6 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"price","set":-1}"#).is_err());
         assert!(Request::Reload.mutates() && !Request::Price { set: None }.mutates());
+        assert!(Request::Share { off: true }.mutates() && !Request::Share { off: false }.mutates());
     }
 }

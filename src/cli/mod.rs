@@ -5,6 +5,7 @@
 mod assets;
 mod exit;
 mod output;
+mod share;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -104,6 +105,12 @@ pub enum Cmd {
         #[command(subcommand)]
         what: exit::ExitCmd,
     },
+    /// Share an interface with strangers for pay: guests, their payments, `share off`.
+    Share {
+        /// What to do.
+        #[command(subcommand)]
+        what: share::ShareCmd,
+    },
     /// Show the wallet: balance, payment channels, earnings per neighbour, voucher history.
     Wallet {
         /// What to show.
@@ -140,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Peers { json } => query(&cli.config, api::Request::Peers, json, output::peers),
         Cmd::Wallet { what } => wallet::run(&cli.config, &what),
         Cmd::Exit { what } => exit::run(&cli.config, &what),
+        Cmd::Share { what } => share::run(&cli.config, &what),
         Cmd::GenAssets { dir } => assets::generate(&dir),
         Cmd::Cleanup => {
             let cfg = Config::load(&cli.config)?;

@@ -13,10 +13,12 @@ use crate::session::timers::Timers;
 
 mod exit;
 mod routing;
+mod share;
 mod template;
 mod wallet;
 pub use exit::{ClientSettings, DnsMechanism, ExitSettings, mode_name, parse_mode};
 pub use routing::RoutingSettings;
+pub use share::ShareSettings;
 pub use wallet::{Testing, WalletSettings};
 
 /// Default config path.
@@ -85,6 +87,8 @@ pub struct Config {
     pub client: ClientSettings,
     /// Prometheus metrics (`[metrics] listen`); None: off.
     pub metrics: Option<SocketAddr>,
+    /// Interfaces shared with strangers (`[share]`, docs/share.md).
+    pub share: ShareSettings,
 }
 
 /// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
@@ -158,6 +162,8 @@ struct Raw {
     client: exit::RawClient,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    share: share::RawShare,
 }
 
 /// `[metrics]`: where Prometheus text is served (off unless `listen` is set).
@@ -390,6 +396,31 @@ impl Config {
             discovery.port = *p.get_ref();
         }
 
+        let exit = raw
+            .exit
+            .validate()
+            .map_err(|(span, msg)| at(Some(span), msg))?;
+        let uplink = exit.enabled.then_some(exit.uplink.as_str());
+        let share = raw
+            .share
+            .validate(&tun, uplink)
+            .map_err(|(span, msg)| at(Some(span), msg))?;
+        // Guests find the sharer by its beacons on the shared interfaces, as strangers.
+        if share.enabled() {
+            if discovery.accept == DiscoveryAccept::Configured {
+                return Err(at(
+                    raw.share.span(),
+                    "sharing needs discovery.accept = \"any\": guests are strangers".into(),
+                ));
+            }
+            discovery.enabled = true;
+            for i in &share.interfaces {
+                if !discovery.interfaces.contains(i) {
+                    discovery.interfaces.push(i.clone());
+                }
+            }
+        }
+
         Ok(Config {
             path: path.to_path_buf(),
             key_file: abs(&raw.node.key_file),
@@ -419,15 +450,13 @@ impl Config {
                 .validate()
                 .map_err(|(span, msg)| at(Some(span), msg))?,
             testing: raw.testing.validate(),
-            exit: raw
-                .exit
-                .validate()
-                .map_err(|(span, msg)| at(Some(span), msg))?,
+            exit,
             client: raw
                 .client
                 .validate()
                 .map_err(|(span, msg)| at(Some(span), msg))?,
             metrics: raw.metrics.listen,
+            share,
         })
     }
 }

@@ -79,6 +79,11 @@ const DEFAULTS: &str = r#"
 # allow_lan = true
 # dns = "auto"                # "resolved", "resolv.conf", "redirect" or "off"
 
+# Share an interface (an open guest SSID) with strangers who pay per byte (docs/share.md).
+# [share]
+# interfaces = []             # e.g. ["wlan1"]
+# dhcp = false
+
 # Prometheus text at http://LISTEN/metrics (docs/service.md).
 # [metrics]
 #   listen = "127.0.0.1:9477"

@@ -45,7 +45,7 @@ pub fn answer(cfg: &Config, node: &Node, started: Instant, req: &Request) -> ser
             })
         }
         // The event loop answers these itself.
-        Request::Wallet { .. } | Request::Exit { .. } | Request::Reload => {
+        Request::Wallet { .. } | Request::Exit { .. } | Request::Reload | Request::Share { .. } => {
             json!({"error": "not answered here"})
         }
     }

@@ -10,6 +10,7 @@ pub mod gateway;
 mod metrics;
 mod notify;
 mod reload;
+mod share;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -137,6 +138,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     )
     .await
     .context("setting up the exit role or the client's exit routes")?;
+    let mut shared = share::Share::new(&cfg, started);
+    shared.start()?;
     let (wal_tx, wal_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let wallet_task = tokio::spawn(wallet::run(wallet, wal_rx, done_tx));
@@ -208,10 +211,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                     node.handle_timeout(now);
                 }
                 gw.repair(now).await;
+                shared.repair(now);
                 gw.watch_uplink(&mut node, now);
                 notifier.tick(now, || status_line(&node));
             }
             Some(d) = disc_rx.recv() => {
+                shared.discovered(&d, Instant::now());
                 if node.discovered(d.id, d.endpoint, Instant::now()) {
                     tracing::info!(peer = %d.id, endpoint = %d.endpoint, interface = %d.interface, "discovered neighbour");
                 }
@@ -241,6 +246,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                     Request::Price { set: Some(fee) } => {
                         // The new epoch is made durable first, without the loop waiting on it.
                         request_fee(&wal_tx, &fee_tx, *fee, Some(req.reply));
+                        continue;
+                    }
+                    Request::Share { off } => {
+                        let _ = req.reply.send(shared.answer(*off, &cfg, &node, Instant::now()));
                         continue;
                     }
                     Request::Reload => {
@@ -276,6 +285,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             _ = sighup.recv() => {
                 notify::Notifier::reloading();
                 let out = reload::reload(&mut cfg, &mut node, &mut gw).await;
+                if out.apply_share {
+                    shared.update(&cfg);
+                }
                 if let Some(fee) = out.fee {
                     request_fee(&wal_tx, &fee_tx, fee, None);
                 }

@@ -1,6 +1,6 @@
 //! SIGHUP (`systemctl reload bitcloud`): re-read the config and apply what can change live
-//! (peers, the forwarding fee, discovery, the exit fee, `[client]`), keeping every session.
-//! Invariants: an invalid config changes nothing (the error names file and line); settings
+//! (peers, the forwarding fee, discovery, the exit fee, `[client]`, `[share]`), keeping every
+//! session. Invariants: an invalid config changes nothing (the error names file and line); settings
 //! that cannot change live (listen address, TUN, MTU, key, paths, exit role) are reported and
 //! the running values kept.
 
@@ -16,6 +16,8 @@ pub struct Outcome {
     pub discovery_changed: bool,
     /// `[pricing] fee_per_mib` changed to this.
     pub fee: Option<u64>,
+    /// The config was read: `[share]` applies again (it may also undo a `share off`).
+    pub apply_share: bool,
 }
 
 /// Re-read `cfg.path` and apply it; `cfg` becomes the new config (with the live-only fields
@@ -24,6 +26,7 @@ pub async fn reload(cfg: &mut Config, node: &mut Node, gw: &mut Gateway) -> Outc
     let none = Outcome {
         discovery_changed: false,
         fee: None,
+        apply_share: false,
     };
     let mut new = match Config::load(&cfg.path) {
         Ok(c) => c,
@@ -109,5 +112,6 @@ pub async fn reload(cfg: &mut Config, node: &mut Node, gw: &mut Gateway) -> Outc
     Outcome {
         discovery_changed,
         fee,
+        apply_share: true,
     }
 }

@@ -1,9 +1,10 @@
 //! Host network changes for exit clients (and, later, exits): policy routing through netlink
 //! (`policy`), the fail-closed kill switch through nftables (`killswitch`, rule builders in
-//! `nft`), and the host's connected prefixes (`lan`). Everything here is I/O; what to install
-//! is the caller's decision. Invariant: everything installed is recognisable by fixed names
-//! alone (the nftables table `inet bitcloud`, two rule priorities, one route table), so it can
-//! be found and removed without any daemon state: after a crash, or by a command run while no
+//! `nft`), the shared interfaces' guard (`share`), and the host's connected prefixes (`lan`).
+//! Everything here is I/O; what to install is the caller's decision. Invariant: everything
+//! installed is recognisable by fixed names alone (the nftables tables `inet bitcloud`,
+//! `bitcloud_exit` and `bitcloud_share`, two rule priorities, one route table), so it can be
+//! found and removed without any daemon state: after a crash, or by a command run while no
 //! daemon runs. Design and the reasons for it: docs/gateway.md.
 
 pub mod cleanup;
@@ -15,6 +16,7 @@ pub mod lan;
 pub mod nft;
 pub mod policy;
 pub mod resolv;
+pub mod share;
 pub mod tun;
 
 /// The firewall mark on the daemon's own UDP sockets (SO_MARK): marked packets bypass the

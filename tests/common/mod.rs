@@ -2,6 +2,8 @@
 //! `bitcloud up` daemons, and cleanup by name and PID even when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the lab
 
+pub mod inet;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
