@@ -45,10 +45,18 @@ fn ours(names: &BTreeSet<String>, pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// A namespace or link named as a demo names them: `bcd<digits>...`.
+fn demo_named(n: &str) -> bool {
+    n.split_whitespace()
+        .nth(1)
+        .and_then(|x| x.strip_prefix("bcd"))
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 /// Whether `pid` is still a process (a daemon the demo started).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
 }
 
 /// The demo under test: killed (by PID) and its namespaces removed by name if a test fails.
@@ -209,7 +217,7 @@ fn demo_runs_to_completion_and_its_table_agrees_with_the_wallets() {
     let after = host_names();
     let new: Vec<&String> = after
         .difference(&before)
-        .filter(|n| n.contains(" bcd"))
+        .filter(|n| demo_named(n))
         .collect();
     assert!(new.is_empty(), "left behind: {new:?}");
     assert!(ours(&after, pid).is_empty());
@@ -289,7 +297,7 @@ fn demo_ctrl_c_mid_run_removes_everything() {
     let after = host_names();
     let new: Vec<&String> = after
         .difference(&before)
-        .filter(|n| n.contains(" bcd"))
+        .filter(|n| demo_named(n))
         .collect();
     assert!(new.is_empty(), "left behind after Ctrl-C: {new:?}");
     assert!(ours(&after, pid).is_empty());

@@ -58,7 +58,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     stop::catch()?;
     let view = View::new(opts.json);
     let mut lab = Lab::new()?;
-    let outcome = demo(&mut lab, &view, opts);
+    // After a stop request any error (a connection the server closed, say) is the interrupt.
+    let outcome = demo(&mut lab, &view, opts).map_err(|e| {
+        if stop::requested() {
+            stop::Interrupted.into()
+        } else {
+            e
+        }
+    });
     let failed = match &outcome {
         Ok(s) => !s["ok"].as_bool().unwrap_or(false),
         Err(e) => !e.is::<stop::Interrupted>(),
