@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod drops;
 pub mod exit;
 pub mod gateway;
