@@ -91,6 +91,21 @@ pub enum WalletError {
     /// Stored data does not parse: the file was altered or damaged.
     #[error("wallet data corrupt: {0}")]
     Corrupt(String),
+    /// The wallet is not open: its storage failed and is being retried (`state: error`).
+    #[error("wallet unavailable ({0})")]
+    Unavailable(String),
+    /// The file's schema is not this binary's; a read-only opener does not migrate it.
+    #[error(
+        "wallet schema is at migration {file} but this bitcloud expects {binary}: {hint}"
+    )]
+    Schema {
+        /// The newest migration applied to the file (0: none).
+        file: i64,
+        /// The newest migration this binary has.
+        binary: i64,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// `PRAGMA integrity_check` or a wallet invariant check failed.
     #[error("wallet integrity check failed: {0}")]
     Integrity(String),
@@ -173,7 +188,9 @@ impl Wallet {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let mut conn = opts.connect().await?;
-        MIGRATOR.run(&mut conn).await?;
+        // `run_direct` on the connection itself: `run` goes through `Acquire`, whose future is
+        // not `Send` for every lifetime, and the wallet actor reopens the file in a spawned task.
+        MIGRATOR.run_direct(None, &mut conn, false).await?;
         let mut w = Wallet {
             conn,
             cfg,
@@ -181,6 +198,29 @@ impl Wallet {
             pruned_at: std::collections::HashMap::new(),
         };
         w.check_durability().await?;
+        w.totals = w.load_totals().await?;
+        Ok(w)
+    }
+
+    /// Open the wallet at `path` read-only, for a reader while no daemon runs (the CLI's
+    /// fallback): the connection is `SQLITE_OPEN_READONLY`, so it can never take the write
+    /// lock, run a migration or change a byte of the database file; a missing file is an
+    /// error, not created. A file whose schema is older (or newer) than this binary's is
+    /// refused with [`WalletError::Schema`] rather than migrated: only the daemon migrates.
+    pub async fn open_read_only(path: &Path, cfg: WalletConfig) -> Result<Wallet, WalletError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(5));
+        let mut conn = opts.connect().await?;
+        check_schema(&mut conn).await?;
+        let mut w = Wallet {
+            conn,
+            cfg,
+            totals: Totals::default(),
+            pruned_at: std::collections::HashMap::new(),
+        };
         w.totals = w.load_totals().await?;
         Ok(w)
     }
@@ -332,6 +372,35 @@ impl Wallet {
     fn balance_now(&self) -> SignedAmount {
         signed(self.totals.received, self.totals.paid)
     }
+}
+
+/// Refuse a file whose applied migrations are not exactly this binary's (read-only openers).
+async fn check_schema(conn: &mut SqliteConnection) -> Result<(), WalletError> {
+    let binary = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let applied: Vec<i64> = if has_table {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let file = applied.iter().copied().max().unwrap_or(0);
+    let expected: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    if applied == expected {
+        return Ok(());
+    }
+    let hint = if file < binary {
+        "older than this binary; start the daemon once (`bitcloud up`) to migrate it, a \
+         read-only reader never does"
+    } else {
+        "written by a newer bitcloud; use that version"
+    };
+    Err(WalletError::Schema { file, binary, hint })
 }
 
 /// `a - b` as a signed amount, saturating (amounts above i128::MAX are not reachable in
