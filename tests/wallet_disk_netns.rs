@@ -276,23 +276,30 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
     // 4. Nothing lost or double-counted: A's spend is R's earnings, voucher for voucher.
     std::thread::sleep(Duration::from_secs(1));
     let a_out = a.wait_settled(r, Duration::from_secs(20));
+    let c_out = c.wait_settled(r, Duration::from_secs(20));
     let r_in = r.channel(a, "incoming");
     assert_eq!(a_out["cumulative_paid"], r_in["cumulative_paid"]);
     assert_eq!(a_out["latest_seq"], r_in["latest_seq"]);
-    let (ba, br) = (a.wallet("balance"), r.wallet("balance"));
-    assert_eq!(ba["spent"], br["earned"], "A {ba}\nR {br}");
+    assert_eq!(c_out["cumulative_paid"], r.channel(c, "incoming")["cumulative_paid"]);
+    // R earned exactly what A and C (its ping replies) spent.
+    let (ba, br, bc) = (a.wallet("balance"), r.wallet("balance"), c.wallet("balance"));
+    assert_eq!(
+        units(&ba["spent"]) + units(&bc["spent"]),
+        units(&br["earned"]),
+        "A {ba}\nR {br}\nC {bc}"
+    );
     eprintln!(
         "A sent {sent} B; R earned {} over {} vouchers; test {:?}",
         br["earned"],
         r_in["latest_seq"],
         t_test.elapsed()
     );
-    let (fa, fr) = (a.wallet_file(), r.wallet_file());
+    let (fa, fr, fc) = (a.wallet_file(), r.wallet_file(), c.wallet_file());
     for x in n.iter_mut() {
         assert!(x.alive(), "a daemon died");
         assert!(x.stop(), "a daemon did not stop cleanly");
     }
-    let (sa, sr) = (stored(&fa), stored(&fr));
+    let (sa, sr, sc) = (stored(&fa), stored(&fr), stored(&fc));
     let chan = a_out["channel_id"].as_str().expect("channel id").to_string();
     let pick = |v: &[(String, u64, String, u64)]| {
         v.iter()
@@ -301,6 +308,9 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
             .unwrap_or_else(|| panic!("no channel {chan} in {v:?}"))
     };
     assert_eq!(pick(&sa), pick(&sr), "the stored latest vouchers differ");
+    let chan_c = c_out["channel_id"].as_str().expect("channel id").to_string();
+    let pick_c = |v: &[(String, u64, String, u64)]| v.iter().find(|x| x.0 == chan_c).cloned();
+    assert_eq!(pick_c(&sc), pick_c(&sr), "C's and R's stored vouchers differ");
     assert!(pick(&sa).1 > 0);
     drop(disk);
 }

@@ -213,6 +213,24 @@ impl Wallet {
             .read_only(true)
             .create_if_missing(false)
             .busy_timeout(Duration::from_secs(5));
+        match Self::open_reader(opts.clone(), cfg).await {
+            // A read-only file system with no -shm: SQLite cannot set up WAL reading (it
+            // fails at the first statement). With no (or an empty) -wal, the main file is the
+            // whole state and nobody can change it now, so it is read as immutable (no
+            // locks, no -shm).
+            Err(e @ WalletError::Db(_)) if wal_is_empty(path) => {
+                Self::open_reader(opts.immutable(true), cfg)
+                    .await
+                    .map_err(|_| e)
+            }
+            r => r,
+        }
+    }
+
+    async fn open_reader(
+        opts: SqliteConnectOptions,
+        cfg: WalletConfig,
+    ) -> Result<Wallet, WalletError> {
         let mut conn = opts.connect().await?;
         check_schema(&mut conn).await?;
         let mut w = Wallet {
@@ -372,6 +390,13 @@ impl Wallet {
     fn balance_now(&self) -> SignedAmount {
         signed(self.totals.received, self.totals.paid)
     }
+}
+
+/// True if `path`'s write-ahead log is absent or empty (everything is in the main file).
+fn wal_is_empty(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal)).map_or(true, |m| m.len() == 0)
 }
 
 /// Refuse a file whose applied migrations are not exactly this binary's (read-only openers).
