@@ -265,11 +265,22 @@ fn relay_whose_wallet_cannot_store_pauses_paid_relaying_and_resumes() {
     send(&mut net, 0, 2, 3000, 1200);
     send(&mut net, 0, 1, 20, 100);
     net.run(Duration::from_secs(12));
-    assert_eq!(net.nodes[2].delivered.len(), at2, "paid relaying did not pause");
-    assert_eq!(net.nodes[1].delivered.len(), at1 + 20, "free traffic to the relay stopped");
+    assert_eq!(
+        net.nodes[2].delivered.len(),
+        at2,
+        "paid relaying did not pause"
+    );
+    assert_eq!(
+        net.nodes[1].delivered.len(),
+        at1 + 20,
+        "free traffic to the relay stopped"
+    );
     let d = net.nodes[1].node.drops();
     assert!(d.get(DropReason::WalletUnavailable) > 0);
-    assert_eq!(d.get(DropReason::UnpaidShaped) + d.get(DropReason::UnpaidCut), 0);
+    assert_eq!(
+        d.get(DropReason::UnpaidShaped) + d.get(DropReason::UnpaidCut),
+        0
+    );
     let inc = view(&net, 1, 0, "incoming");
     assert_eq!(inc.enforcement, Some("full"), "{inc:?}");
     assert_eq!(inc.metered_bytes, metered, "paused frames were metered");
@@ -315,10 +326,18 @@ fn payer_whose_wallet_cannot_store_pauses_paid_sending_and_resumes() {
     send(&mut net, 0, 2, 300, 1200);
     send(&mut net, 0, 1, 20, 100);
     net.run(Duration::from_secs(5));
-    assert_eq!(net.nodes[2].delivered.len(), at2, "paid sending did not pause");
+    assert_eq!(
+        net.nodes[2].delivered.len(),
+        at2,
+        "paid sending did not pause"
+    );
     assert_eq!(net.nodes[1].delivered.len(), at1 + 20);
     assert!(net.nodes[0].node.drops().get(DropReason::WalletUnavailable) >= 300);
-    assert_eq!(view(&net, 1, 0, "incoming").cumulative_paid, paid, "paid without a commit");
+    assert_eq!(
+        view(&net, 1, 0, "incoming").cumulative_paid,
+        paid,
+        "paid without a commit"
+    );
 
     net.nodes[0].wallet.down = false;
     net.nodes[0].wallet.registered.clear();

@@ -31,7 +31,13 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).expect("mount point");
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()
             .expect("mount");
@@ -49,11 +55,27 @@ impl Tmpfs {
             .is_ok_and(|s| s.success())
     }
 
+    /// `remount,MODE` in the mount namespace of process `pid` too: `ip netns exec` gives each
+    /// daemon its own copy of the mounts, and a copy made while the file system was read-only
+    /// keeps its read-only flag when the original is remounted.
+    fn remount_for(&self, pid: u32, mode: &str) {
+        let ok = Command::new("nsenter")
+            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+            .args(["mount", "-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount,{mode} in the daemon's mount namespace");
+    }
+
     /// Retry the remount for up to 10 s (the daemon opens the file now and then).
     fn remount_retrying(&self, mode: &str) {
         let t0 = Instant::now();
         while !self.remount(mode) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "remount,{mode} stays busy");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "remount,{mode} stays busy"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -144,12 +166,21 @@ fn cli(n: &Node, args: &[&str]) -> (bool, String) {
 fn assert_reported(r: &Node, state: &str) {
     let (ok, human) = cli(r, &["status"]);
     let loud = format!("WALLET {}", state.to_ascii_uppercase().replace('_', " "));
-    assert!(ok && human.contains(&loud), "status does not say {loud}:\n{human}");
+    assert!(
+        ok && human.contains(&loud),
+        "status does not say {loud}:\n{human}"
+    );
     let (ok, human) = cli(r, &["wallet", "balance"]);
-    assert!(ok && human.contains(&loud), "wallet balance does not say {loud}:\n{human}");
+    assert!(
+        ok && human.contains(&loud),
+        "wallet balance does not say {loud}:\n{human}"
+    );
     let b = r.wallet("balance");
     assert_eq!(b["wallet"]["state"], state, "{b}");
-    assert!(b["wallet"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{b}");
+    assert!(
+        b["wallet"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{b}"
+    );
 }
 
 fn earned(r: &Node) -> u128 {
@@ -235,7 +266,10 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
     std::thread::sleep(Duration::from_secs(3));
     // Free traffic (to R itself) flows; paid relaying pauses with its own reason, A is not
     // shaped for R's fault, and nothing is credited that is not stored.
-    assert!(a.ping(r.ipv6, 3), "A cannot reach R itself while R's disk is full");
+    assert!(
+        a.ping(r.ipv6, 3),
+        "A cannot reach R itself while R's disk is full"
+    );
     let during = r.status();
     assert!(
         drop_count(&during, "wallet_unavailable") > paused_before,
@@ -248,7 +282,11 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
         "A was shaped for R's full disk"
     );
     assert_eq!(r.channel(a, "incoming")["enforcement"], "full");
-    assert_eq!(earned(r), earned_full, "R credited a voucher it could not store");
+    assert_eq!(
+        earned(r),
+        earned_full,
+        "R credited a voucher it could not store"
+    );
 
     // 2. Read-only (while still full: the daemon holds no file open for writing now).
     disk.remount_retrying("ro");
@@ -262,12 +300,18 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
     std::fs::remove_file(data_dir(r).join("filler")).expect("free the disk");
     let t_free = Instant::now();
     wait_state(r, "ok", Duration::from_secs(10));
-    eprintln!("R's wallet back to ok {:?} after the disk was freed", t_free.elapsed());
+    eprintln!(
+        "R's wallet back to ok {:?} after the disk was freed",
+        t_free.elapsed()
+    );
     let (_, human) = cli(r, &["status"]);
     assert!(!human.contains("WALLET"), "status still warns:\n{human}");
     let t0 = Instant::now();
     while earned(r) <= earned_full {
-        assert!(t0.elapsed() < Duration::from_secs(15), "paid relaying did not resume");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "paid relaying did not resume"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::Relaxed);
@@ -280,9 +324,16 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
     let r_in = r.channel(a, "incoming");
     assert_eq!(a_out["cumulative_paid"], r_in["cumulative_paid"]);
     assert_eq!(a_out["latest_seq"], r_in["latest_seq"]);
-    assert_eq!(c_out["cumulative_paid"], r.channel(c, "incoming")["cumulative_paid"]);
+    assert_eq!(
+        c_out["cumulative_paid"],
+        r.channel(c, "incoming")["cumulative_paid"]
+    );
     // R earned exactly what A and C (its ping replies) spent.
-    let (ba, br, bc) = (a.wallet("balance"), r.wallet("balance"), c.wallet("balance"));
+    let (ba, br, bc) = (
+        a.wallet("balance"),
+        r.wallet("balance"),
+        c.wallet("balance"),
+    );
     assert_eq!(
         units(&ba["spent"]) + units(&bc["spent"]),
         units(&br["earned"]),
@@ -300,7 +351,10 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
         assert!(x.stop(), "a daemon did not stop cleanly");
     }
     let (sa, sr, sc) = (stored(&fa), stored(&fr), stored(&fc));
-    let chan = a_out["channel_id"].as_str().expect("channel id").to_string();
+    let chan = a_out["channel_id"]
+        .as_str()
+        .expect("channel id")
+        .to_string();
     let pick = |v: &[(String, u64, String, u64)]| {
         v.iter()
             .find(|x| x.0 == chan)
@@ -308,9 +362,16 @@ fn full_then_read_only_wallet_pauses_paid_relaying_and_loses_no_voucher() {
             .unwrap_or_else(|| panic!("no channel {chan} in {v:?}"))
     };
     assert_eq!(pick(&sa), pick(&sr), "the stored latest vouchers differ");
-    let chan_c = c_out["channel_id"].as_str().expect("channel id").to_string();
+    let chan_c = c_out["channel_id"]
+        .as_str()
+        .expect("channel id")
+        .to_string();
     let pick_c = |v: &[(String, u64, String, u64)]| v.iter().find(|x| x.0 == chan_c).cloned();
-    assert_eq!(pick_c(&sc), pick_c(&sr), "C's and R's stored vouchers differ");
+    assert_eq!(
+        pick_c(&sc),
+        pick_c(&sr),
+        "C's and R's stored vouchers differ"
+    );
     assert!(pick(&sa).1 > 0);
     drop(disk);
 }
@@ -339,12 +400,19 @@ fn daemon_with_a_read_only_wallet_starts_degraded_and_recovers() {
     // Not a crash loop: still the same process after a few retries.
     let pid = r.pid();
     std::thread::sleep(Duration::from_secs(5));
-    assert!(n[1].alive() && n[1].pid() == pid, "the degraded daemon died");
+    assert!(
+        n[1].alive() && n[1].pid() == pid,
+        "the degraded daemon died"
+    );
     disk.remount_retrying("rw");
+    disk.remount_for(pid.expect("pid"), "rw");
     wait_state(&n[1], "ok", Duration::from_secs(10));
     // Back to ok with a fresh durable price epoch.
     let epoch = n[1].query("price")["price_epoch"].as_u64().expect("epoch");
-    assert!(epoch > epoch0, "no fresh price epoch after recovery: {epoch} <= {epoch0}");
+    assert!(
+        epoch > epoch0,
+        "no fresh price epoch after recovery: {epoch} <= {epoch0}"
+    );
     for x in n.iter_mut() {
         assert!(x.stop());
     }

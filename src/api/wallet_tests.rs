@@ -72,7 +72,11 @@ fn offline_read_leaves_the_file_byte_identical() {
     }
     let v = query_offline(&cfg, &balance()).expect("balance");
     assert_eq!(v["spent"], "0.000001234", "{v}");
-    assert_eq!(bytes(&db(&cfg)), before, "an offline read changed the wallet file");
+    assert_eq!(
+        bytes(&db(&cfg)),
+        before,
+        "an offline read changed the wallet file"
+    );
 }
 
 #[test]
@@ -112,7 +116,10 @@ fn offline_read_never_takes_the_write_lock() {
         let mut w = Wallet::open_read_only(&db(&cfg), Default::default())
             .await
             .expect("read-only open");
-        let e = w.bump_price_epoch().await.expect_err("a read-only wallet must not write");
+        let e = w
+            .bump_price_epoch()
+            .await
+            .expect_err("a read-only wallet must not write");
         assert!(e.to_string().contains("readonly"), "{e}");
     });
 }
@@ -139,7 +146,11 @@ fn offline_read_refuses_an_older_schema_instead_of_migrating() {
     let msg = format!("{e:#}");
     assert!(msg.contains("older than this binary"), "{msg}");
     assert!(msg.contains("bitcloud up"), "{msg}");
-    assert_eq!(bytes(&db(&cfg)), before, "the refused read changed the file");
+    assert_eq!(
+        bytes(&db(&cfg)),
+        before,
+        "the refused read changed the file"
+    );
 }
 
 #[test]

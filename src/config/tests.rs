@@ -300,5 +300,8 @@ fn testing_table_needs_the_testing_feature() {
 /// integration tests' daemons could not be told `pay = false`.
 #[test]
 fn cargo_test_builds_with_the_testing_feature() {
-    assert!(cfg!(feature = "testing"), "the self dev-dependency should enable `testing`");
+    assert!(
+        cfg!(feature = "testing"),
+        "the self dev-dependency should enable `testing`"
+    );
 }

@@ -135,7 +135,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     .context("setting up the exit role or the client's exit routes")?;
     let (wal_tx, wal_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let wallet_task = tokio::spawn(wallet::run(opened, wallet_path, wallet_cfg, wal_rx, done_tx));
+    let wallet_task = tokio::spawn(wallet::run(
+        opened,
+        wallet_path,
+        wallet_cfg,
+        wal_rx,
+        done_tx,
+    ));
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
     let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);

@@ -66,30 +66,37 @@ pub struct Opened {
 pub async fn open(path: &Path, cfg: WalletConfig) -> anyhow::Result<Opened> {
     use anyhow::Context;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let failure = match Wallet::open_with(path, cfg).await {
-        Ok(mut w) => match w.bump_price_epoch().await {
-            Ok(epoch) => {
-                let channels = w.channels().await.context("reading wallet channels")?;
-                return Ok(Opened {
-                    headroom: w.spend_headroom(),
-                    wallet: Some(w),
-                    epoch,
-                    channels,
-                    health: WalletHealth::default(),
-                });
-            }
-            Err(e) => {
-                let _ = w.close().await;
-                e
-            }
+    let failure = match read_only_fs(path) {
+        Some(e) => e,
+        None => match Wallet::open_with(path, cfg).await {
+            Ok(mut w) => match w.bump_price_epoch().await {
+                Ok(epoch) => {
+                    let channels = w.channels().await.context("reading wallet channels")?;
+                    return Ok(Opened {
+                        headroom: w.spend_headroom(),
+                        wallet: Some(w),
+                        epoch,
+                        channels,
+                        health: WalletHealth::default(),
+                    });
+                }
+                Err(e) => {
+                    let _ = w.close().await;
+                    e
+                }
+            },
+            Err(e) => e,
         },
-        Err(e) => e,
     };
     let Some(state) = storage_state(&failure, dir) else {
         return Err(failure).with_context(|| format!("opening the wallet {}", path.display()));
     };
     let health = degraded(state, &failure);
-    tracing::error!(state = state.as_str(), "wallet {}: {failure}; starting degraded: paid relaying and paying pause until it can store again", path.display());
+    tracing::error!(
+        state = state.as_str(),
+        "wallet {}: {failure}; starting degraded: paid relaying and paying pause until it can store again",
+        path.display()
+    );
     if !path.exists() {
         // A node that never ran: nothing to restore.
         return Ok(Opened {
@@ -207,7 +214,10 @@ impl Actor {
             && !o.contains_key("error")
         {
             // Loud in the human output too: the CLI prints this line first.
-            o.insert("warning".into(), json!(format!("wallet {}", self.describe())));
+            o.insert(
+                "warning".into(),
+                json!(format!("wallet {}", self.describe())),
+            );
         }
         if let Some(o) = v.as_object_mut() {
             o.insert("wallet".into(), json!(self.health));
@@ -237,14 +247,22 @@ impl Actor {
     }
 
     async fn fail(&mut self, state: WalletState, e: String) {
-        tracing::error!(state = state.as_str(), "wallet {}: {e}; paid relaying and paying pause until it can store again", self.path.display());
+        tracing::error!(
+            state = state.as_str(),
+            "wallet {}: {e}; paid relaying and paying pause until it can store again",
+            self.path.display()
+        );
         if let Some(w) = self.w.take() {
             // Best effort: a full disk may fail the final checkpoint; the WAL keeps it.
             let _ = w.close().await;
         }
         let changed = self.health.state != state;
         self.health = WalletHealth {
-            since_unix_ms: if changed { now_ms() } else { self.health.since_unix_ms },
+            since_unix_ms: if changed {
+                now_ms()
+            } else {
+                self.health.since_unix_ms
+            },
             ..degraded(state, &e)
         };
         let _ = self.done.send(WalletDone::Health(self.health.clone()));
@@ -253,10 +271,19 @@ impl Actor {
     /// Try the wallet again: reopen it and make a fresh price epoch durable (the probe that a
     /// write works, and the epoch the node was running without).
     async fn recover(&mut self) {
-        let r = open_and_bump(self.path.clone(), self.cfg).await;
+        // Not even tried on a read-only file system: a writer cannot open there, and the
+        // attempt would only make SQLite fall back to a read-only handle.
+        let r = match read_only_fs(&self.path) {
+            Some(e) => Err(e),
+            None => open_and_bump(self.path.clone(), self.cfg).await,
+        };
         match r {
             Ok((w, epoch)) => {
-                tracing::info!(epoch, "wallet {} stores again; paid relaying and paying resume", self.path.display());
+                tracing::info!(
+                    epoch,
+                    "wallet {} stores again; paid relaying and paying resume",
+                    self.path.display()
+                );
                 self.headroom = w.spend_headroom();
                 self.w = Some(w);
                 self.health = WalletHealth {
@@ -268,6 +295,7 @@ impl Actor {
             }
             Err(e) => {
                 let dir = self.path.parent().unwrap_or(Path::new("."));
+                tracing::debug!("wallet {} still cannot store: {e}", self.path.display());
                 let state = storage_state(&e, dir).unwrap_or(WalletState::Error);
                 let msg = e.to_string();
                 if state != self.health.state || Some(&msg) != self.health.error.as_ref() {
@@ -354,7 +382,10 @@ impl Actor {
 type SendFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// Reopen the writer and make a fresh price epoch durable (the probe that writing works).
-fn open_and_bump(path: PathBuf, cfg: WalletConfig) -> SendFuture<Result<(Wallet, u32), WalletError>> {
+fn open_and_bump(
+    path: PathBuf,
+    cfg: WalletConfig,
+) -> SendFuture<Result<(Wallet, u32), WalletError>> {
     Box::pin(async move {
         let mut w = Wallet::open_with(&path, cfg).await?;
         match w.bump_price_epoch().await {
@@ -417,6 +448,15 @@ pub fn storage_state(e: &WalletError, dir: &Path) -> Option<WalletState> {
         sqlx::Error::Io(_) => Some(fs_state(dir)),
         _ => None,
     }
+}
+
+/// An `EROFS` error for `path` if the file system holding it is mounted read-only.
+fn read_only_fs(path: &Path) -> Option<WalletError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    (fs_state(dir) == WalletState::ReadOnly).then(|| WalletError::File {
+        path: path.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::EROFS),
+    })
 }
 
 /// What the file system holding the wallet says: read-only, out of space, or neither.

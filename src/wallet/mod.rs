@@ -95,9 +95,7 @@ pub enum WalletError {
     #[error("wallet unavailable ({0})")]
     Unavailable(String),
     /// The file's schema is not this binary's; a read-only opener does not migrate it.
-    #[error(
-        "wallet schema is at migration {file} but this bitcloud expects {binary}: {hint}"
-    )]
+    #[error("wallet schema is at migration {file} but this bitcloud expects {binary}: {hint}")]
     Schema {
         /// The newest migration applied to the file (0: none).
         file: i64,
@@ -213,6 +211,11 @@ impl Wallet {
             .read_only(true)
             .create_if_missing(false)
             .busy_timeout(Duration::from_secs(5));
+        // On a read-only file system with everything in the main file, read it as immutable
+        // at once: a WAL reader there has no -shm to use and fails.
+        if wal_is_empty(path) && read_only_fs(path) {
+            return Self::open_reader(opts.immutable(true), cfg).await;
+        }
         match Self::open_reader(opts.clone(), cfg).await {
             // A read-only file system with no -shm: SQLite cannot set up WAL reading (it
             // fails at the first statement). With no (or an empty) -wal, the main file is the
@@ -390,6 +393,13 @@ impl Wallet {
     fn balance_now(&self) -> SignedAmount {
         signed(self.totals.received, self.totals.paid)
     }
+}
+
+/// True if the file system holding `path` is mounted read-only.
+fn read_only_fs(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// True if `path`'s write-ahead log is absent or empty (everything is in the main file).
