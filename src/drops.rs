@@ -52,6 +52,7 @@ reasons! {
     UnpaidCut => "unpaid_cut": "Relayed frame from a neighbour cut off for not paying.",
     SelfThrottled => "self_throttled": "Frame we held back: paying for it would pass our spend limit or credit window.",
     PriceRefused => "price_refused": "Frame we held back: the next hop's price is above our max_price_per_mib.",
+    WalletUnavailable => "wallet_unavailable": "Paid frame not relayed or sent: our wallet cannot store vouchers (disk full or read-only).",
     NeighbourTableFull => "neighbour_table_full": "Discovered node refused: the neighbour table is at its cap.",
     UnverifiedTableFull => "unverified_table_full": "Discovered node refused: too many neighbours have not completed a handshake.",
     UnverifiedHostFull => "unverified_host_full": "Discovered node refused: its host already has the most neighbours without a handshake.",

@@ -233,3 +233,120 @@ fn forged_replayed_and_malformed_channel_messages_change_nothing() {
         );
     }
 }
+
+fn wallet_down() -> bitcloud::node::WalletHealth {
+    bitcloud::node::WalletHealth {
+        state: bitcloud::node::WalletState::DiskFull,
+        error: Some("database or disk is full".into()),
+        since_unix_ms: 0,
+    }
+}
+
+/// docs/wallet-failure.md: a relay whose wallet cannot store pauses paid relaying (its own
+/// drop reason, unmetered, the payer never shaped), keeps free traffic, and resumes with
+/// payer and payee agreeing to the unit.
+#[test]
+fn relay_whose_wallet_cannot_store_pauses_paid_relaying_and_resumes() {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1_000_000, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    send(&mut net, 0, 2, 1, 10);
+    send(&mut net, 0, 1, 1, 10);
+    net.run(Duration::from_secs(1));
+    send(&mut net, 0, 2, 500, 1200);
+    net.run(Duration::from_secs(3));
+    let metered = view(&net, 1, 0, "incoming").metered_bytes;
+
+    net.nodes[1].wallet.down = true;
+    net.nodes[1].node.set_wallet_health(wallet_down());
+    let (at2, at1) = (net.nodes[2].delivered.len(), net.nodes[1].delivered.len());
+    send(&mut net, 0, 2, 3000, 1200);
+    send(&mut net, 0, 1, 20, 100);
+    net.run(Duration::from_secs(12));
+    assert_eq!(
+        net.nodes[2].delivered.len(),
+        at2,
+        "paid relaying did not pause"
+    );
+    assert_eq!(
+        net.nodes[1].delivered.len(),
+        at1 + 20,
+        "free traffic to the relay stopped"
+    );
+    let d = net.nodes[1].node.drops();
+    assert!(d.get(DropReason::WalletUnavailable) > 0);
+    assert_eq!(
+        d.get(DropReason::UnpaidShaped) + d.get(DropReason::UnpaidCut),
+        0
+    );
+    let inc = view(&net, 1, 0, "incoming");
+    assert_eq!(inc.enforcement, Some("full"), "{inc:?}");
+    assert_eq!(inc.metered_bytes, metered, "paused frames were metered");
+
+    net.nodes[1].wallet.down = false;
+    net.nodes[1].wallet.registered.clear(); // what failed to reach the disk must be redone
+    net.nodes[1].node.set_wallet_health(Default::default());
+    let at2 = net.nodes[2].delivered.len();
+    send(&mut net, 0, 2, 200, 1200);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.nodes[2].delivered.len(), at2 + 200);
+    let (out, inc) = (view(&net, 0, 1, "outgoing"), view(&net, 1, 0, "incoming"));
+    assert_eq!(out.unpaid, Amount::ZERO, "{out:?}");
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(out.latest_seq, out.acked_seq);
+    let ch = out.channel_id;
+    assert_eq!(
+        net.nodes[0].wallet.outgoing.get(&ch),
+        net.nodes[1].wallet.incoming.get(&ch),
+        "the same voucher in both wallets"
+    );
+}
+
+/// A payer whose wallet cannot store sends no paid traffic and signs nothing it sends, while
+/// traffic to its neighbour itself flows; afterwards it pays exactly what was carried.
+#[test]
+fn payer_whose_wallet_cannot_store_pauses_paid_sending_and_resumes() {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1_000_000, now);
+    net.start();
+    net.run(Duration::from_secs(10));
+    send(&mut net, 0, 2, 1, 10);
+    send(&mut net, 0, 1, 1, 10);
+    net.run(Duration::from_secs(1));
+    send(&mut net, 0, 2, 500, 1200);
+    net.run(Duration::from_secs(3));
+    let paid = view(&net, 1, 0, "incoming").cumulative_paid;
+
+    net.nodes[0].wallet.down = true;
+    net.nodes[0].node.set_wallet_health(wallet_down());
+    let (at2, at1) = (net.nodes[2].delivered.len(), net.nodes[1].delivered.len());
+    send(&mut net, 0, 2, 300, 1200);
+    send(&mut net, 0, 1, 20, 100);
+    net.run(Duration::from_secs(5));
+    assert_eq!(
+        net.nodes[2].delivered.len(),
+        at2,
+        "paid sending did not pause"
+    );
+    assert_eq!(net.nodes[1].delivered.len(), at1 + 20);
+    assert!(net.nodes[0].node.drops().get(DropReason::WalletUnavailable) >= 300);
+    assert_eq!(
+        view(&net, 1, 0, "incoming").cumulative_paid,
+        paid,
+        "paid without a commit"
+    );
+
+    net.nodes[0].wallet.down = false;
+    net.nodes[0].wallet.registered.clear();
+    net.nodes[0].node.set_wallet_health(Default::default());
+    send(&mut net, 0, 2, 200, 1200);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.nodes[2].delivered.len(), at2 + 200);
+    let (out, inc) = (view(&net, 0, 1, "outgoing"), view(&net, 1, 0, "incoming"));
+    assert_eq!(out.unpaid, Amount::ZERO, "{out:?}");
+    assert_eq!(out.cumulative_paid, inc.cumulative_paid);
+    assert_eq!(out.metered_bytes, inc.metered_bytes);
+}

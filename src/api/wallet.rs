@@ -121,8 +121,9 @@ pub async fn query(
 
 /// Answer a `wallet` query from the wallet file alone, for when the daemon is not running:
 /// balances, earnings and history are what is stored; channels show the last checkpoint
-/// (no enforcement state, which lives only in a running node). Never call it while a daemon
-/// uses the file: the wallet has one writer.
+/// (no enforcement state, which lives only in a running node). Only for when no daemon runs
+/// (the CLI checks): the file is opened read-only ([`Wallet::open_read_only`]), so this never
+/// takes the write lock, never migrates and leaves the database byte-identical.
 pub fn query_offline(cfg: &crate::config::Config, body: &Value) -> anyhow::Result<Value> {
     use anyhow::Context;
     let path = cfg.data_dir.join(WALLET_FILE);
@@ -139,7 +140,7 @@ pub fn query_offline(cfg: &crate::config::Config, body: &Value) -> anyhow::Resul
         let wcfg = crate::wallet::WalletConfig {
             spend_limit: cfg.wallet.spend_limit,
         };
-        let mut w = Wallet::open_with(&path, wcfg)
+        let mut w = Wallet::open_read_only(&path, wcfg)
             .await
             .with_context(|| format!("opening the wallet {}", path.display()))?;
         let live: Vec<ChannelView> = w
@@ -187,3 +188,7 @@ fn stored_view(c: &crate::wallet::ChannelRecord, window: Amount) -> ChannelView 
         },
     }
 }
+
+#[cfg(test)]
+#[path = "wallet_tests.rs"]
+mod tests;

@@ -113,6 +113,7 @@ pub fn status(v: &Value) -> String {
         s(&v["mtu"]),
         s(&v["uptime_secs"])
     );
+    out.push_str(&super::wallet::health_line(&v["wallet"]));
     let mut rows = vec![
         ["peer", "endpoint", "handshake", "rx", "tx", "dropped"]
             .map(String::from)

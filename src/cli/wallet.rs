@@ -101,9 +101,24 @@ pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
     if cmd.json() {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", (cmd.human())(&v));
+        print!("{}{}", health_line(&v["wallet"]), (cmd.human())(&v));
     }
     Ok(())
+}
+
+/// A loud first line when the daemon's wallet cannot store (`wallet.state` not `ok`); empty
+/// when it can, or when the answer has no `wallet` (an older daemon, the offline read).
+pub fn health_line(w: &Value) -> String {
+    match w["state"].as_str() {
+        None | Some("ok") => String::new(),
+        Some(state) => format!(
+            "WALLET {}: {} (since {}); paid relaying and paying are paused, free traffic \
+             flows, and work resumes by itself once the wallet can store again\n\n",
+            state.to_ascii_uppercase().replace('_', " "),
+            w["error"].as_str().unwrap_or("-"),
+            w["since_unix_ms"].as_i64().map_or("-".into(), utc),
+        ),
+    }
 }
 
 /// Whether a daemon answers on `socket`. Only "no socket" and "nobody listening" mean it is

@@ -154,8 +154,7 @@ struct Raw {
     routing: routing::RawRouting,
     #[serde(default)]
     wallet: wallet::RawWallet,
-    #[serde(default)]
-    testing: wallet::RawTesting,
+    testing: Option<Spanned<wallet::RawTesting>>,
     #[serde(default)]
     exit: exit::RawExit,
     #[serde(default)]
@@ -449,7 +448,8 @@ impl Config {
                 .routing
                 .validate()
                 .map_err(|(span, msg)| at(Some(span), msg))?,
-            testing: raw.testing.validate(),
+            testing: wallet::RawTesting::validate(raw.testing.as_ref())
+                .map_err(|(span, msg)| at(Some(span), msg))?,
             exit,
             client: raw
                 .client

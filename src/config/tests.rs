@@ -281,3 +281,30 @@ fn exit_and_client_errors_name_line_and_key() {
         assert!(e.line > 14, "{t}: {e}");
     }
 }
+
+/// `[testing]` only in a build with the `testing` feature (which `cargo test` has, through the
+/// self dev-dependency): elsewhere it is an error at the table's line.
+#[test]
+fn testing_table_needs_the_testing_feature() {
+    let text = format!("{}\n[testing]\npay = false\n", base());
+    let line = text.lines().position(|l| l == "[testing]").expect("table") + 1;
+    let r = parse(&text);
+    if cfg!(feature = "testing") {
+        assert!(!r.expect("a test build accepts [testing]").testing.pay);
+    } else {
+        let e = r.expect_err("a production build refuses [testing]");
+        assert_eq!((e.file.as_str(), e.line), ("/etc/bc/x.toml", line), "{e}");
+        assert!(e.msg.contains("feature `testing`"), "{e}");
+    }
+    // Without the table, paying is on in every build.
+    assert!(parse(&base()).expect("base").testing.pay);
+}
+
+/// `cargo test` (the README's command) must build this crate with the feature: otherwise the
+/// integration tests' daemons could not be told `pay = false`.
+#[test]
+fn cargo_test_builds_with_the_testing_feature() {
+    // black_box: the value is fixed at build time, which is exactly what is checked.
+    let on = std::hint::black_box(cfg!(feature = "testing"));
+    assert!(on, "the self dev-dependency should enable `testing`");
+}

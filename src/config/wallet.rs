@@ -77,7 +77,9 @@ impl WalletSettings {
     }
 }
 
-/// `[testing]`: switches that exist only for tests. Never set them on a real node.
+/// `[testing]`: switches that exist only for tests. Only a build with the Cargo feature
+/// `testing` (what `cargo test` builds, docs/testing.md) accepts the table; a production build
+/// refuses a config that has one, so no real node can be told to stop paying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Testing {
     /// `pay = false`: forward traffic but never sign a voucher (to test enforcement).
@@ -110,9 +112,23 @@ pub(super) struct RawTesting {
 }
 
 impl RawTesting {
-    pub(super) fn validate(&self) -> Testing {
-        Testing {
-            pay: self.pay.unwrap_or(true),
+    /// The `[testing]` table, if the file has one: its switches in a test build, an error at
+    /// the table in any other.
+    pub(super) fn validate(raw: Option<&Spanned<RawTesting>>) -> Result<Testing, SpanError> {
+        let Some(t) = raw else {
+            return Ok(Testing::default());
+        };
+        if cfg!(feature = "testing") {
+            Ok(Testing {
+                pay: t.get_ref().pay.unwrap_or(true),
+            })
+        } else {
+            Err((
+                t.span(),
+                "[testing] is accepted only by a test build of bitcloud (Cargo feature \
+                 `testing`, which `cargo test` enables); remove the table from this config"
+                    .into(),
+            ))
         }
     }
 }

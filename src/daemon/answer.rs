@@ -31,6 +31,7 @@ pub fn answer(cfg: &Config, node: &Node, started: Instant, req: &Request) -> ser
                 "payments": node.money_stats(),
                 "neighbour_table": node.table_stats(),
                 "ipv4_collisions": node.ipv4_collisions(),
+                "wallet": node.wallet_health(),
             })
         }
         Request::Routes => json!({ "routes": crate::api::views::routes(node.router(), now) }),

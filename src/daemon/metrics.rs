@@ -108,6 +108,23 @@ pub fn render(node: &Node, now: Instant) -> String {
     ] {
         money.get_or_create(&vec![("what", what.into())]).set(v);
     }
+    // One series per state, 1 for the current one (docs/wallet-failure.md).
+    let wallet = gauge(
+        &mut reg,
+        "wallet_state",
+        "1 for the wallet's condition: ok, disk_full, read_only or error.",
+    );
+    let h = node.wallet_health();
+    for s in [
+        crate::node::WalletState::Ok,
+        crate::node::WalletState::DiskFull,
+        crate::node::WalletState::ReadOnly,
+        crate::node::WalletState::Error,
+    ] {
+        wallet
+            .get_or_create(&vec![("state", s.as_str().into())])
+            .set(u64::from(h.state == s));
+    }
     let exit = gauge(
         &mut reg,
         "exit_in_use",

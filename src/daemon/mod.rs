@@ -71,21 +71,16 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).context("OS random number generator")?;
     let wallet_path = cfg.data_dir.join(WALLET_FILE);
-    let mut wallet = crate::wallet::Wallet::open_with(
-        &wallet_path,
-        crate::wallet::WalletConfig {
-            spend_limit: cfg.wallet.spend_limit,
-        },
-    )
-    .await
-    .with_context(|| format!("opening the wallet {}", wallet_path.display()))?;
+    let wallet_cfg = crate::wallet::WalletConfig {
+        spend_limit: cfg.wallet.spend_limit,
+    };
     // A fresh price epoch every run: the fee may have changed in the config, and a payer must
-    // never see two prices under one epoch.
-    let epoch = wallet
-        .bump_price_epoch()
-        .await
-        .context("wallet price epoch")?;
-    let channels = wallet.channels().await.context("reading wallet channels")?;
+    // never see two prices under one epoch. A wallet that cannot store starts degraded (paid
+    // relaying paused until the actor makes a fresh epoch durable) instead of failing
+    // (docs/wallet-failure.md).
+    let mut opened = wallet::open(&wallet_path, wallet_cfg).await?;
+    let (epoch, headroom) = (opened.epoch, opened.headroom);
+    let channels = std::mem::take(&mut opened.channels);
     let mut router = router_config(&seed, &cfg.pricing);
     router.price_epoch = epoch;
     router.max_routes_per_neighbour = cfg.routing.max_routes_per_neighbour;
@@ -107,7 +102,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             payer: cfg.wallet.payer(cfg.pricing.max_price_per_mib),
             payee: cfg.wallet.payee(),
             pay: cfg.testing.pay,
-            headroom: wallet.spend_headroom(),
+            headroom,
             unknown_credit_window: cfg.wallet.unknown_credit_window,
             ..MoneyConfig::default()
         },
@@ -120,6 +115,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         unix_nanos,
         u64::from_le_bytes(seed),
     )?;
+    node.set_wallet_health(opened.health.clone());
     for c in channels {
         node.restore_channel(
             c.id,
@@ -142,7 +138,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     shared.start()?;
     let (wal_tx, wal_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let wallet_task = tokio::spawn(wallet::run(wallet, wal_rx, done_tx));
+    let wallet_task = tokio::spawn(wallet::run(
+        opened,
+        wallet_path,
+        wallet_cfg,
+        wal_rx,
+        done_tx,
+    ));
     tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
 
     let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);

@@ -327,12 +327,18 @@ impl<A: TransportAead> Node<A> {
         len: usize,
     ) -> Option<(Range<usize>, SocketAddr)> {
         let pay = self.money.cfg.pay;
+        let wallet_ok = self.money.health.ok();
         let Some(p) = self.exit_payer(exit) else {
             self.drops.add(DropReason::SelfThrottled);
             return None;
         };
         if pay && p.payer.throttled() {
             self.drops.add(DropReason::SelfThrottled);
+            return None;
+        }
+        // Our wallet cannot store a voucher: no paid internet traffic we could not pay for.
+        if pay && !wallet_ok && Self::client_price(p).units_per_mib > 0 {
+            self.drops.add(DropReason::WalletUnavailable);
             return None;
         }
         let price = Self::client_price(p);
@@ -374,6 +380,11 @@ impl<A: TransportAead> Node<A> {
     /// a reply to it), and the bill if they pass. False if they must be dropped.
     fn exit_judge_and_bill(&mut self, client: NodeId, len: u64, down: bool, now: Instant) -> bool {
         let fee_now = self.exit_fee_price().units_per_mib;
+        // Our wallet cannot store the client's vouchers: paid exit service pauses, unbilled.
+        if fee_now > 0 && !self.money.health.ok() {
+            self.drops.add(DropReason::WalletUnavailable);
+            return false;
+        }
         let Some(a) = self.exit_payee(client) else {
             self.drops.add(DropReason::E2eSessionsFull);
             return false;

@@ -297,6 +297,7 @@ impl<A: TransportAead> Node<A> {
                 }
                 true
             }
+            WalletDone::Health(_) | WalletDone::Epoch(_) => false,
         }
     }
 
@@ -308,6 +309,22 @@ impl<A: TransportAead> Node<A> {
                 .latest()
                 .map_or(Amount::ZERO, |v| v.cumulative_amount);
             p.payer.set_spend_cap(paid.saturating_add(headroom));
+        }
+    }
+
+    /// After the wallet failed for a while: every registered exit channel is registered and
+    /// checkpointed again at the next checkpoint (`unwritten` is a total never reached).
+    pub(in super::super) fn exit_rewrite_all(&mut self, unwritten: (u64, Amount)) {
+        let m = &mut self.money.exit;
+        for p in m.payers.values_mut() {
+            if std::mem::replace(&mut p.registered, false) {
+                p.checkpointed = unwritten;
+            }
+        }
+        for p in m.payees.values_mut() {
+            if std::mem::replace(&mut p.registered, false) {
+                p.checkpointed = unwritten;
+            }
         }
     }
 

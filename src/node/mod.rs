@@ -37,7 +37,9 @@ use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
 pub use exit_money::{DOWNLOAD_LOSS_PERCENT, MAX_EXIT_ACCOUNTS};
-pub use money_types::{MoneyConfig, MoneyStats, Restored, WalletDone, WalletOp};
+pub use money_types::{
+    MoneyConfig, MoneyStats, Restored, WalletDone, WalletHealth, WalletOp, WalletState,
+};
 pub use money_view::ChannelView;
 pub use peers::{
     IDLE_EXPIRY, MAX_NEIGHBOURS, MAX_UNVERIFIED, MAX_UNVERIFIED_ATTEMPTS, MAX_UNVERIFIED_PER_HOST,

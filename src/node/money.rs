@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::Node;
-pub use super::money_types::{MoneyConfig, MoneyStats, Restored, WalletOp};
+pub use super::money_types::{MoneyConfig, MoneyStats, Restored, WalletHealth, WalletOp};
 use crate::drops::DropReason;
 use crate::identity::{Identity, NodeId};
 use crate::money::{
@@ -79,6 +79,8 @@ pub(super) struct Money {
     next_poll: Instant,
     next_checkpoint: Instant,
     pub(super) stats: MoneyStats,
+    /// Whether the wallet can store now (set by the daemon, [`Node::set_wallet_health`]).
+    pub(super) health: WalletHealth,
 }
 
 impl Money {
@@ -93,6 +95,7 @@ impl Money {
             exit: Default::default(),
             next_poll: now,
             stats: MoneyStats::default(),
+            health: WalletHealth::default(),
         }
     }
 
@@ -220,6 +223,12 @@ impl<A: TransportAead> Node<A> {
             self.drop_for(Some(pi), DropReason::PriceRefused);
             return false;
         }
+        // Our wallet cannot store a voucher: pay for nothing new we could not pay for (free
+        // hops, price 0, still flow).
+        if units > 0 && !self.wallet_ok() {
+            self.drop_for(Some(pi), DropReason::WalletUnavailable);
+            return false;
+        }
         let throttled = self
             .money
             .accounts
@@ -290,6 +299,13 @@ impl<A: TransportAead> Node<A> {
     /// enforcement ladder decides whether we carry it. Nothing is metered here.
     #[inline]
     pub(super) fn judge_received(&mut self, pi: usize, bytes: usize, now: Instant) -> bool {
+        // Our wallet cannot store the payer's vouchers: paid relaying pauses, unmetered and
+        // with its own reason, rather than relaying on credit we cannot collect or shaping an
+        // honest payer for our fault (docs/wallet-failure.md). A free relay carries on.
+        if !self.wallet_ok() && self.router.config().fee_per_mib > 0 {
+            self.drop_for(Some(pi), DropReason::WalletUnavailable);
+            return false;
+        }
         let verdict = match self.account(pi) {
             Some(a) => a.payee.judge(bytes as u64, now),
             None => Verdict::Forward,

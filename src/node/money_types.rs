@@ -62,8 +62,53 @@ pub enum WalletOp {
     Checkpoint(Vec<(ChannelId, MeterSnapshot)>),
 }
 
-/// The outcome of a commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whether the wallet can store anything now (docs/wallet-failure.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalletState {
+    /// Commits work.
+    #[default]
+    Ok,
+    /// The file system is full (`SQLITE_FULL`, `ENOSPC`).
+    DiskFull,
+    /// The file system or the file is read-only.
+    ReadOnly,
+    /// Another storage failure (I/O error, cannot open).
+    Error,
+}
+
+impl WalletState {
+    /// The stable name in `status --json`, `wallet --json` and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletState::Ok => "ok",
+            WalletState::DiskFull => "disk_full",
+            WalletState::ReadOnly => "read_only",
+            WalletState::Error => "error",
+        }
+    }
+}
+
+/// The wallet's condition as the daemon last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WalletHealth {
+    /// `ok`, `disk_full`, `read_only` or `error`.
+    pub state: WalletState,
+    /// The storage error that caused it (none while `ok`).
+    pub error: Option<String>,
+    /// Since when (Unix ms, wall clock of the daemon) it is in this state.
+    pub since_unix_ms: u64,
+}
+
+impl WalletHealth {
+    /// True if commits work.
+    pub fn ok(&self) -> bool {
+        self.state == WalletState::Ok
+    }
+}
+
+/// The outcome of a commit, or news from the wallet.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WalletDone {
     /// An outgoing voucher: stored (`ok`) or refused; the wallet's remaining spend headroom.
     Outgoing {
@@ -81,6 +126,11 @@ pub enum WalletDone {
         /// Whether it is durable now.
         ok: bool,
     },
+    /// The wallet's condition changed (it failed, or works again).
+    Health(WalletHealth),
+    /// The wallet works again and made this new price epoch durable (the node was running
+    /// without a fresh epoch, or stored nothing for a while): apply it to our fee.
+    Epoch(u32),
 }
 
 /// Wallet state of one channel, to restore after a restart.

@@ -2,12 +2,16 @@
 //! does when they are done ([`WalletDone`]). Invariants: a voucher is sent only after its
 //! commit is reported, credit is extended only after the incoming commit is reported; a
 //! neighbour's channels are registered only when there is something to store for them; a
-//! checkpoint carries only the meters that moved since the last one.
+//! checkpoint carries only the meters that moved since the last one. While the wallet cannot
+//! store (disk full, read-only: [`WalletHealth`]), paid relaying and paid sending pause (free
+//! traffic flows), and when it works again every registered channel is registered and
+//! checkpointed anew, so nothing that failed to reach the disk meanwhile stays missing
+//! (docs/wallet-failure.md).
 
 use std::time::Instant;
 
 use super::super::Node;
-use super::super::money_types::{WalletDone, WalletOp};
+use super::super::money_types::{WalletDone, WalletHealth, WalletOp};
 use crate::money::{Amount, ChannelId};
 use crate::session::aead::TransportAead;
 use crate::wire::channel::ChannelMsg;
@@ -62,16 +66,65 @@ impl<A: TransportAead> Node<A> {
 
     /// The wallet finished a commit: only now is a voucher sent or credit extended.
     pub fn wallet_done(&mut self, done: WalletDone, now: Instant) {
+        match done {
+            WalletDone::Health(h) => return self.set_wallet_health(h),
+            WalletDone::Epoch(epoch) => {
+                let fee = self.router.config().fee_per_mib;
+                return self.set_fee_epoch(fee, epoch, now);
+            }
+            _ => {}
+        }
+        let headroom = match &done {
+            WalletDone::Outgoing { headroom, .. } => Some(*headroom),
+            _ => None,
+        };
         if !self.exit_wallet_done(&done, now) {
             self.link_wallet_done(done, now);
         }
-        if let WalletDone::Outgoing { headroom, .. } = done {
+        if let Some(headroom) = headroom {
             // Every payer's cap, after the commit was applied: what it has paid plus what the
             // wallet still allows.
             self.money.cfg.headroom = headroom;
             self.link_spend_caps(headroom);
             self.exit_spend_caps(headroom);
         }
+    }
+
+    /// The wallet's condition as the daemon reports it: while it is not `ok`, paid relaying
+    /// and paid sending pause (a commit cannot work, and we must not relay on credit we cannot
+    /// collect nor shape a payer whose vouchers we cannot store). Back to `ok`, every channel
+    /// that was registered is registered and checkpointed again: the steps that failed
+    /// meanwhile are idempotent, and a meter that stopped moving would otherwise never be
+    /// written.
+    pub fn set_wallet_health(&mut self, h: WalletHealth) {
+        let recovered = h.ok() && !self.money.health.ok();
+        if h.state != self.money.health.state {
+            tracing::info!(state = h.state.as_str(), error = ?h.error, "wallet state");
+        }
+        self.money.health = h;
+        if !recovered {
+            return;
+        }
+        // A meter total never reached at runtime: the next checkpoint writes the channel.
+        let unwritten = (u64::MAX, Amount::MAX);
+        for a in self.money.accounts.iter_mut().flatten() {
+            if std::mem::replace(&mut a.registered, false) {
+                a.checkpointed = [unwritten; 2];
+            }
+        }
+        self.exit_rewrite_all(unwritten);
+        self.checkpoint_now();
+    }
+
+    /// The wallet's condition.
+    pub fn wallet_health(&self) -> &WalletHealth {
+        &self.money.health
+    }
+
+    /// True while the wallet can store vouchers.
+    #[inline]
+    pub(in super::super) fn wallet_ok(&self) -> bool {
+        self.money.health.ok()
     }
 
     /// [`Node::wallet_done`] for a link channel.
@@ -91,6 +144,7 @@ impl<A: TransportAead> Node<A> {
                     self.send_channel(pi, ChannelMsg::Voucher(voucher), now);
                 }
             }
+            WalletDone::Health(_) | WalletDone::Epoch(_) => {}
             WalletDone::Incoming { voucher, ok } => {
                 let Some(pi) = self.account_index(&voucher.channel_id, false) else {
                     return;

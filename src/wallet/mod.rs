@@ -10,6 +10,7 @@
 //! increases (each bump is its own durable transaction), so an epoch never repeats.
 
 mod commit;
+mod read_only;
 mod report;
 mod retention;
 #[cfg(test)]
@@ -91,6 +92,19 @@ pub enum WalletError {
     /// Stored data does not parse: the file was altered or damaged.
     #[error("wallet data corrupt: {0}")]
     Corrupt(String),
+    /// The wallet is not open: its storage failed and is being retried (`state: error`).
+    #[error("wallet unavailable ({0})")]
+    Unavailable(String),
+    /// The file's schema is not this binary's; a read-only opener does not migrate it.
+    #[error("wallet schema is at migration {file} but this bitcloud expects {binary}: {hint}")]
+    Schema {
+        /// The newest migration applied to the file (0: none).
+        file: i64,
+        /// The newest migration this binary has.
+        binary: i64,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// `PRAGMA integrity_check` or a wallet invariant check failed.
     #[error("wallet integrity check failed: {0}")]
     Integrity(String),
@@ -173,7 +187,9 @@ impl Wallet {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let mut conn = opts.connect().await?;
-        MIGRATOR.run(&mut conn).await?;
+        // `run_direct` on the connection itself: `run` goes through `Acquire`, whose future is
+        // not `Send` for every lifetime, and the wallet actor reopens the file in a spawned task.
+        MIGRATOR.run_direct(None, &mut conn, false).await?;
         let mut w = Wallet {
             conn,
             cfg,

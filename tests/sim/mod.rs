@@ -106,6 +106,9 @@ pub struct MemWallet {
     pub checkpoints: Vec<usize>,
     /// Outgoing commits refused.
     pub refused: usize,
+    /// Set for a wallet that cannot store at all (disk full): every commit fails, nothing
+    /// else is written.
+    pub down: bool,
 }
 
 fn sum(m: &std::collections::HashMap<ChannelId, Voucher>) -> bitcloud::money::Amount {
@@ -126,6 +129,21 @@ impl MemWallet {
 
     fn apply(&mut self, op: WalletOp) -> Option<WalletDone> {
         use bitcloud::money::Amount;
+        if self.down {
+            return match op {
+                WalletOp::CommitOutgoing(voucher) | WalletOp::AdoptOutgoing(voucher) => {
+                    Some(WalletDone::Outgoing {
+                        voucher,
+                        ok: false,
+                        headroom: self.headroom(),
+                    })
+                }
+                WalletOp::CommitIncoming(voucher) => {
+                    Some(WalletDone::Incoming { voucher, ok: false })
+                }
+                _ => None,
+            };
+        }
         let keep = |m: &mut std::collections::HashMap<ChannelId, Voucher>, v: Voucher| {
             let e = m.entry(v.channel_id).or_insert(v);
             if v.seq > e.seq {
