@@ -94,9 +94,12 @@ fn under_load_an_honest_peer_connects_through_a_cookie() {
     let mut b = node(&ib, &ia, ep(1), t0);
     // A flood of unknown keys with a valid mac1 puts A under load.
     let pk = PeerKeys::new(&ia.id()).expect("key");
-    let pool: Vec<Vec<u8>> = (0..40u8)
+    let pool: Vec<Vec<u8>> = (0..200u8)
         .map(|n| {
-            let id = ident(100 + n);
+            let id = Identity::from_secret([
+                n, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd,
+                0xfe, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            ]);
             initiate(&handshake::StaticKeys::new(&id), &pk, 1, tai64n(T0_UNIX))
                 .expect("init")
                 .1
