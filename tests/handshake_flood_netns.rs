@@ -228,7 +228,7 @@ fn a_handshake_flood_leaves_an_established_session_alone() {
                 continue;
             }
             for _ in 0..64 {
-                let msg = if k % 2 == 0 {
+                let msg = if k.is_multiple_of(2) {
                     &captured
                 } else {
                     &pool[(k / 2) as usize % pool.len()]
