@@ -178,7 +178,8 @@ pub fn initiate_with_cookie(
         hs,
         local_index,
         msg: msg.clone(),
-        resent: cookie.is_some(),
+        // Even with a cookie: a reply then means ours was stale, and one resend may follow.
+        resent: false,
     };
     Ok((pending, msg))
 }
