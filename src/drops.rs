@@ -40,7 +40,7 @@ reasons! {
     NoExit => "no_exit": "Packet from the TUN for an internet address while no exit is in use.",
     NotIp => "not_ip": "Packet from the TUN that is not IPv4 or IPv6.",
     StagedOverflow => "staged_overflow": "Packet waiting for a handshake when the queue was full.",
-    CookieUnsupported => "cookie_unsupported": "Cookie reply (not used yet).",
+    CookieUnsupported => "cookie_unsupported": "Never counted since cookie replies are handled (bad_cookie, cookie_received); kept so the JSON keys stay stable.",
     TtlExpired => "ttl_expired": "Relayed frame whose TTL ran out.",
     RelayNoRoute => "relay_no_route": "Relayed frame for a destination we have no route to.",
     TooBig => "too_big": "Packet too big for the mesh overhead; an ICMP error went back to the sender.",
@@ -63,6 +63,13 @@ reasons! {
     BadProbe => "bad_probe": "Exit probe that did not decode.",
     NotAnExit => "not_an_exit": "Exit probe sent to us while we do not serve as an exit.",
     ProbeRateLimited => "probe_rate_limited": "Exit probe over the per-client answer rate.",
+    ReplayedInitiation => "replayed_initiation": "Initiation whose ephemeral key we already processed: a replay, refused before any Diffie-Hellman.",
+    CookieSent => "cookie_sent": "Initiation under load without mac2: answered with a cookie reply instead of a handshake.",
+    BadMac2 => "bad_mac2": "Initiation under load whose mac2 is not under the cookie for its address: answered with a fresh cookie reply.",
+    HandshakeRateLimited => "handshake_rate_limited": "Initiation under load over its source's rate (per IP address, or per relaying neighbour end to end).",
+    HandshakeOverload => "handshake_overload": "Initiation over the node-wide handshake rate.",
+    CookieReceived => "cookie_received": "Cookie reply taken: our initiation is resent with mac2 (not a loss).",
+    BadCookie => "bad_cookie": "Cookie reply for no initiation in flight, or that did not authenticate.",
     LinkOnlyKind => "link_only_kind": "End-to-end message of a kind only links carry, or a link message of an end-to-end-only kind.",
 }
 

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Message::Transport(h)) => assert!(data.len() >= outer::TRANSPORT_MIN_LEN && h.kind == data[1]),
         Ok(Message::Init(i)) => assert_eq!(i.mac1_input.len() + 2 * outer::MAC_LEN, data.len()),
         Ok(Message::Resp(r)) => assert_eq!(r.mac1_input.len() + 2 * outer::MAC_LEN, data.len()),
-        Ok(Message::Cookie(c)) => assert_eq!(c.len(), outer::COOKIE_REPLY_LEN),
+        Ok(Message::Cookie(c)) => assert_eq!(8 + c.nonce.len() + c.sealed.len(), outer::COOKIE_REPLY_LEN),
         Err(_) => {}
     }
 });

@@ -9,6 +9,7 @@ use super::inner::{Owner, Via};
 use super::{Node, Transmit, UdpOut};
 use crate::drops::DropReason;
 use crate::session::aead::TransportAead;
+use crate::session::guard::{Screen, Source};
 use crate::session::handshake::{self, HandshakeError};
 use crate::wire::outer::{self, Kind, TRANSPORT_HEADER_LEN};
 
@@ -29,7 +30,10 @@ impl<A: TransportAead> Node<A> {
         let Some(peer) = self.peers.get_mut(pi) else {
             return;
         };
-        if let Ok((pending, msg)) = handshake::initiate(&self.local, &peer.keys, idx, ts) {
+        let cookie = peer.cookies.fresh(now);
+        if let Ok((pending, msg)) =
+            handshake::initiate_with_cookie(&self.local, &peer.keys, idx, ts, cookie)
+        {
             peer.initiation_sent(pending, now, &timers, jitter);
             // One initiation to each candidate address: whichever answers authenticates.
             for dst in targets {
@@ -126,8 +130,25 @@ impl<A: TransportAead> Node<A> {
     }
 
     pub(super) fn handle_init(&mut self, now: Instant, from: SocketAddr, init: &outer::Init<'_>) {
+        match self
+            .guard
+            .screen(&self.local, init, Source::Addr(from), now)
+        {
+            Screen::Proceed => {}
+            Screen::Drop(why) => return self.drops.add(why),
+            Screen::Cookie(why, reply) => {
+                self.drops.add(why);
+                return self.transmits.push_back(Transmit {
+                    dst: from,
+                    data: reply.to_vec(),
+                });
+            }
+        }
         let r = match handshake::consume_init(&self.local, init) {
-            Ok(r) => r,
+            Ok(r) => {
+                self.guard.processed(init);
+                r
+            }
             Err(HandshakeError::BadMac) => return self.drops.add(DropReason::BadMac),
             Err(_) => return self.drops.add(DropReason::HandshakeFailed),
         };
@@ -160,6 +181,43 @@ impl<A: TransportAead> Node<A> {
                 self.money_handshake(pi, fresh);
             }
             Err(_) => self.drop_for(Some(pi), DropReason::HandshakeFailed),
+        }
+    }
+
+    /// A cookie reply: the peer is under load. Keep the cookie, and resend the initiation in
+    /// flight with mac2 at once (only once per initiation), so that an honest initiator gets
+    /// through a flood with one extra round trip instead of a REKEY_TIMEOUT.
+    pub(super) fn handle_cookie(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        c: &outer::CookieReply<'_>,
+    ) {
+        let peer = self
+            .indices
+            .get(&c.receiver)
+            .and_then(|&pi| self.peers.get_mut(pi))
+            .filter(|p| p.pending_index() == Some(c.receiver));
+        let Some(peer) = peer else {
+            return self.drops.add(DropReason::BadCookie);
+        };
+        let Some(pending) = peer.pending.as_mut() else {
+            return self.drops.add(DropReason::BadCookie);
+        };
+        if !peer
+            .cookies
+            .consume(&peer.keys.cookie_key, pending.mac1(), c, now)
+        {
+            return self.drops.add(DropReason::BadCookie);
+        }
+        self.drops.add(DropReason::CookieReceived);
+        let resend = peer
+            .cookies
+            .fresh(now)
+            .and_then(|cookie| pending.resend_with(&cookie));
+        if let Some(data) = resend {
+            tracing::debug!(peer = %peer.id, %from, "cookie reply: initiation resent with mac2");
+            self.transmits.push_back(Transmit { dst: from, data });
         }
     }
 

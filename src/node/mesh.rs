@@ -14,6 +14,7 @@ use super::{MESH_OVERHEAD, Node, UdpOut, ip_src_dst};
 use crate::drops::DropReason;
 use crate::identity::NodeId;
 use crate::session::aead::TransportAead;
+use crate::session::guard::{Screen, Source};
 use crate::session::handshake::{self, PeerKeys};
 use crate::session::peer::Peer;
 use crate::wire::mesh::{self, DEFAULT_TTL, MESH_HEADER_LEN, MeshHeader};
@@ -209,7 +210,7 @@ impl<A: TransportAead> Node<A> {
             return UdpOut::None;
         };
         if h.dst == self.v6 {
-            return self.deliver(now, msg, n);
+            return self.deliver(from_pi, now, msg, n);
         }
         self.money_relay_seen(from_pi);
         let route = self.router.lookup_addr(IpAddr::V6(h.dst));
@@ -254,8 +255,8 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
-    /// A mesh frame for us: open its end-to-end message.
-    fn deliver(&mut self, now: Instant, msg: &mut [u8], n: usize) -> UdpOut {
+    /// A mesh frame for us (handed over by neighbour `from_pi`): open its end-to-end message.
+    fn deliver(&mut self, from_pi: usize, now: Instant, msg: &mut [u8], n: usize) -> UdpOut {
         let Some(e2e_msg) = msg.get_mut(E2E_AT..TRANSPORT_HEADER_LEN + n) else {
             self.drops.add(DropReason::BadMeshFrame);
             return UdpOut::None;
@@ -267,7 +268,9 @@ impl<A: TransportAead> Node<A> {
                     UdpOut::Tun(E2E_AT + r.start..E2E_AT + r.end)
                 }),
             Ok(Message::Init(i)) => {
-                self.e2e_init(now, &i);
+                if let Some(hop) = self.peers.get(from_pi).map(|p| p.id) {
+                    self.e2e_init(now, hop, &i);
+                }
                 UdpOut::None
             }
             Ok(Message::Resp(r)) => {
@@ -346,9 +349,18 @@ impl<A: TransportAead> Node<A> {
         Some(range)
     }
 
-    fn e2e_init(&mut self, now: Instant, init: &outer::Init<'_>) {
+    /// An end-to-end initiation relayed by neighbour `hop`: the same cheap checks as a link's
+    /// first (mac1, replays, per-hop and node-wide limits; no cookie, the hop is authenticated).
+    fn e2e_init(&mut self, now: Instant, hop: NodeId, init: &outer::Init<'_>) {
+        match self.guard.screen(&self.local, init, Source::Hop(hop), now) {
+            Screen::Proceed => {}
+            Screen::Drop(why) | Screen::Cookie(why, _) => return self.drops.add(why),
+        }
         let r = match handshake::consume_init(&self.local, init) {
-            Ok(r) => r,
+            Ok(r) => {
+                self.guard.processed(init);
+                r
+            }
             Err(handshake::HandshakeError::BadMac) => return self.drops.add(DropReason::BadMac),
             Err(_) => return self.drops.add(DropReason::HandshakeFailed),
         };

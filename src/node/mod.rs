@@ -8,6 +8,8 @@
 mod exit;
 mod exit_money;
 mod exit_probe;
+#[cfg(test)]
+mod flood_tests;
 mod inner;
 mod link;
 mod mesh;
@@ -30,6 +32,7 @@ use crate::drops::{DropReason, Drops};
 use crate::identity::{Identity, NodeId};
 use crate::route::{Router, RouterConfig};
 use crate::session::aead::{DefaultAead, TAG_LEN, TransportAead};
+use crate::session::guard::HandshakeGuard;
 use crate::session::handshake::{self, StaticKeys};
 use crate::session::peer::Peer;
 use crate::session::timers::Timers;
@@ -124,6 +127,8 @@ pub struct Node<A = DefaultAead> {
     /// The exit choice and probes (node/exit_probe.rs).
     exits: exit_probe::Exits,
     local: StaticKeys,
+    /// Cheap checks, cookies and rate limits before any handshake DH (session/guard.rs).
+    guard: HandshakeGuard,
     peers: Vec<Peer<A>>,
     peer_drops: Vec<Drops>,
     found: Vec<Found>,
@@ -171,6 +176,7 @@ impl<A: TransportAead> Node<A> {
             exit_in_use: None,
             exits: exit_probe::Exits::new(now),
             local: StaticKeys::new(identity),
+            guard: HandshakeGuard::new(identity, seed, now),
             peers: Vec::new(),
             peer_drops: Vec::new(),
             found: Vec::new(),
@@ -360,8 +366,8 @@ impl<A: TransportAead> Node<A> {
                 self.handle_resp(now, from, &r);
                 UdpOut::None
             }
-            Ok(Message::Cookie(_)) => {
-                self.drops.add(DropReason::CookieUnsupported);
+            Ok(Message::Cookie(c)) => {
+                self.handle_cookie(now, from, &c);
                 UdpOut::None
             }
         };
@@ -434,6 +440,11 @@ impl<A: TransportAead> Node<A> {
     /// Node-wide drop counters.
     pub fn drops(&self) -> &Drops {
         &self.drops
+    }
+
+    /// Whether handshakes arrive so fast that we answer initiations with cookies.
+    pub fn handshakes_under_load(&self, now: Instant) -> bool {
+        self.guard.under_load(now)
     }
 
     /// Change our forwarding fee (units per MiB); announced at once with a new price epoch.

@@ -3,8 +3,9 @@
 //! Invariant: the transport keys leave here only after a complete, authenticated handshake,
 //! and the initiator's node id in the payload is checked against its Noise static key.
 
-use blake2::digest::{KeyInit, Mac, consts::U16};
-use blake2::{Blake2s256, Blake2sMac, Digest};
+use blake2::{Blake2s256, Digest};
+
+use super::cookie::{self, mac as mac1, mac_ok as mac1_ok};
 
 use crate::identity::{Identity, NodeId};
 use crate::wire::outer::{
@@ -58,6 +59,8 @@ pub struct PeerKeys {
     pub x_public: [u8; 32],
     /// Key for the mac1 of messages we send to it.
     pub mac1_key: [u8; 32],
+    /// Key that opens the cookie replies it sends us.
+    pub cookie_key: [u8; 32],
 }
 
 impl PeerKeys {
@@ -67,30 +70,17 @@ impl PeerKeys {
         Ok(PeerKeys {
             x_public,
             mac1_key: mac1_key(&x_public),
+            cookie_key: cookie::cookie_key(&x_public),
         })
     }
 }
 
-fn mac1_key(x_public: &[u8; 32]) -> [u8; 32] {
+/// Key for the mac1 of messages to the node with X25519 public key `x_public` (§5.4.4).
+pub fn mac1_key(x_public: &[u8; 32]) -> [u8; 32] {
     let mut h = Blake2s256::new();
     h.update(LABEL_MAC1);
     h.update(x_public);
     h.finalize().into()
-}
-
-fn mac1(key: &[u8; 32], input: &[u8]) -> [u8; MAC_LEN] {
-    let mut m =
-        <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("32-byte key fits BLAKE2s");
-    m.update(input);
-    m.finalize().into_bytes().into()
-}
-
-fn mac1_ok(key: &[u8; 32], input: &[u8], got: &[u8]) -> bool {
-    let mut m =
-        <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("32-byte key fits BLAKE2s");
-    m.update(input);
-    // Constant time: a timing oracle on mac1 would let an attacker forge it byte by byte.
-    m.verify_slice(got).is_ok()
 }
 
 fn builder() -> snow::Builder<'static> {
@@ -111,6 +101,35 @@ pub struct PendingInit {
     hs: snow::HandshakeState,
     /// The index the response will name.
     pub local_index: u32,
+    /// The message as sent: its mac1 opens a cookie reply, and it is resent with mac2.
+    msg: Vec<u8>,
+    /// Whether it was already resent for a cookie reply (at most once).
+    resent: bool,
+}
+
+impl PendingInit {
+    /// The mac1 of the initiation (the AAD of a cookie reply to it).
+    pub fn mac1(&self) -> &[u8] {
+        let at = HANDSHAKE_INIT_LEN - 2 * MAC_LEN;
+        self.msg.get(at..at + MAC_LEN).unwrap_or_default()
+    }
+
+    /// The same initiation with mac2 under `cookie`, the first time only: a responder under
+    /// load answered without spending a DH, so the same Noise message is still good.
+    pub fn resend_with(&mut self, cookie: &[u8; outer::COOKIE_LEN]) -> Option<Vec<u8>> {
+        if self.resent {
+            return None;
+        }
+        self.resent = true;
+        let mut m = self.msg.clone();
+        cookie::write_mac2(&mut m, cookie);
+        Some(m)
+    }
+}
+
+/// Whether an initiation's mac1 is for our key (the first, cheapest check).
+pub fn init_mac1_ok(local: &StaticKeys, init: &Init<'_>) -> bool {
+    mac1_ok(&local.mac1_key, init.mac1_input, init.mac1)
 }
 
 /// Build a handshake initiation to `peer`. `tai64n` is the current wall-clock time.
@@ -119,6 +138,18 @@ pub fn initiate(
     peer: &PeerKeys,
     local_index: u32,
     tai64n: [u8; 12],
+) -> Result<(PendingInit, Vec<u8>), HandshakeError> {
+    initiate_with_cookie(local, peer, local_index, tai64n, None)
+}
+
+/// `initiate`, and with a `cookie` the peer gave us (it is under load) the message carries
+/// mac2.
+pub fn initiate_with_cookie(
+    local: &StaticKeys,
+    peer: &PeerKeys,
+    local_index: u32,
+    tai64n: [u8; 12],
+    cookie: Option<[u8; outer::COOKIE_LEN]>,
 ) -> Result<(PendingInit, Vec<u8>), HandshakeError> {
     let mut hs = builder()
         .local_private_key(&local.x_secret)
@@ -138,9 +169,19 @@ pub fn initiate(
     msg.extend_from_slice(&noise[..n]);
     let m1 = mac1(&peer.mac1_key, &msg);
     msg.extend_from_slice(&m1);
-    msg.extend_from_slice(&[0u8; MAC_LEN]); // mac2: cookie not in use
+    msg.extend_from_slice(&[0u8; MAC_LEN]); // mac2: zeros unless we hold a cookie
     debug_assert_eq!(msg.len(), HANDSHAKE_INIT_LEN);
-    Ok((PendingInit { hs, local_index }, msg))
+    if let Some(c) = cookie {
+        cookie::write_mac2(&mut msg, &c);
+    }
+    let pending = PendingInit {
+        hs,
+        local_index,
+        msg: msg.clone(),
+        // Even with a cookie: a reply then means ours was stale, and one resend may follow.
+        resent: false,
+    };
+    Ok((pending, msg))
 }
 
 /// A verified initiation, ready to be answered.
@@ -201,6 +242,8 @@ pub fn respond(
     msg.extend_from_slice(noise.get(..n).ok_or(HandshakeError::Noise)?);
     let m1 = mac1(&peer.mac1_key, &msg);
     msg.extend_from_slice(&m1);
+    // mac2 stays zero: responses are matched to an initiation in flight before any DH, so
+    // cookies do not protect them here (docs/handshake-flood.md).
     msg.extend_from_slice(&[0u8; MAC_LEN]);
     let (i2r, r2i) = r.hs.dangerously_get_raw_split();
     Ok((

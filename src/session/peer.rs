@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::aead::TransportAead;
+use super::cookie::CookieJar;
 use super::handshake::{PeerKeys, PendingInit, SessionKeys};
 use super::keypair::{Keypair, OpenError, REJECT_AFTER_MESSAGES};
 use super::timers::{
@@ -73,6 +74,8 @@ pub struct Peer<A> {
     pub(crate) previous: Option<Keypair<A>>,
     pub(crate) next: Option<Keypair<A>>,
     pub(crate) pending: Option<PendingInit>,
+    /// The cookie it gave us while under load: our initiations carry mac2 under it.
+    pub cookies: CookieJar,
     /// When the current series of handshake attempts began.
     attempts_since: Option<Instant>,
     /// When to retransmit the initiation in flight.
@@ -108,6 +111,7 @@ impl<A: TransportAead> Peer<A> {
             previous: None,
             next: None,
             pending: None,
+            cookies: CookieJar::default(),
             attempts_since: None,
             retry_at: None,
             last_init_ts: [0; 12],

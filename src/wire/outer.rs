@@ -6,7 +6,7 @@
 pub const MSG_HANDSHAKE_INIT: u8 = 1;
 /// Message type: handshake response.
 pub const MSG_HANDSHAKE_RESP: u8 = 2;
-/// Message type: cookie reply (reserved for DoS protection under load).
+/// Message type: cookie reply (DoS protection under load, `session::cookie`).
 pub const MSG_COOKIE_REPLY: u8 = 3;
 /// Message type: transport data.
 pub const MSG_TRANSPORT: u8 = 4;
@@ -25,8 +25,14 @@ pub const INIT_PAYLOAD_LEN: usize = 12 + 32;
 pub const HANDSHAKE_INIT_LEN: usize = 4 + 4 + NOISE_INIT_LEN + 2 * MAC_LEN;
 /// Full response message length.
 pub const HANDSHAKE_RESP_LEN: usize = 4 + 4 + 4 + NOISE_RESP_LEN + 2 * MAC_LEN;
+/// Length of a cookie (WireGuard §5.4.7: a 16-byte MAC of the source address).
+pub const COOKIE_LEN: usize = 16;
+/// Length of the cookie reply's XChaCha20-Poly1305 nonce.
+pub const COOKIE_NONCE_LEN: usize = 24;
 /// Cookie reply length: type, receiver, 24-byte nonce, encrypted 16-byte cookie.
-pub const COOKIE_REPLY_LEN: usize = 4 + 4 + 24 + 16 + TAG_LEN;
+pub const COOKIE_REPLY_LEN: usize = 4 + 4 + COOKIE_NONCE_LEN + COOKIE_LEN + TAG_LEN;
+/// Length of a Noise ephemeral public key (the first bytes of every Noise message).
+pub const EPHEMERAL_LEN: usize = 32;
 /// Transport header: type, kind, 2 reserved, receiver index, counter.
 pub const TRANSPORT_HEADER_LEN: usize = 16;
 /// Smallest transport message: header and an empty (keepalive) ciphertext's tag.
@@ -86,7 +92,7 @@ pub enum Message<'a> {
     /// Handshake response.
     Resp(Resp<'a>),
     /// Cookie reply.
-    Cookie(&'a [u8]),
+    Cookie(CookieReply<'a>),
     /// Transport data.
     Transport(TransportHeader),
 }
@@ -102,6 +108,23 @@ pub struct Init<'a> {
     pub mac1_input: &'a [u8],
     /// mac1.
     pub mac1: &'a [u8],
+    /// Bytes covered by mac2 (everything before it, mac1 included).
+    pub mac2_input: &'a [u8],
+    /// mac2: zeros, or a MAC under the cookie the responder gave us.
+    pub mac2: &'a [u8],
+    /// The initiator's ephemeral key, unencrypted: the same bytes mean the same initiation.
+    pub ephemeral: &'a [u8],
+}
+
+/// A cookie reply: the responder was under load and wants mac2 under this cookie.
+#[derive(Debug)]
+pub struct CookieReply<'a> {
+    /// The initiator's session index (from the initiation this answers).
+    pub receiver: u32,
+    /// The XChaCha20-Poly1305 nonce.
+    pub nonce: &'a [u8],
+    /// The sealed cookie and its tag; the AAD is the answered initiation's mac1.
+    pub sealed: &'a [u8],
 }
 
 /// A handshake response.
@@ -180,11 +203,15 @@ fn parse_control(ty: u8, d: &[u8]) -> Result<Message<'_>, ParseError> {
                 return Err(bad);
             }
             let mac1_at = HANDSHAKE_INIT_LEN - 2 * MAC_LEN;
+            let mac2_at = mac1_at + MAC_LEN;
             Ok(Message::Init(Init {
                 sender: u32_at(d, 4).ok_or(bad)?,
                 noise: d.get(8..mac1_at).ok_or(bad)?,
                 mac1_input: d.get(..mac1_at).ok_or(bad)?,
-                mac1: d.get(mac1_at..mac1_at + MAC_LEN).ok_or(bad)?,
+                mac1: d.get(mac1_at..mac2_at).ok_or(bad)?,
+                mac2_input: d.get(..mac2_at).ok_or(bad)?,
+                mac2: d.get(mac2_at..).ok_or(bad)?,
+                ephemeral: d.get(8..8 + EPHEMERAL_LEN).ok_or(bad)?,
             }))
         }
         MSG_HANDSHAKE_RESP => {
@@ -204,7 +231,12 @@ fn parse_control(ty: u8, d: &[u8]) -> Result<Message<'_>, ParseError> {
             if d.len() != COOKIE_REPLY_LEN {
                 return Err(bad);
             }
-            Ok(Message::Cookie(d))
+            let sealed_at = 8 + COOKIE_NONCE_LEN;
+            Ok(Message::Cookie(CookieReply {
+                receiver: u32_at(d, 4).ok_or(bad)?,
+                nonce: d.get(8..sealed_at).ok_or(bad)?,
+                sealed: d.get(sealed_at..).ok_or(bad)?,
+            }))
         }
     }
 }
@@ -283,6 +315,39 @@ mod tests {
         assert!(matches!(parse(&r), Ok(Message::Resp(_))));
         r[3] = 1;
         assert_eq!(parse(&r).unwrap_err(), ParseError::Reserved);
+    }
+
+    #[test]
+    fn init_fields_and_cookie_reply_layout() {
+        let mut i: Vec<u8> = (0..HANDSHAKE_INIT_LEN as u32).map(|b| b as u8).collect();
+        i[..4].copy_from_slice(&[MSG_HANDSHAKE_INIT, 0, 0, 0]);
+        let Ok(Message::Init(m)) = parse(&i) else {
+            panic!("init parses")
+        };
+        assert_eq!(m.sender, u32::from_le_bytes([4, 5, 6, 7]));
+        assert_eq!(m.ephemeral, &i[8..40]);
+        assert_eq!(m.mac2_input.len(), HANDSHAKE_INIT_LEN - MAC_LEN);
+        assert_eq!(m.mac2, &i[HANDSHAKE_INIT_LEN - MAC_LEN..]);
+        assert_eq!(
+            m.mac1,
+            &i[HANDSHAKE_INIT_LEN - 2 * MAC_LEN..HANDSHAKE_INIT_LEN - MAC_LEN]
+        );
+
+        let mut c: Vec<u8> = (0..COOKIE_REPLY_LEN as u8).collect();
+        c[..4].copy_from_slice(&[MSG_COOKIE_REPLY, 0, 0, 0]);
+        let Ok(Message::Cookie(r)) = parse(&c) else {
+            panic!("cookie reply parses")
+        };
+        assert_eq!(r.receiver, u32::from_le_bytes([4, 5, 6, 7]));
+        assert_eq!(r.nonce, &c[8..32]);
+        assert_eq!(r.sealed, &c[32..]);
+        assert_eq!(r.sealed.len(), COOKIE_LEN + TAG_LEN);
+        assert_eq!(parse(&c[..63]).unwrap_err(), ParseError::BadLength);
+        c.push(0);
+        assert_eq!(parse(&c).unwrap_err(), ParseError::BadLength);
+        c.pop();
+        c[2] = 1;
+        assert_eq!(parse(&c).unwrap_err(), ParseError::Reserved);
     }
 
     proptest::proptest! {
