@@ -8,16 +8,15 @@
 //! by name, so a crash leaves it in place, which keeps DNS going to the exit alone (the kill
 //! switch refuses the rest anyway).
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, NfListObject, Nftables, Rule};
+use nftables::schema::{NfListObject, Nftables};
 use nftables::stmt::{NAT, NATFamily, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
 use super::GatewayError;
-use super::nft::{eq, masquerade, meta, n, ne, payload, prefix, s, set};
+use super::nft::{base_chain, eq, masquerade, meta, n, ne, payload, prefix, rule, s, set};
 
 /// Our table's name.
 pub const TABLE: &str = "bitcloud_dns";
@@ -42,16 +41,14 @@ pub struct DnsRedirect {
 
 impl DnsRedirect {
     fn chain(name: &'static str, hook: NfHook, prio: i32) -> NfListObject<'static> {
-        NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: Cow::Borrowed(TABLE),
-            name: Cow::Borrowed(name),
-            _type: Some(NfChainType::NAT),
-            hook: Some(hook),
-            prio: Some(prio),
-            policy: Some(NfChainPolicy::Accept),
-            ..Chain::default()
-        })
+        base_chain(
+            TABLE,
+            name,
+            NfChainType::NAT,
+            hook,
+            prio,
+            NfChainPolicy::Accept,
+        )
     }
 
     /// The output (dstnat) chain's rules: one per family that has a resolver.
@@ -107,13 +104,7 @@ impl DnsRedirect {
             ("postrouting", self.postrouting_rules()),
         ] {
             for expr in rules {
-                b.add(NfListObject::Rule(Rule {
-                    family: NfFamily::INet,
-                    table: Cow::Borrowed(TABLE),
-                    chain: Cow::Borrowed(chain),
-                    expr: Cow::Owned(expr),
-                    ..Rule::default()
-                }));
+                b.add(rule(TABLE, chain, expr));
             }
         }
         b.to_nftables()

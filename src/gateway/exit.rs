@@ -7,13 +7,12 @@
 //! nothing is forwarded into the TUN but conntrack replies; the table is replaced atomically
 //! and removed by name.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, NfListObject, Nftables, Rule};
+use nftables::schema::{NfListObject, Nftables};
 use nftables::stmt::Statement;
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
 use super::GatewayError;
 use super::nft::{
@@ -54,16 +53,7 @@ impl ExitRules {
         hook: NfHook,
         prio: i32,
     ) -> NfListObject<'static> {
-        NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: Cow::Borrowed(TABLE),
-            name: Cow::Borrowed(name),
-            _type: Some(kind),
-            hook: Some(hook),
-            prio: Some(prio),
-            policy: Some(NfChainPolicy::Accept),
-            ..Chain::default()
-        })
+        super::nft::base_chain(TABLE, name, kind, hook, prio, NfChainPolicy::Accept)
     }
 
     /// The forward chain's rules, in order.
@@ -152,15 +142,7 @@ impl ExitRules {
             NfHook::Postrouting,
             100,
         ));
-        let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
-            NfListObject::Rule(Rule {
-                family: NfFamily::INet,
-                table: Cow::Borrowed(TABLE),
-                chain: Cow::Borrowed(chain),
-                expr: Cow::Owned(expr),
-                ..Rule::default()
-            })
-        };
+        let rule = |chain, expr| super::nft::rule(TABLE, chain, expr);
         for r in self.forward_rules() {
             b.add(rule("forward", r));
         }

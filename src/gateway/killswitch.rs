@@ -6,16 +6,15 @@
 //! explicit [`remove`] takes it away. The whole table is replaced in one nft transaction, so
 //! there is never a moment with half a rule set.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, NfListObject, Nftables, Rule};
+use nftables::schema::Nftables;
 use nftables::stmt::Statement;
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
 use super::GatewayError;
-use super::nft::{accept, eq, meta, n, payload, prefix, reject, s, set};
+use super::nft::{accept, base_chain, eq, meta, n, payload, prefix, reject, rule, s, set};
 
 /// Our table's name (family `inet`: one table for IPv4 and IPv6).
 pub const TABLE: &str = "bitcloud";
@@ -110,24 +109,16 @@ impl KillSwitch {
     /// One transaction that creates or replaces our table with these rules.
     pub fn batch(&self) -> Nftables<'static> {
         let mut b = super::nft::replace_table(TABLE);
-        b.add(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: Cow::Borrowed(TABLE),
-            name: Cow::Borrowed(CHAIN),
-            _type: Some(NfChainType::Filter),
-            hook: Some(NfHook::Output),
-            prio: Some(0),
-            policy: Some(NfChainPolicy::Drop),
-            ..Chain::default()
-        }));
+        b.add(base_chain(
+            TABLE,
+            CHAIN,
+            NfChainType::Filter,
+            NfHook::Output,
+            0,
+            NfChainPolicy::Drop,
+        ));
         for expr in self.rules() {
-            b.add(NfListObject::Rule(Rule {
-                family: NfFamily::INet,
-                table: Cow::Borrowed(TABLE),
-                chain: Cow::Borrowed(CHAIN),
-                expr: Cow::Owned(expr),
-                ..Rule::default()
-            }));
+            b.add(rule(TABLE, CHAIN, expr));
         }
         b.to_nftables()
     }

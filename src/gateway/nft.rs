@@ -155,6 +155,42 @@ pub fn replace_table(name: &'static str) -> nftables::batch::Batch<'static> {
     b
 }
 
+/// Base chain `NAME` of table `inet TABLE` on `hook` at priority `prio`.
+pub fn base_chain(
+    table: &'static str,
+    name: &'static str,
+    kind: nftables::types::NfChainType,
+    hook: nftables::types::NfHook,
+    prio: i32,
+    policy: nftables::types::NfChainPolicy,
+) -> nftables::schema::NfListObject<'static> {
+    nftables::schema::NfListObject::Chain(nftables::schema::Chain {
+        family: nftables::types::NfFamily::INet,
+        table: Cow::Borrowed(table),
+        name: Cow::Borrowed(name),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(policy),
+        ..nftables::schema::Chain::default()
+    })
+}
+
+/// A rule appended to chain `CHAIN` of table `inet TABLE`.
+pub fn rule(
+    table: &'static str,
+    chain: &'static str,
+    expr: Vec<Statement<'static>>,
+) -> nftables::schema::NfListObject<'static> {
+    nftables::schema::NfListObject::Rule(nftables::schema::Rule {
+        family: nftables::types::NfFamily::INet,
+        table: Cow::Borrowed(table),
+        chain: Cow::Borrowed(chain),
+        expr: Cow::Owned(expr),
+        ..nftables::schema::Rule::default()
+    })
+}
+
 /// Whether table `inet NAME` exists.
 pub fn table_present(name: &str) -> Result<bool, nftables::helper::NftablesError> {
     use nftables::schema::{NfListObject, NfObject};

@@ -8,13 +8,12 @@
 //! [`remove`] takes it away, run when the config stops sharing or by `bitcloud share off`;
 //! it is replaced in one transaction and found by its name alone.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use nftables::expr::MetaKey;
-use nftables::schema::{Chain, NfListObject, Nftables, Rule};
+use nftables::schema::Nftables;
 use nftables::stmt::Statement;
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainPolicy, NfChainType, NfHook};
 
 use super::GatewayError;
 use super::nft::{accept, drop, eq, meta, n, payload, s, set};
@@ -133,27 +132,17 @@ impl ShareRules {
     pub fn batch(&self) -> Nftables<'static> {
         let mut b = super::nft::replace_table(TABLE);
         for (name, hook) in [("input", NfHook::Input), ("forward", NfHook::Forward)] {
-            b.add(NfListObject::Chain(Chain {
-                family: NfFamily::INet,
-                table: Cow::Borrowed(TABLE),
-                name: Cow::Borrowed(name),
-                _type: Some(NfChainType::Filter),
-                hook: Some(hook),
-                prio: Some(PRIORITY),
-                // Accept: the chains judge only shared interfaces; other traffic is not ours.
-                policy: Some(NfChainPolicy::Accept),
-                ..Chain::default()
-            }));
+            // Accept: the chains judge only shared interfaces; other traffic is not ours.
+            b.add(super::nft::base_chain(
+                TABLE,
+                name,
+                NfChainType::Filter,
+                hook,
+                PRIORITY,
+                NfChainPolicy::Accept,
+            ));
         }
-        let rule = |chain: &'static str, expr: Vec<Statement<'static>>| {
-            NfListObject::Rule(Rule {
-                family: NfFamily::INet,
-                table: Cow::Borrowed(TABLE),
-                chain: Cow::Borrowed(chain),
-                expr: Cow::Owned(expr),
-                ..Rule::default()
-            })
-        };
+        let rule = |chain, expr| super::nft::rule(TABLE, chain, expr);
         for r in self.input_rules() {
             b.add(rule("input", r));
         }
