@@ -27,9 +27,9 @@ for t in "${targets[@]}"; do
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$t" "${dirs[@]}" -- \
         "${limit[@]}" -print_final_stats=1 >"$log/$t" 2>&1) || { result=CRASH; failed=1; }
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log/$t" | tail -1)
-    done_line=$(grep -E '^#[0-9]+ +DONE' "$log/$t" | tail -1 || true)
-    cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$done_line")
-    ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$done_line")
+    done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log/$t" | tail -1 || true)
+    cov=$(sed -nE 's/.*[[:space:]]cov: ([0-9]+).*/\1/p' <<<"$done_line")
+    ft=$(sed -nE 's/.*[[:space:]]ft: ([0-9]+).*/\1/p' <<<"$done_line")
     size=$(find "$corpus" -type f | wc -l)
     printf '%-12s %12s %8s %8s %8s %s\n' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$size" "$result"
     [ "$result" = ok ] || tail -30 "$log/$t" >&2
