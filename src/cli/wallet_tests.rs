@@ -5,7 +5,7 @@ use serde_json::json;
 
 impl WalletCmd {
     fn request_json(&self) -> Value {
-        serde_json::to_value(self.request()).unwrap()
+        serde_json::to_value(self.request()).expect("a request serialises")
     }
 }
 
