@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::inet::{
-    Procs, capture, captured, channel, cli, exit_counted, exit_status, fetch, spawn_in,
-    stop_capture, wait_exit,
+    Procs, capture, captured, channel, cli, exit_counted, exit_status, fetch, server_addresses,
+    spawn_in, stop_capture, v6, wait_exit,
 };
 use common::{BIN, Lab, Node, root_or_skip, sh};
 use sha2::{Digest, Sha256};
@@ -30,10 +30,6 @@ impl Drop for NetnsEtc {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn v6(ns: &str, addr: &str, dev: &str) {
-    sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
 }
 
 /// What the client's host network looks like, as text: rules, routes, nftables, resolver.
@@ -149,17 +145,7 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
             &format!("2001:db8:{k}::1"),
         ]);
     }
-    sh(&[
-        "ip",
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        "198.19.0.1/32",
-        "dev",
-        "lo",
-    ]);
-    v6(&inet, "2001:db8::1/128", "lo");
+    server_addresses(&inet);
     // The relay forwards for its underlay, and the internet knows the way back: a packet the
     // client leaks past the tunnel would reach the server.
     sh(&[

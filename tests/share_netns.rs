@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::inet::{
     Procs, capture, captured, channel, cli, fetch, http_server, http_sources, pattern_file,
-    stop_capture, wait_exit,
+    server_addresses, stop_capture, v6, wait_exit,
 };
 use common::{BIN, Lab, Node, root_or_skip, sh, udp_flood, units};
 
@@ -140,16 +140,6 @@ fn shared_interface_admits_only_bitcloud_and_guests_pay_for_the_uplink() {
     sh(&[
         "ip",
         "-n",
-        &inet,
-        "addr",
-        "add",
-        "198.19.0.1/32",
-        "dev",
-        "lo",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
         &s,
         "route",
         "add",
@@ -173,10 +163,7 @@ fn shared_interface_admits_only_bitcloud_and_guests_pay_for_the_uplink() {
         sh(&["ip", "netns", "exec", &s, "sysctl", "-qw", k]);
     }
     // IPv6 too (the test internet's 2001:db8::/32): the guard is one table for both.
-    let v6 = |ns: &str, addr: &str, dev: &str| {
-        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
-    };
-    v6(&inet, "2001:db8::1/128", "lo");
+    server_addresses(&inet);
     v6(&inet, "2001:db8:1::1/64", &i_dev);
     v6(&s, "2001:db8:1::2/64", &up);
     v6(&s, "2001:db8:5::1/64", &shared);

@@ -218,3 +218,14 @@ pub fn cli(n: &Node, args: &[&str]) -> String {
     a.extend_from_slice(&["-c", n.cfg.to_str().unwrap()]);
     sh(&a)
 }
+
+/// Add an IPv6 address to `dev` in `ns` without duplicate address detection (usable at once).
+pub fn v6(ns: &str, addr: &str, dev: &str) {
+    sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+}
+
+/// The test internet's server addresses, 198.19.0.1 and 2001:db8::1, on `ns`'s loopback.
+pub fn server_addresses(ns: &str) {
+    sh(&["ip", "-n", ns, "addr", "add", "198.19.0.1/32", "dev", "lo"]);
+    v6(ns, "2001:db8::1/128", "lo");
+}
