@@ -32,26 +32,9 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Ping `dst` from namespace `ns` every 100 ms, `count` times; (sent, received).
+/// Ping every 100 ms from `ns` to `dst`, `count` times; (sent, received).
 fn ping_loss(ns: &str, dst: std::net::IpAddr, count: u32) -> (u32, u32) {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", ns, "ping", "-n", "-q", "-i", "0.1", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), &dst.to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "N packets transmitted, M received, ..."
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("ping output: {text}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (nums[0], nums[1])
+    common::ping_counts(ns, dst, count, "0.1")
 }
 
 #[test]

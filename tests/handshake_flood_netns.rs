@@ -40,23 +40,7 @@ fn unix_nanos() -> u128 {
 
 /// Ping every 10 ms from `ns` to `dst`, `count` times; (sent, received).
 fn ping_10ms(ns: &str, dst: std::net::IpAddr, count: u32) -> (u32, u32) {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", ns, "ping", "-n", "-q", "-i", "0.01", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), &dst.to_string()])
-        .output()
-        .expect("ping runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("ping output: {text}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (nums[0], nums[1])
+    common::ping_counts(ns, dst, count, "0.01")
 }
 
 /// A paced TCP stream from `from_ns` to `listen` in `to_ns` until `stop`; the server logs

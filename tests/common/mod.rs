@@ -657,3 +657,26 @@ pub fn units(v: &serde_json::Value) -> u128 {
     );
     u
 }
+
+/// Ping `dst` from `ns` `count` times every `interval` (ping's `-i`, e.g. "0.01"), one second
+/// of patience for each; (sent, received), from ping's summary line.
+pub fn ping_counts(ns: &str, dst: IpAddr, count: u32, interval: &str) -> (u32, u32) {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-n", "-q", "-i", interval, "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), &dst.to_string()])
+        .output()
+        .expect("ping runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "N packets transmitted, M received, ..."
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping output: {text}"));
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
