@@ -242,11 +242,8 @@ fn wallet_down() -> bitcloud::node::WalletHealth {
     }
 }
 
-/// docs/wallet-failure.md: a relay whose wallet cannot store pauses paid relaying (its own
-/// drop reason, unmetered, the payer never shaped), keeps free traffic, and resumes with
-/// payer and payee agreeing to the unit.
-#[test]
-fn relay_whose_wallet_cannot_store_pauses_paid_relaying_and_resumes() {
+/// A - R - C with R charging, after 500 paid packets from A to C: channels open and paying.
+fn paid_chain_in_use() -> Net {
     let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
     let now = net.now;
     net.nodes[1].node.set_fee(1_000_000, now);
@@ -257,6 +254,15 @@ fn relay_whose_wallet_cannot_store_pauses_paid_relaying_and_resumes() {
     net.run(Duration::from_secs(1));
     send(&mut net, 0, 2, 500, 1200);
     net.run(Duration::from_secs(3));
+    net
+}
+
+/// docs/wallet-failure.md: a relay whose wallet cannot store pauses paid relaying (its own
+/// drop reason, unmetered, the payer never shaped), keeps free traffic, and resumes with
+/// payer and payee agreeing to the unit.
+#[test]
+fn relay_whose_wallet_cannot_store_pauses_paid_relaying_and_resumes() {
+    let mut net = paid_chain_in_use();
     let metered = view(&net, 1, 0, "incoming").metered_bytes;
 
     net.nodes[1].wallet.down = true;
@@ -308,16 +314,7 @@ fn relay_whose_wallet_cannot_store_pauses_paid_relaying_and_resumes() {
 /// traffic to its neighbour itself flows; afterwards it pays exactly what was carried.
 #[test]
 fn payer_whose_wallet_cannot_store_pauses_paid_sending_and_resumes() {
-    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
-    let now = net.now;
-    net.nodes[1].node.set_fee(1_000_000, now);
-    net.start();
-    net.run(Duration::from_secs(10));
-    send(&mut net, 0, 2, 1, 10);
-    send(&mut net, 0, 1, 1, 10);
-    net.run(Duration::from_secs(1));
-    send(&mut net, 0, 2, 500, 1200);
-    net.run(Duration::from_secs(3));
+    let mut net = paid_chain_in_use();
     let paid = view(&net, 1, 0, "incoming").cumulative_paid;
 
     net.nodes[0].wallet.down = true;
