@@ -3,6 +3,7 @@
 //! moves bytes and instants between the OS and the node.
 
 mod answer;
+mod clock;
 pub mod control;
 pub mod discovery;
 mod exit_api;
@@ -14,7 +15,7 @@ mod share;
 pub mod wallet;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::UdpSocket;
@@ -64,10 +65,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let peers = peer_configs(&cfg);
     let started = Instant::now();
-    let unix_nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let mut clock = clock::StartClock::start(&cfg.data_dir, started);
+    let unix_nanos = clock.unix_nanos;
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).context("OS random number generator")?;
     let wallet_path = cfg.data_dir.join(WALLET_FILE);
@@ -216,6 +215,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 shared.repair(now);
                 gw.watch_uplink(&mut node, now);
                 notifier.tick(now, || status_line(&node));
+                clock.tick(now);
             }
             Some(d) = disc_rx.recv() => {
                 shared.discovered(&d, Instant::now());

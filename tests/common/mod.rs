@@ -2,6 +2,7 @@
 //! `bitcloud up` daemons, and cleanup by name and PID even when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the lab
 
+pub mod impair;
 pub mod inet;
 
 use std::io::{Read, Write};
@@ -193,6 +194,7 @@ impl Lab {
             id: id["id"].as_str().unwrap().to_string(),
             ipv4: id["ipv4"].as_str().unwrap().parse().unwrap(),
             ipv6: id["ipv6"].as_str().unwrap().parse().unwrap(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -228,6 +230,8 @@ pub struct Node {
     pub ipv4: IpAddr,
     /// Overlay IPv6.
     pub ipv6: IpAddr,
+    /// Extra environment for the daemon (e.g. libfaketime's, for clock jumps).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -293,6 +297,7 @@ impl Node {
                 self.cfg.to_str().unwrap(),
             ])
             .env("BITCLOUD_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
