@@ -90,6 +90,9 @@ impl Drop for Impairer {
     }
 }
 
+/// A datagram waiting for its time: (due, arrival order, destination, bytes), earliest first.
+type Queued = Reverse<(Instant, u64, SocketAddr, Vec<u8>)>;
+
 fn run(
     sock: &UdpSocket,
     near: SocketAddr,
@@ -104,8 +107,7 @@ fn run(
         rng ^= rng << 17;
         rng
     };
-    // (due, sequence, destination, datagram), earliest first.
-    let mut queue: BinaryHeap<Reverse<(Instant, u64, SocketAddr, Vec<u8>)>> = BinaryHeap::new();
+    let mut queue: BinaryHeap<Queued> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
