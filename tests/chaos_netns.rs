@@ -89,6 +89,17 @@ fn set_clock(file: &Path, offset_secs: i64) {
     std::fs::write(file, format!("{offset_secs:+}\n")).unwrap();
 }
 
+/// The daemon environment that puts its wall clock (not its monotonic clock, as on a host
+/// whose NTP steps the clock) at the offset in `file`, re-read every second.
+fn faketime_env(file: &Path) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), FAKETIME.into()),
+        ("FAKETIME_TIMESTAMP_FILE".into(), file.display().to_string()),
+        ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
+
 /// Whether `ns` gets an answer from `dst` within `limit`.
 fn reaches(ns: &str, dst: IpAddr, limit: Duration) -> bool {
     let t0 = Instant::now();
@@ -290,12 +301,7 @@ fn chaos_soak_heals_and_keeps_the_books() {
         .collect();
     for (x, f) in nodes.iter_mut().zip(&clocks) {
         set_clock(f, 0);
-        x.env = vec![
-            ("LD_PRELOAD".into(), FAKETIME.into()),
-            ("FAKETIME_TIMESTAMP_FILE".into(), f.display().to_string()),
-            ("FAKETIME_CACHE_DURATION".into(), "1".into()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ];
+        x.env = faketime_env(f);
         x.start();
     }
     let took = wait_converged(&mut nodes, server, "start");
@@ -517,15 +523,7 @@ fn restart_with_clock_set_back_reconnects_at_once() {
     s.append_config(&format!("\n[[peer]]\nid = \"{}\"\n", a.id));
     let clock = lab.dir.join("clock-a");
     set_clock(&clock, 0);
-    a.env = vec![
-        ("LD_PRELOAD".into(), FAKETIME.into()),
-        (
-            "FAKETIME_TIMESTAMP_FILE".into(),
-            clock.display().to_string(),
-        ),
-        ("FAKETIME_CACHE_DURATION".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
+    a.env = faketime_env(&clock);
     s.start();
     a.start();
     a.wait_ping(s.ipv6, Duration::from_secs(10))
@@ -540,5 +538,18 @@ fn restart_with_clock_set_back_reconnects_at_once() {
         took.is_some(),
         "a restarted with its clock set back is refused by s: {}",
         s.status()["peers"]
+    );
+    // The clock really went back (libfaketime took hold: the floor alone makes a quick restart
+    // start up to 11 s ahead, so only an hour-sized gap proves it), and the daemon started from
+    // its floor.
+    let log = std::fs::read_to_string(a.log_path()).unwrap();
+    let behind: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split("wall clock is ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        behind.iter().any(|&s| (3500..3700).contains(&s)),
+        "a's daemon did not start an hour ahead of its set-back clock: {behind:?}"
     );
 }

@@ -27,9 +27,11 @@ pub fn origin(wall: u128, floor: Option<u128>) -> u128 {
     wall.max(least)
 }
 
-/// The floor file's value, if it holds one.
+/// The floor file's value, if it holds one. At most `u64::MAX` nanoseconds (the year 2554): a
+/// corrupt or planted larger value is ignored rather than pinning our timestamps near the end of
+/// `u128`, where the node's `epoch + elapsed` would overflow.
 pub fn parse_floor(text: &str) -> Option<u128> {
-    text.trim().parse().ok()
+    text.trim().parse::<u64>().ok().map(u128::from)
 }
 
 /// The daemon's clock: its origin, and the floor it keeps in `data_dir`.
@@ -59,29 +61,35 @@ impl StartClock {
                 (unix_nanos - wall) / 1_000_000_000
             );
         }
-        let mut c = StartClock {
+        // The first floor is written before any handshake can use the origin.
+        save(&path, unix_nanos);
+        StartClock {
             unix_nanos,
             started,
             path,
-            next_save: started,
-        };
-        c.tick(started);
-        c
+            next_save: started + FLOOR_REFRESH,
+        }
     }
 
-    /// Advance the floor when due (call from the daemon's tick).
+    /// Advance the floor when due (call from the daemon's tick, inside the runtime). The write
+    /// fsyncs, so it runs on the blocking pool, never on the loop that forwards packets.
     pub fn tick(&mut self, now: Instant) {
         if now < self.next_save {
             return;
         }
         self.next_save = now + FLOOR_REFRESH;
-        let t = self.unix_nanos + now.saturating_duration_since(self.started).as_nanos();
-        let tmp = self.path.with_extension("tmp");
-        let res =
-            std::fs::write(&tmp, t.to_string()).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = res {
-            tracing::debug!("saving {}: {e}", self.path.display());
-        }
+        let t = self
+            .unix_nanos
+            .saturating_add(now.saturating_duration_since(self.started).as_nanos());
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || save(&path, t));
+    }
+}
+
+/// Best effort: a read-only or full `data_dir` must not stop the node (docs/wallet-failure.md).
+fn save(path: &Path, t: u128) {
+    if let Err(e) = crate::identity::write_file_atomic(path, t.to_string().as_bytes(), 0o600) {
+        tracing::debug!("saving {}: {e}", path.display());
     }
 }
 
@@ -106,6 +114,11 @@ mod tests {
         assert_eq!(parse_floor(""), None);
         assert_eq!(parse_floor("-1"), None);
         assert_eq!(parse_floor("x"), None);
+        assert_eq!(parse_floor(&u128::MAX.to_string()), None);
+        assert_eq!(
+            parse_floor(&u64::MAX.to_string()),
+            Some(u128::from(u64::MAX))
+        );
     }
 
     #[test]
