@@ -3,11 +3,13 @@
 //! and `gateway` do the I/O around it.
 
 pub mod api;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod drops;
+pub mod evm;
 pub mod exit;
 pub mod gateway;
 pub mod icmp;
