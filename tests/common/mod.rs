@@ -2,6 +2,7 @@
 //! `bitcloud up` daemons, and cleanup by name and PID even when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the lab
 
+pub mod anvil;
 pub mod impair;
 pub mod inet;
 

@@ -1,0 +1,94 @@
+//! A real local EVM chain for tests: `anvil` (installed by `scripts/install-anvil.sh`), started
+//! on a free port, stopped by PID when dropped. Without anvil a test is skipped loudly, except
+//! under CI, where it fails: CI installs anvil, so a missing one is a broken run.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bitcloud::evm::Rpc;
+use serde_json::json;
+
+/// A running anvil.
+pub struct Anvil {
+    child: Child,
+    /// Its JSON-RPC URL.
+    pub url: String,
+}
+
+/// The anvil binary: `BITCLOUD_ANVIL`, else the repo's `.tools/anvil/bin/anvil`.
+pub fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BITCLOUD_ANVIL") {
+        return Some(PathBuf::from(p));
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/anvil/bin/anvil");
+    p.exists().then_some(p)
+}
+
+impl Anvil {
+    /// Start anvil, or skip (`None`) when it is not installed and CI is not set.
+    pub fn start_or_skip(test: &str) -> Option<Anvil> {
+        let Some(bin) = binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: CI is set but anvil is missing (scripts/install-anvil.sh)");
+            }
+            eprintln!("SKIPPED {test}: anvil not installed (run scripts/install-anvil.sh)");
+            return None;
+        };
+        Some(Anvil::start(&bin, &[]))
+    }
+
+    /// Start `bin` on a free loopback port with `extra` arguments.
+    pub fn start(bin: &std::path::Path, extra: &[&str]) -> Anvil {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--silent",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning anvil");
+        let url = format!("http://127.0.0.1:{port}");
+        let a = Anvil { child, url };
+        let rpc = a.rpc();
+        let start = Instant::now();
+        while rpc.chain_id().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "anvil did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        a
+    }
+
+    /// A client for it.
+    pub fn rpc(&self) -> Rpc {
+        Rpc::new(&self.url)
+    }
+
+    /// Move the chain's clock forward and mine a block at the new time.
+    pub fn advance(&self, secs: u64) {
+        let rpc = self.rpc();
+        rpc.request("evm_increaseTime", json!([secs]))
+            .expect("evm_increaseTime");
+        rpc.request("evm_mine", json!([])).expect("evm_mine");
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        // Our own child, by PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
