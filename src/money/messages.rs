@@ -100,3 +100,32 @@ impl Resync {
         }
     }
 }
+
+/// Either direction under an on-chain ledger: the sender's chain address and its node's
+/// Ed25519 signature over it (`chain::AddressBinding`), so vouchers and channels naming the
+/// address can be attributed to the neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainAddress {
+    /// The 20-byte chain address.
+    pub address: [u8; 20],
+    /// Ed25519 signature by the sender over the address (`chain::ADDRESS_BINDING_DOMAIN`).
+    pub signature: [u8; 64],
+}
+
+/// Payer to payee: "on-chain channel `onchain_id` backs channel `channel_id`; the chain counts
+/// from this base". Chain vouchers carry the cumulative totals minus the base, so what was
+/// paid before the on-chain channel existed is never claimed twice. The payee checks the
+/// channel on chain and that the base is not above what it has credited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainChannel {
+    /// The off-chain channel.
+    pub channel_id: ChannelId,
+    /// The `CloudcoinChannels` channel id.
+    pub onchain_id: [u8; 32],
+    /// Seq of the voucher the base was taken from (0: none).
+    pub base_seq: u64,
+    /// Cumulative amount at the base.
+    pub base_amount: Amount,
+    /// Cumulative bytes at the base.
+    pub base_bytes: u64,
+}

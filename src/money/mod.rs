@@ -5,6 +5,7 @@
 //! it (commit-before-send, commit-before-credit).
 
 pub mod amount;
+pub mod backing;
 pub mod enforce;
 pub mod ledger;
 pub mod messages;
@@ -17,9 +18,13 @@ pub mod voucher;
 mod sim_tests;
 
 pub use amount::{Amount, AmountError, SignedAmount, UNITS_PER_CC};
+pub use backing::{Backing, CHAIN_SIG_LEN, ChainSig, SharedBacking};
 pub use enforce::{EnforceConfig, Enforcer, Level, Verdict};
 pub use ledger::{Ledger, LedgerError, NullLedger};
-pub use messages::{CreditGrant, MAX_WIRE_AMOUNT, MAX_WIRE_BYTES, PriceQuote, Resync, VoucherAck};
+pub use messages::{
+    ChainAddress, ChainChannel, CreditGrant, MAX_WIRE_AMOUNT, MAX_WIRE_BYTES, PriceQuote, Resync,
+    VoucherAck,
+};
 pub use payee::{PayeeChannel, PayeeConfig};
 pub use payer::{PayerChannel, PayerConfig};
 pub use price::{BucketId, MIB, Meter, MeterSnapshot, Price};
@@ -87,11 +92,14 @@ pub enum Reject {
     /// A price above the payer's maximum.
     #[error("price above our maximum")]
     PriceRefused,
+    /// Under a ledger that moves coin: a voucher on a channel not (yet) backed on chain.
+    #[error("channel not backed on chain")]
+    Unbacked,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::ForgedSignature,
         Reject::WrongChannel,
         Reject::StaleSeq,
@@ -104,6 +112,7 @@ impl Reject {
         Reject::RateLimited,
         Reject::UnexpectedResync,
         Reject::PriceRefused,
+        Reject::Unbacked,
     ];
 
     fn index(self) -> usize {
@@ -125,6 +134,7 @@ impl Reject {
             Reject::RateLimited => "rate_limited",
             Reject::UnexpectedResync => "unexpected_resync",
             Reject::PriceRefused => "price_refused",
+            Reject::Unbacked => "unbacked",
         }
     }
 }

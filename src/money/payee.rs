@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::amount::Amount;
+use super::backing::SharedBacking;
 use super::enforce::{EnforceConfig, Enforcer, Level, Verdict};
 use super::messages::{CreditGrant, PriceQuote, VoucherAck};
 use super::price::{BucketId, MIB, Meter, MeterSnapshot, Price};
@@ -91,6 +92,13 @@ pub struct PayeeChannel {
     cfg: PayeeConfig,
     state: PayeeState,
     stats: PayeeStats,
+    /// Under a ledger that moves coin: the on-chain channel behind this one, once checked.
+    backing: Option<SharedBacking>,
+    /// Whether vouchers need backing (a ledger that moves coin is configured).
+    needs_backing: bool,
+    /// The largest cumulative amount we credit: `cfg.max_cumulative`, and under a ledger the
+    /// backing's limit (what is credited while unbacked). Cached for the hot path.
+    limit: Amount,
 }
 
 impl PayeeChannel {
@@ -129,7 +137,55 @@ impl PayeeChannel {
                 prev_price: None,
             },
             stats: PayeeStats::default(),
+            backing: None,
+            needs_backing: false,
+            limit: cfg.max_cumulative,
         }
+    }
+
+    /// Require on-chain backing for credit (a ledger that moves coin): until
+    /// [`PayeeChannel::set_backing`], nothing beyond what is already credited is accepted.
+    pub fn require_backing(&mut self) {
+        self.needs_backing = true;
+        self.update_limit();
+    }
+
+    /// The checked on-chain channel behind this one (`None`: gone, e.g. withdrawn).
+    pub fn set_backing(&mut self, backing: Option<SharedBacking>) {
+        self.backing = backing;
+        self.update_limit();
+    }
+
+    /// The on-chain backing, if any.
+    pub fn backing(&self) -> Option<&SharedBacking> {
+        self.backing.as_ref()
+    }
+
+    fn update_limit(&mut self) {
+        let chain = match (&self.backing, self.needs_backing) {
+            (_, false) => Amount::MAX,
+            (Some(b), true) => b.limit(),
+            (None, true) => self.credited(),
+        };
+        self.limit = self.cfg.max_cumulative.min(chain);
+    }
+
+    /// The largest cumulative amount we accept now.
+    pub fn limit(&self) -> Amount {
+        self.limit
+    }
+
+    /// Unpaid debt as the ladder sees it: under a ledger, the window shrinks to what the
+    /// payer has locked and not yet paid, so a payer can never owe us more than the chain
+    /// will pay (the shortfall is added to the debt instead of shrinking the ladder).
+    #[inline]
+    fn judged_unpaid(&self) -> Amount {
+        let unpaid = self.unpaid();
+        if !self.needs_backing {
+            return unpaid;
+        }
+        let headroom = self.limit.saturating_sub(self.credited());
+        unpaid.saturating_add(self.window().saturating_sub(headroom))
     }
 
     /// The channel id.
@@ -190,7 +246,7 @@ impl PayeeChannel {
 
     /// The service level now (read-only).
     pub fn level(&self, now: Instant) -> Level {
-        self.state.enforcer.peek_level(self.unpaid(), now)
+        self.state.enforcer.peek_level(self.judged_unpaid(), now)
     }
 
     /// Change our price; the epoch must increase. Returns the quote to send.
@@ -244,7 +300,7 @@ impl PayeeChannel {
     /// actually forwards, as the payer learns of the rest from our reports.
     #[inline]
     pub fn judge(&mut self, bytes: u64, now: Instant) -> Verdict {
-        let unpaid = self.unpaid();
+        let unpaid = self.judged_unpaid();
         self.state.enforcer.allow(unpaid, bytes, now)
     }
 
@@ -254,13 +310,13 @@ impl PayeeChannel {
     /// (docs/payments.md, "Exit fees").
     #[inline]
     pub fn judge_allowing(&mut self, bytes: u64, allowance: Amount, now: Instant) -> Verdict {
-        let unpaid = self.unpaid().saturating_sub(allowance);
+        let unpaid = self.judged_unpaid().saturating_sub(allowance);
         self.state.enforcer.allow(unpaid, bytes, now)
     }
 
     /// [`PayeeChannel::level`] with the same `allowance` as [`PayeeChannel::judge_allowing`].
     pub fn level_allowing(&self, allowance: Amount, now: Instant) -> Level {
-        let unpaid = self.unpaid().saturating_sub(allowance);
+        let unpaid = self.judged_unpaid().saturating_sub(allowance);
         self.state.enforcer.peek_level(unpaid, now)
     }
 
@@ -276,7 +332,7 @@ impl PayeeChannel {
             channel_id: self.state.id,
             nonce: self.state.params.nonce,
             credit_window: self.cfg.enforce.credit_window,
-            max_cumulative: self.cfg.max_cumulative,
+            max_cumulative: self.limit,
         }
     }
 
@@ -297,7 +353,7 @@ impl PayeeChannel {
     #[inline]
     pub fn allow(&mut self, bytes: u64, now: Instant) -> Verdict {
         self.state.meter.record(self.state.current, bytes);
-        let unpaid = self.unpaid();
+        let unpaid = self.judged_unpaid();
         self.state.enforcer.allow(unpaid, bytes, now)
     }
 
@@ -306,7 +362,7 @@ impl PayeeChannel {
     #[inline]
     pub fn allow_at(&mut self, price: Price, bytes: u64, now: Instant) -> Verdict {
         self.state.meter.record_at(price, bytes);
-        let unpaid = self.unpaid();
+        let unpaid = self.judged_unpaid();
         self.state.enforcer.allow(unpaid, bytes, now)
     }
 
@@ -425,7 +481,14 @@ impl PayeeChannel {
                 return Err(Reject::NoProgress);
             }
         }
-        if v.cumulative_amount > self.cfg.max_cumulative {
+        if self.needs_backing {
+            match &self.backing {
+                None => return Err(Reject::Unbacked),
+                Some(b) if !b.verify(v) => return Err(Reject::ForgedSignature),
+                Some(_) => {}
+            }
+        }
+        if v.cumulative_amount > self.limit {
             return Err(Reject::OverLimit);
         }
         if metered {

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use super::amount::Amount;
+use super::backing::SharedBacking;
 use super::messages::{CreditGrant, PriceQuote, VoucherAck};
 use super::price::{BucketId, Meter, MeterSnapshot, Price};
 use super::voucher::{ChannelId, ChannelParams, Voucher};
@@ -105,6 +106,12 @@ pub struct PayerChannel {
     cfg: PayerConfig,
     state: PayerState,
     stats: PayerStats,
+    /// The on-chain channel behind this one, if any: every voucher above its base is
+    /// cosigned, and nothing above its limit is signed.
+    backing: Option<SharedBacking>,
+    /// Our latest voucher is above the new backing's base but has no chain signature (the
+    /// payee refuses it): sign its totals again under the next seq.
+    reissue: bool,
 }
 
 impl PayerChannel {
@@ -154,7 +161,24 @@ impl PayerChannel {
                 reported,
             },
             stats: PayerStats::default(),
+            backing: None,
+            reissue: false,
         }
+    }
+
+    /// Back the channel on chain (or stop: `None`). Vouchers signed from now on carry a chain
+    /// signature and stay within `backing.limit()`.
+    pub fn set_backing(&mut self, backing: Option<SharedBacking>) {
+        let latest = self.state.latest;
+        self.reissue = backing.as_ref().is_some_and(|b| {
+            latest.is_some_and(|v| v.chain_sig.is_none() && b.cosign(&v).is_some())
+        });
+        self.backing = backing;
+    }
+
+    /// The on-chain backing, if any.
+    pub fn backing(&self) -> Option<&SharedBacking> {
+        self.backing.as_ref()
     }
 
     /// The channel id.
@@ -245,7 +269,8 @@ impl PayerChannel {
     /// The most we will sign in total: our spend cap and the payee's channel limit.
     fn cap(&self) -> Amount {
         let limit = self.state.grant.map_or(Amount::MAX, |g| g.max_cumulative);
-        self.state.spend_cap.min(limit)
+        let locked = self.backing.as_ref().map_or(Amount::MAX, |b| b.limit());
+        self.state.spend_cap.min(limit).min(locked)
     }
 
     /// The credit window the payee granted (or the default until it does), never above our
@@ -315,9 +340,10 @@ impl PayerChannel {
         let interval_due = s
             .last_paid_at
             .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.pay_interval);
+        let reissue = self.reissue && s.latest.is_some_and(|v| amount >= v.cumulative_amount);
         if s.reported
-            && !unpaid.is_zero()
-            && (unpaid >= self.window().mul_ratio(1, 2) || interval_due)
+            && (reissue
+                || !unpaid.is_zero() && (unpaid >= self.window().mul_ratio(1, 2) || interval_due))
         {
             // The highest epoch we actually metered at: the payee bills a fee rise only once
             // a voucher shows we accepted it (docs/payments.md, "Prices and epochs").
@@ -325,7 +351,9 @@ impl PayerChannel {
                 .meter
                 .max_metered_epoch()
                 .max(s.latest.map_or(0, |v| v.price_epoch));
-            let v = Voucher::sign(me, s.id, s.next_seq, amount, bytes, epoch);
+            let mut v = Voucher::sign(me, s.id, s.next_seq, amount, bytes, epoch);
+            v.chain_sig = self.backing.as_ref().and_then(|b| b.cosign(&v));
+            self.reissue = false;
             self.state.next_seq = s.next_seq.saturating_add(1);
             self.state.pending = Some(v);
             self.state.last_paid_at = Some(now);

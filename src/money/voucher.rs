@@ -8,6 +8,7 @@ use std::fmt;
 use blake2::{Blake2s256, Digest};
 
 use super::amount::Amount;
+use super::backing::ChainSig;
 use crate::identity::{Identity, NodeId};
 
 /// Domain-separation label of voucher signatures.
@@ -89,6 +90,9 @@ pub struct Voucher {
     pub price_epoch: u32,
     /// Ed25519 signature by the payer over the body under [`VOUCHER_DOMAIN`].
     pub signature: [u8; 64],
+    /// Under an on-chain ledger, the payer's EIP-712 signature over the same totals for the
+    /// backing channel (docs/ledger.md, "Vouchers"); not covered by `signature`.
+    pub chain_sig: Option<ChainSig>,
 }
 
 impl fmt::Debug for Voucher {
@@ -100,6 +104,7 @@ impl fmt::Debug for Voucher {
             .field("cumulative_bytes", &self.cumulative_bytes)
             .field("price_epoch", &self.price_epoch)
             .field("signature", &hex::encode(&self.signature[..4]))
+            .field("chain_sig", &self.chain_sig)
             .finish()
     }
 }
@@ -121,6 +126,7 @@ impl Voucher {
             cumulative_bytes,
             price_epoch,
             signature: [0; 64],
+            chain_sig: None,
         };
         v.signature = payer.sign(VOUCHER_DOMAIN, &v.body_bytes());
         v

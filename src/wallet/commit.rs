@@ -267,8 +267,8 @@ async fn stage(
     let amount = v.cumulative_amount.to_db_text();
     sqlx::query(
         "INSERT INTO vouchers (channel_id, seq, cumulative_amount, cumulative_bytes,
-                               price_epoch, signature, delta, committed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               price_epoch, signature, delta, committed_at, chain_sig)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(cid.clone())
     .bind(seq)
@@ -278,6 +278,7 @@ async fn stage(
     .bind(v.signature.to_vec())
     .bind(delta.to_db_text())
     .bind(now_ms())
+    .bind(v.chain_sig.map(|c| c.0.to_vec()))
     .execute(&mut *conn)
     .await?;
     sqlx::query(

@@ -120,7 +120,7 @@ macro_rules! channel_select {
     () => {
         "SELECT c.id, c.direction, c.payer, c.payee, c.nonce, c.opened_at,
             c.latest_seq, c.latest_amount, c.latest_bytes, c.meter_base_bytes,
-            c.meter_base_amount, c.checkpoint_at, v.price_epoch, v.signature
+            c.meter_base_amount, c.checkpoint_at, v.price_epoch, v.signature, v.chain_sig
          FROM channels c
          LEFT JOIN vouchers v ON v.channel_id = c.id AND v.seq = c.latest_seq"
     };
@@ -465,6 +465,7 @@ fn channel_record(
             cumulative_bytes: to_u64(r.try_get("latest_bytes")?, "bytes")?,
             price_epoch: to_u32(epoch.unwrap_or(-1), "epoch")?,
             signature: sig,
+            chain_sig: chain_sig(r.try_get("chain_sig")?, id)?,
         })
     };
     Ok(ChannelRecord {
@@ -480,4 +481,17 @@ fn channel_record(
         },
         checkpoint_at_ms: r.try_get("checkpoint_at")?,
     })
+}
+
+/// A stored chain signature: absent, or exactly 65 bytes (the schema's CHECK).
+fn chain_sig(
+    raw: Option<Vec<u8>>,
+    id: ChannelId,
+) -> Result<Option<crate::money::ChainSig>, WalletError> {
+    raw.map(|b| {
+        <[u8; 65]>::try_from(b.as_slice())
+            .map(crate::money::ChainSig)
+            .map_err(|_| WalletError::Corrupt(format!("channel {id}: chain signature length")))
+    })
+    .transpose()
 }

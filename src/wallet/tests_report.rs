@@ -220,7 +220,7 @@ async fn wallet_from_the_first_schema_upgrades() {
             .fetch_all(&mut w.conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     assert_eq!(w.channels().await.unwrap().len(), 1);
     assert_eq!(w.price_epoch().await.unwrap(), 0);
     assert_eq!(w.bump_price_epoch().await.unwrap(), 1);

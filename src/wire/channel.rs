@@ -13,11 +13,17 @@
 //! 0x04 VoucherAck   channel_id [32] | seq u64 | credited u128 | metered_bytes u64 |
 //!                   metered_amount u128                                                  80
 //! 0x05 Resync       channel_id [32] | meter_bytes u64 | meter_amount u128 |
-//!                   has_voucher u8 (0 or 1) | [Voucher body and signature, 132]    57 or 189
+//!                   has_voucher u8 (0, 1, or 2 for a backed voucher) |
+//!                   [Voucher body and signature, 132 | backed voucher, 197]   57, 189 or 254
+//! 0x06 Voucher, backed: as 0x03, then chain_sig [65] (EIP-712, docs/ledger.md)         197
+//! 0x07 ChainAddress address [20] | Ed25519 signature [64] over it                       84
+//! 0x08 ChainChannel channel_id [32] | onchain_id [32] | base_seq u64 |
+//!                   base_amount u128 | base_bytes u64                                   96
 //! ```
 
 use crate::money::{
-    Amount, ChannelId, CreditGrant, Price, PriceQuote, Resync, Voucher, VoucherAck,
+    Amount, ChainAddress, ChainChannel, ChainSig, ChannelId, CreditGrant, Price, PriceQuote,
+    Resync, Voucher, VoucherAck,
 };
 
 /// Type byte of [`PriceQuote`].
@@ -30,14 +36,23 @@ pub const TYPE_VOUCHER: u8 = 0x03;
 pub const TYPE_VOUCHER_ACK: u8 = 0x04;
 /// Type byte of [`Resync`].
 pub const TYPE_RESYNC: u8 = 0x05;
+/// Type byte of a [`Voucher`] with a chain signature.
+pub const TYPE_BACKED_VOUCHER: u8 = 0x06;
+/// Type byte of [`ChainAddress`].
+pub const TYPE_CHAIN_ADDRESS: u8 = 0x07;
+/// Type byte of [`ChainChannel`].
+pub const TYPE_CHAIN_CHANNEL: u8 = 0x08;
 
 const PRICE_QUOTE_LEN: usize = 4 + 8;
 const CREDIT_GRANT_LEN: usize = 32 + 8 + 16 + 16;
 const VOUCHER_LEN: usize = crate::money::voucher::VOUCHER_LEN;
+const BACKED_VOUCHER_LEN: usize = VOUCHER_LEN + crate::money::CHAIN_SIG_LEN;
+const CHAIN_ADDRESS_LEN: usize = 20 + 64;
+const CHAIN_CHANNEL_LEN: usize = 32 + 32 + 8 + 16 + 8;
 const VOUCHER_ACK_LEN: usize = 32 + 8 + 16 + 8 + 16;
 const RESYNC_FIXED_LEN: usize = 32 + 8 + 16 + 1;
 /// The longest channel message, type byte included.
-pub const MAX_CHANNEL_MSG_LEN: usize = 1 + RESYNC_FIXED_LEN + VOUCHER_LEN;
+pub const MAX_CHANNEL_MSG_LEN: usize = 1 + RESYNC_FIXED_LEN + BACKED_VOUCHER_LEN;
 
 /// Errors decoding or encoding channel messages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +81,7 @@ pub enum ChannelWireError {
         /// How many bytes were left.
         extra: usize,
     },
-    /// The resync voucher flag was neither 0 nor 1.
+    /// The resync voucher flag was not 0, 1 or 2.
     #[error("invalid has_voucher flag {0}")]
     BadFlag(u8),
     /// The output buffer cannot hold the message.
@@ -92,6 +107,18 @@ pub enum ChannelMsg {
     VoucherAck(VoucherAck),
     /// Either way after a handshake: latest voucher and meter totals.
     Resync(Resync),
+    /// Either way under an on-chain ledger: the sender's chain address, bound to its node id.
+    ChainAddress(ChainAddress),
+    /// Payer to payee: the on-chain channel that backs this channel from a base on.
+    ChainChannel(ChainChannel),
+}
+
+fn voucher_len(v: &Voucher) -> usize {
+    if v.chain_sig.is_some() {
+        BACKED_VOUCHER_LEN
+    } else {
+        VOUCHER_LEN
+    }
 }
 
 impl ChannelMsg {
@@ -100,11 +127,11 @@ impl ChannelMsg {
         1 + match self {
             ChannelMsg::PriceQuote(_) => PRICE_QUOTE_LEN,
             ChannelMsg::CreditGrant(_) => CREDIT_GRANT_LEN,
-            ChannelMsg::Voucher(_) => VOUCHER_LEN,
+            ChannelMsg::Voucher(v) => voucher_len(v),
             ChannelMsg::VoucherAck(_) => VOUCHER_ACK_LEN,
-            ChannelMsg::Resync(r) => {
-                RESYNC_FIXED_LEN + if r.latest.is_some() { VOUCHER_LEN } else { 0 }
-            }
+            ChannelMsg::Resync(r) => RESYNC_FIXED_LEN + r.latest.as_ref().map_or(0, voucher_len),
+            ChannelMsg::ChainAddress(_) => CHAIN_ADDRESS_LEN,
+            ChannelMsg::ChainChannel(_) => CHAIN_CHANNEL_LEN,
         }
     }
 
@@ -146,8 +173,25 @@ impl ChannelMsg {
                 w.put(&g.max_cumulative.units().to_be_bytes());
             }
             ChannelMsg::Voucher(v) => {
-                w.put(&[TYPE_VOUCHER]);
+                w.put(&[if v.chain_sig.is_some() {
+                    TYPE_BACKED_VOUCHER
+                } else {
+                    TYPE_VOUCHER
+                }]);
                 write_voucher(w, v);
+            }
+            ChannelMsg::ChainAddress(a) => {
+                w.put(&[TYPE_CHAIN_ADDRESS]);
+                w.put(&a.address);
+                w.put(&a.signature);
+            }
+            ChannelMsg::ChainChannel(c) => {
+                w.put(&[TYPE_CHAIN_CHANNEL]);
+                w.put(&c.channel_id.0);
+                w.put(&c.onchain_id);
+                w.put(&c.base_seq.to_be_bytes());
+                w.put(&c.base_amount.units().to_be_bytes());
+                w.put(&c.base_bytes.to_be_bytes());
             }
             ChannelMsg::VoucherAck(a) => {
                 w.put(&[TYPE_VOUCHER_ACK]);
@@ -164,7 +208,7 @@ impl ChannelMsg {
                 w.put(&r.meter_amount.units().to_be_bytes());
                 match &r.latest {
                     Some(v) => {
-                        w.put(&[1]);
+                        w.put(&[if v.chain_sig.is_some() { 2 } else { 1 }]);
                         write_voucher(w, v);
                     }
                     None => w.put(&[0]),
@@ -198,8 +242,32 @@ impl ChannelMsg {
             }
             TYPE_VOUCHER => {
                 let mut r = Reader::new(body, "Voucher");
-                let v = read_voucher(&mut r)?;
+                let v = read_voucher(&mut r, false)?;
                 (r.what, ChannelMsg::Voucher(v), r.rest)
+            }
+            TYPE_BACKED_VOUCHER => {
+                let mut r = Reader::new(body, "backed Voucher");
+                let v = read_voucher(&mut r, true)?;
+                (r.what, ChannelMsg::Voucher(v), r.rest)
+            }
+            TYPE_CHAIN_ADDRESS => {
+                let mut r = Reader::new(body, "ChainAddress");
+                let a = ChainAddress {
+                    address: r.take()?,
+                    signature: r.take()?,
+                };
+                (r.what, ChannelMsg::ChainAddress(a), r.rest)
+            }
+            TYPE_CHAIN_CHANNEL => {
+                let mut r = Reader::new(body, "ChainChannel");
+                let c = ChainChannel {
+                    channel_id: ChannelId(r.take()?),
+                    onchain_id: r.take()?,
+                    base_seq: u64::from_be_bytes(r.take()?),
+                    base_amount: r.amount()?,
+                    base_bytes: u64::from_be_bytes(r.take()?),
+                };
+                (r.what, ChannelMsg::ChainChannel(c), r.rest)
             }
             TYPE_VOUCHER_ACK => {
                 let mut r = Reader::new(body, "VoucherAck");
@@ -219,7 +287,8 @@ impl ChannelMsg {
                 let meter_amount = r.amount()?;
                 let latest = match r.take::<1>()? {
                     [0] => None,
-                    [1] => Some(read_voucher(&mut r)?),
+                    [1] => Some(read_voucher(&mut r, false)?),
+                    [2] => Some(read_voucher(&mut r, true)?),
                     [f] => return Err(ChannelWireError::BadFlag(f)),
                 };
                 let m = Resync {
@@ -245,9 +314,12 @@ impl ChannelMsg {
 fn write_voucher(w: &mut Writer<'_>, v: &Voucher) {
     w.put(&v.body_bytes());
     w.put(&v.signature);
+    if let Some(c) = &v.chain_sig {
+        w.put(&c.0);
+    }
 }
 
-fn read_voucher(r: &mut Reader<'_>) -> Result<Voucher, ChannelWireError> {
+fn read_voucher(r: &mut Reader<'_>, backed: bool) -> Result<Voucher, ChannelWireError> {
     Ok(Voucher {
         channel_id: ChannelId(r.take()?),
         seq: u64::from_be_bytes(r.take()?),
@@ -255,6 +327,11 @@ fn read_voucher(r: &mut Reader<'_>) -> Result<Voucher, ChannelWireError> {
         cumulative_bytes: u64::from_be_bytes(r.take()?),
         price_epoch: u32::from_be_bytes(r.take()?),
         signature: r.take()?,
+        chain_sig: if backed {
+            Some(ChainSig(r.take()?))
+        } else {
+            None
+        },
     })
 }
 
@@ -323,6 +400,7 @@ mod tests {
                 cumulative_bytes: bytes,
                 price_epoch: epoch,
                 signature: sig.try_into().unwrap_or([0; 64]),
+                chain_sig: None,
             })
     }
 
@@ -421,8 +499,8 @@ mod tests {
         );
         let mut r = vec![TYPE_RESYNC];
         r.extend_from_slice(&[0; 56]);
-        r.push(2);
-        assert_eq!(ChannelMsg::decode(&r), Err(E::BadFlag(2)));
+        r.push(3);
+        assert_eq!(ChannelMsg::decode(&r), Err(E::BadFlag(3)));
         let m = ChannelMsg::PriceQuote(PriceQuote {
             price: Price::new(1, 1),
         });

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::identity::Identity;
 
+mod backed;
 mod exit;
 mod hostile;
 mod props;

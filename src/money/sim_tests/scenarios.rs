@@ -175,11 +175,14 @@ fn every_rejection_reason_leaves_state_unchanged() {
         assert_eq!(p.payee.state(), &before, "case {i}");
     }
     // Rate limits (on_voucher_at), resyncs outside a handshake and prices are payer-side or
-    // tested in `hostile`.
+    // tested in `hostile`; on-chain backing in `backed`.
     let payee_side = |w: &Reject| {
         !matches!(
             w,
-            Reject::RateLimited | Reject::UnexpectedResync | Reject::PriceRefused
+            Reject::RateLimited
+                | Reject::UnexpectedResync
+                | Reject::PriceRefused
+                | Reject::Unbacked
         )
     };
     for why in Reject::ALL.into_iter().filter(payee_side) {
