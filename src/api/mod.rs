@@ -61,6 +61,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         off: bool,
     },
+    /// On-chain settlement (`[ledger] kind = "evm"`): `settle` claims every incoming
+    /// channel now; `close` starts closing our outgoing channel to `peer` (mutating).
+    Ledger {
+        /// `settle` or `close`.
+        action: String,
+        /// `close`: the neighbour's node id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
 }
 
 impl Request {
@@ -72,6 +81,7 @@ impl Request {
                 | Request::Exit { mode: Some(_) }
                 | Request::Reload
                 | Request::Share { off: true }
+                | Request::Ledger { .. }
         )
     }
 }

@@ -4,6 +4,7 @@
 
 mod assets;
 mod exit;
+pub mod ledger;
 mod output;
 mod share;
 pub mod wallet;
@@ -111,6 +112,12 @@ pub enum Cmd {
         #[command(subcommand)]
         what: share::ShareCmd,
     },
+    /// Development chains: deploy the settlement contracts, fund an address.
+    Ledger {
+        /// What to do.
+        #[command(subcommand)]
+        what: ledger::LedgerCmd,
+    },
     /// Show the wallet: balance, payment channels, earnings per neighbour, voucher history.
     Wallet {
         /// What to show.
@@ -157,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Routes { json } => query(&cli.config, api::Request::Routes, json, output::routes),
         Cmd::Peers { json } => query(&cli.config, api::Request::Peers, json, output::peers),
         Cmd::Wallet { what } => wallet::run(&cli.config, &what),
+        Cmd::Ledger { what } => ledger::run(&cli.config, &what),
         Cmd::Exit { what } => exit::run(&cli.config, &what),
         Cmd::Share { what } => share::run(&cli.config, &what),
         Cmd::GenAssets { dir } => assets::generate(&dir),

@@ -40,6 +40,12 @@ pub enum WalletCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The node's chain address (derived from the node key; no daemon needed).
+    Address {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Committed vouchers, both directions, newest first.
     History {
         /// How many vouchers to show.
@@ -64,6 +70,7 @@ impl WalletCmd {
             WalletCmd::Channels { .. } => w("channels", None, None),
             WalletCmd::Earnings { since, .. } => w("earnings", since.map(|d| d.as_secs()), None),
             WalletCmd::History { limit, .. } => w("history", None, Some(*limit)),
+            WalletCmd::Address { .. } => w("address", None, None),
         }
     }
 
@@ -72,7 +79,8 @@ impl WalletCmd {
             WalletCmd::Balance { json }
             | WalletCmd::Channels { json }
             | WalletCmd::Earnings { json, .. }
-            | WalletCmd::History { json, .. } => *json,
+            | WalletCmd::History { json, .. }
+            | WalletCmd::Address { json } => *json,
         }
     }
 
@@ -81,13 +89,16 @@ impl WalletCmd {
             WalletCmd::Balance { .. } => balance,
             WalletCmd::Channels { .. } => channels,
             WalletCmd::Earnings { .. } => earnings,
-            WalletCmd::History { .. } => history,
+            WalletCmd::History { .. } | WalletCmd::Address { .. } => history,
         }
     }
 }
 
 /// Send the subcommand's request to the daemon and print its answer (pretty JSON or a table).
 pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
+    if let WalletCmd::Address { json } = cmd {
+        return super::ledger::address(config, *json);
+    }
     let cfg = Config::load(config)?;
     let v = if daemon_running(&cfg.control_socket)? {
         check_answer(crate::api::call(&cfg.control_socket, &cmd.request())?)?

@@ -12,11 +12,13 @@ use crate::identity::NodeId;
 use crate::session::timers::Timers;
 
 mod exit;
+mod ledger;
 mod routing;
 mod share;
 mod template;
 mod wallet;
 pub use exit::{ClientSettings, DnsMechanism, ExitSettings, mode_name, parse_mode};
+pub use ledger::{EvmLedger, LedgerKind, LedgerSettings};
 pub use routing::RoutingSettings;
 pub use share::ShareSettings;
 pub use wallet::{Testing, WalletSettings};
@@ -89,6 +91,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Interfaces shared with strangers (`[share]`, docs/share.md).
     pub share: ShareSettings,
+    /// Where channels settle (`[ledger]`, docs/ledger.md).
+    pub ledger: LedgerSettings,
 }
 
 /// `[discovery]`: LAN beacons (docs/discovery.md). Default: disabled.
@@ -163,6 +167,7 @@ struct Raw {
     metrics: RawMetrics,
     #[serde(default)]
     share: share::RawShare,
+    ledger: Option<Spanned<ledger::RawLedger>>,
 }
 
 /// `[metrics]`: where Prometheus text is served (off unless `listen` is set).
@@ -457,6 +462,13 @@ impl Config {
                 .map_err(|(span, msg)| at(Some(span), msg))?,
             metrics: raw.metrics.listen,
             share,
+            ledger: match &raw.ledger {
+                None => LedgerSettings::default(),
+                Some(l) => l
+                    .get_ref()
+                    .validate(l.span())
+                    .map_err(|(span, msg)| at(Some(span), msg))?,
+            },
         })
     }
 }

@@ -46,7 +46,11 @@ pub fn answer(cfg: &Config, node: &Node, started: Instant, req: &Request) -> ser
             })
         }
         // The event loop answers these itself.
-        Request::Wallet { .. } | Request::Exit { .. } | Request::Reload | Request::Share { .. } => {
+        Request::Wallet { .. }
+        | Request::Exit { .. }
+        | Request::Reload
+        | Request::Share { .. }
+        | Request::Ledger { .. } => {
             json!({"error": "not answered here"})
         }
     }

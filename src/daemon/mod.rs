@@ -8,6 +8,7 @@ pub mod control;
 pub mod discovery;
 mod exit_api;
 pub mod gateway;
+mod ledger;
 mod metrics;
 mod notify;
 mod reload;
@@ -124,6 +125,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             },
         );
     }
+    let mut ledger_link = ledger::spawn(&cfg, &identity, &mut node)
+        .await
+        .context("starting the on-chain ledger ([ledger] kind = \"evm\")")?;
     node.start(started);
     let mut gw = gateway::Gateway::new(&cfg, started);
     gw.start(
@@ -216,6 +220,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 gw.watch_uplink(&mut node, now);
                 notifier.tick(now, || status_line(&node));
                 clock.tick(now);
+                if let Some(l) = &mut ledger_link {
+                    l.tick(&mut node, now);
+                }
+            }
+            Some(o) = ledger::LedgerLink::recv(&mut ledger_link) => {
+                ledger::LedgerLink::apply(&mut node, o, Instant::now());
+                flush(&mut node, &udp).await;
             }
             Some(d) = disc_rx.recv() => {
                 shared.discovered(&d, Instant::now());
@@ -233,10 +244,22 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             Some(req) = ctl_rx.recv() => {
                 use crate::api::Request;
                 match &req.request {
-                    Request::Wallet { .. } => {
+                    Request::Wallet { what, .. } => {
                         let live = node.channel_views(Instant::now());
                         let body = serde_json::to_value(&req.request).unwrap_or_default();
-                        let _ = wal_tx.send(wallet::Req::Query { body, live, reply: req.reply });
+                        let reply = match (&ledger_link, what.as_str()) {
+                            (Some(l), "balance") => {
+                                let (wtx, wrx) = tokio::sync::oneshot::channel();
+                                l.balance(wrx, req.reply);
+                                wtx
+                            }
+                            _ => req.reply,
+                        };
+                        let _ = wal_tx.send(wallet::Req::Query { body, live, reply });
+                        continue;
+                    }
+                    Request::Ledger { action, peer } => {
+                        ledger::LedgerLink::request(&ledger_link, action, peer.as_deref(), req.reply);
                         continue;
                     }
                     Request::Exit { mode } => {
@@ -321,6 +344,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     notify::Notifier::stopping();
     ctl_task.abort();
+    if let Some(l) = ledger_link.take() {
+        l.stop();
+    }
     disc_task.abort();
     if let Some(t) = metrics_task {
         t.abort();

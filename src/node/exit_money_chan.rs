@@ -78,6 +78,10 @@ impl<A: TransportAead> Node<A> {
                 .get(&from)
                 .is_some_and(|p| p.payer.id() == r.channel_id),
             ChannelMsg::Voucher(_) => false,
+            // On-chain backing is for link channels only so far (docs/ledger.md).
+            ChannelMsg::ChainAddress(_) | ChannelMsg::ChainChannel(_) => {
+                return self.drops.add(DropReason::ChannelRejected);
+            }
         };
         let r = if payer_side {
             // Only a channel we opened to pay an exit: nobody else can quote or report to us.
@@ -99,7 +103,9 @@ impl<A: TransportAead> Node<A> {
                 ChannelMsg::CreditGrant(g) => p.payer.on_credit_grant(&g).map(|()| None),
                 ChannelMsg::VoucherAck(k) => p.payer.on_ack(&k).map(|()| None),
                 ChannelMsg::Resync(r) => p.payer.on_resync(&r),
-                ChannelMsg::Voucher(_) => Ok(None),
+                ChannelMsg::Voucher(_)
+                | ChannelMsg::ChainAddress(_)
+                | ChannelMsg::ChainChannel(_) => Ok(None),
             }
         } else {
             let params = crate::money::ChannelParams {

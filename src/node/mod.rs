@@ -40,6 +40,7 @@ use crate::wire::mesh::MESH_HEADER_LEN;
 use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
 
 pub use exit_money::{DOWNLOAD_LOSS_PERCENT, MAX_EXIT_ACCOUNTS};
+pub use money::{ChainEvent, ChainView};
 pub use money_types::{
     MoneyConfig, MoneyStats, Restored, WalletDone, WalletHealth, WalletOp, WalletState,
 };
@@ -155,6 +156,8 @@ pub struct Node<A = DefaultAead> {
     tun_out: VecDeque<Vec<u8>>,
     drops: Drops,
     money: money::Money,
+    /// On-chain settlement state (node/money_chain.rs).
+    chain: money::NodeChain,
 }
 
 impl<A: TransportAead> Node<A> {
@@ -206,6 +209,7 @@ impl<A: TransportAead> Node<A> {
             transmits: VecDeque::new(),
             tun_out: VecDeque::new(),
             drops: Drops::default(),
+            chain: money::NodeChain::default(),
         };
         for p in peers {
             n.insert_peer(p.id, p.endpoint, Found::Config, now)?;

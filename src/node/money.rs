@@ -28,6 +28,11 @@ use crate::wire::outer::Kind;
 #[path = "money_wallet.rs"]
 mod wallet;
 
+#[path = "money_chain.rs"]
+mod chain;
+pub(super) use chain::NodeChain;
+pub use chain::{ChainEvent, ChainView};
+
 /// How often `handle_timeout` runs the channels (pay, resend, resync).
 const MONEY_POLL: Duration = Duration::from_millis(200);
 /// Link header and tag around a channel frame's plaintext.
@@ -59,6 +64,8 @@ pub(super) struct Account {
     registered: bool,
     /// Meter totals (payer, payee) of the last checkpoint sent to the wallet.
     checkpointed: [(u64, Amount); 2],
+    /// The neighbour's chain address, once it proved it (docs/ledger.md).
+    peer_chain: Option<[u8; 20]>,
 }
 
 impl Account {
@@ -160,7 +167,10 @@ impl<A: TransportAead> Node<A> {
             let mut payer = PayerChannel::restore(out, m.cfg.payer, unknown, ro.latest, &ro.meter);
             let paid = ro.latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
             payer.set_spend_cap(paid.saturating_add(m.cfg.headroom));
-            let payee = PayeeChannel::restore(inc, payee_cfg, price, ri.latest, &ri.meter);
+            let mut payee = PayeeChannel::restore(inc, payee_cfg, price, ri.latest, &ri.meter);
+            if self.chain.ours.is_some() {
+                payee.require_backing();
+            }
             let checkpointed = [
                 (ro.meter.total_bytes(), ro.meter.total_cost()),
                 (ri.meter.total_bytes(), ri.meter.total_cost()),
@@ -180,6 +190,7 @@ impl<A: TransportAead> Node<A> {
                     relay_seen: false,
                     registered,
                     checkpointed,
+                    peer_chain: None,
                 });
             }
         }
@@ -362,6 +373,12 @@ impl<A: TransportAead> Node<A> {
                 }
                 out
             }
+            m @ (ChannelMsg::ChainAddress(_) | ChannelMsg::ChainChannel(_)) => {
+                if !self.handle_chain_msg(pi, m) {
+                    self.drop_for(Some(pi), DropReason::ChannelRejected);
+                }
+                return;
+            }
         };
         match r {
             Ok(Some(action)) => self.act(pi, action, now),
@@ -429,6 +446,9 @@ impl<A: TransportAead> Node<A> {
                 msgs.push(ChannelMsg::Resync(a.payee.resync()));
                 msgs.push(ChannelMsg::CreditGrant(a.payee.grant()));
                 msgs.push(ChannelMsg::PriceQuote(a.payee.price_quote()));
+                if let Some(ours) = self.chain.ours {
+                    msgs.push(ChannelMsg::ChainAddress(ours));
+                }
             }
             let metered = a.payee.meter().total_bytes();
             let report_due = a

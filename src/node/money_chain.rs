@@ -1,0 +1,210 @@
+//! The node's part of on-chain settlement (docs/ledger.md), sans-IO: announcing our chain
+//! address to neighbours, checking theirs against their node ids, and handing the I/O layer
+//! what it needs to open, check and claim on-chain channels ([`ChainEvent`], [`ChainView`]).
+//! Invariants: a neighbour's chain address is used only with its valid Ed25519 binding; an
+//! offered on-chain channel is never trusted here, only passed on to be checked on chain;
+//! under a ledger every incoming link channel requires backing before it credits anything.
+
+use std::time::Instant;
+
+use super::Node;
+use crate::identity::NodeId;
+use crate::money::{
+    Amount, ChainAddress, ChainChannel, ChannelId, SharedBacking, Voucher, VoucherAck,
+};
+use crate::session::aead::TransportAead;
+use crate::wire::channel::ChannelMsg;
+
+/// Domain of the Ed25519 signature over a chain address (the same as
+/// `chain::ADDRESS_BINDING_DOMAIN`; the node does not depend on `chain`).
+const ADDRESS_BINDING_DOMAIN: &[u8] = b"bitcloud chain address v1";
+
+/// Something the I/O layer must do or know for the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainEvent {
+    /// A neighbour proved its chain address: we may open a channel to it.
+    PeerAddress {
+        /// The neighbour.
+        peer: NodeId,
+        /// Its chain address.
+        address: [u8; 20],
+    },
+    /// A neighbour that pays us offers an on-chain channel as backing: check it on chain
+    /// (payer, payee, deposit, not closing) and then call [`Node::set_payee_backing`].
+    ChannelOffered {
+        /// The neighbour (the payer).
+        peer: NodeId,
+        /// Its proven chain address.
+        payer_address: [u8; 20],
+        /// The offer.
+        offer: ChainChannel,
+        /// What we have credited on the channel (the base may not be above it).
+        credited: Option<Box<Voucher>>,
+    },
+}
+
+/// One neighbour's channels as the chain side needs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainView {
+    /// The neighbour.
+    pub peer: NodeId,
+    /// Its proven chain address, if it sent one.
+    pub address: Option<[u8; 20]>,
+    /// The channel where we pay it.
+    pub outgoing: ChannelId,
+    /// Our latest committed voucher there.
+    pub outgoing_latest: Option<Voucher>,
+    /// The neighbour's latest ack on it: the seq and amount it credited.
+    pub outgoing_ack: Option<VoucherAck>,
+    /// What our meter says we owe it in total.
+    pub outgoing_owed: Amount,
+    /// Whether it is backed on chain.
+    pub outgoing_backed: bool,
+    /// The channel where it pays us.
+    pub incoming: ChannelId,
+    /// The latest voucher we credited there (with its chain signature, if backed).
+    pub incoming_latest: Option<Voucher>,
+    /// Whether it is backed on chain.
+    pub incoming_backed: bool,
+}
+
+/// Chain state of the node.
+#[derive(Debug, Default)]
+pub(crate) struct NodeChain {
+    /// Our signed chain address; `Some` means a ledger that moves coin is configured.
+    pub(super) ours: Option<ChainAddress>,
+    /// Events for the I/O layer.
+    pub(super) events: std::collections::VecDeque<ChainEvent>,
+}
+
+impl<A: TransportAead> Node<A> {
+    /// Settle on chain: announce `ours` (our address, signed by our node key) to neighbours
+    /// and require on-chain backing for credit on incoming link channels.
+    pub fn enable_chain(&mut self, ours: ChainAddress) {
+        self.chain.ours = Some(ours);
+        for a in self.money.accounts.iter_mut().flatten() {
+            a.payee.require_backing();
+            a.resync_due = true;
+        }
+    }
+
+    /// True if a ledger that moves coin is configured.
+    pub fn chain_enabled(&self) -> bool {
+        self.chain.ours.is_some()
+    }
+
+    /// The next chain event for the I/O layer.
+    pub fn poll_chain_event(&mut self) -> Option<ChainEvent> {
+        self.chain.events.pop_front()
+    }
+
+    /// Back our outgoing channel to `peer` (`None`: no longer, e.g. withdrawn) and tell the
+    /// peer (`offer`). Returns false if there is no such neighbour now.
+    pub fn set_payer_backing(
+        &mut self,
+        peer: &NodeId,
+        backing: Option<SharedBacking>,
+        offer: Option<ChainChannel>,
+        now: Instant,
+    ) -> bool {
+        let Some(pi) = self.peer_index(peer) else {
+            return false;
+        };
+        let Some(a) = self.account(pi) else {
+            return false;
+        };
+        a.payer.set_backing(backing);
+        if let Some(offer) = offer {
+            self.send_channel(pi, ChannelMsg::ChainChannel(offer), now);
+        }
+        true
+    }
+
+    /// Send the peer our current offer again (after a reconnect, or a top-up).
+    pub fn resend_chain_offer(&mut self, peer: &NodeId, offer: ChainChannel, now: Instant) {
+        if let Some(pi) = self.peer_index(peer) {
+            self.send_channel(pi, ChannelMsg::ChainChannel(offer), now);
+        }
+    }
+
+    /// Our incoming channel from `peer` is backed by a checked on-chain channel (`None`:
+    /// no longer, e.g. withdrawn).
+    pub fn set_payee_backing(&mut self, peer: &NodeId, backing: Option<SharedBacking>) {
+        if let Some(pi) = self.peer_index(peer)
+            && let Some(a) = self.account(pi)
+        {
+            a.payee.set_backing(backing);
+        }
+    }
+
+    /// Every neighbour's channels for the chain side.
+    pub fn chain_views(&self) -> Vec<ChainView> {
+        self.money
+            .accounts
+            .iter()
+            .flatten()
+            .map(|a| ChainView {
+                peer: a.peer,
+                address: a.peer_chain,
+                outgoing: a.payer.id(),
+                outgoing_latest: a.payer.latest(),
+                outgoing_ack: a.payer.acked(),
+                outgoing_owed: a.payer.owed(),
+                outgoing_backed: a.payer.backing().is_some(),
+                incoming: a.payee.id(),
+                incoming_latest: a.payee.latest(),
+                incoming_backed: a.payee.backing().is_some(),
+            })
+            .collect()
+    }
+
+    fn peer_index(&self, peer: &NodeId) -> Option<usize> {
+        self.by_id.get(peer).copied()
+    }
+
+    /// A chain message from neighbour `pi` (already authenticated by the link).
+    pub(super) fn handle_chain_msg(&mut self, pi: usize, msg: ChannelMsg) -> bool {
+        if self.chain.ours.is_none() {
+            return false;
+        }
+        let Some(a) = self.account(pi) else {
+            return false;
+        };
+        match msg {
+            ChannelMsg::ChainAddress(c) => {
+                if !a
+                    .peer
+                    .verify(ADDRESS_BINDING_DOMAIN, &c.address, &c.signature)
+                {
+                    return false;
+                }
+                let new = a.peer_chain != Some(c.address);
+                a.peer_chain = Some(c.address);
+                let peer = a.peer;
+                if new {
+                    self.chain.events.push_back(ChainEvent::PeerAddress {
+                        peer,
+                        address: c.address,
+                    });
+                }
+                true
+            }
+            ChannelMsg::ChainChannel(offer) => {
+                // Only for the channel where it pays us, and only from a proven address.
+                let (Some(payer_address), true) = (a.peer_chain, offer.channel_id == a.payee.id())
+                else {
+                    return false;
+                };
+                let ev = ChainEvent::ChannelOffered {
+                    peer: a.peer,
+                    payer_address,
+                    offer,
+                    credited: a.payee.latest().map(Box::new),
+                };
+                self.chain.events.push_back(ev);
+                true
+            }
+            _ => false,
+        }
+    }
+}
