@@ -13,12 +13,14 @@ fn run_daemon(config: &std::path::Path) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let spec = std::env::var("BITCLOUD_LOG").unwrap_or_else(|_| "info".into());
-    // sqlx logs every statement at debug: keep it quiet unless asked for by name.
-    let spec = if spec.contains("sqlx") {
-        spec
-    } else {
-        format!("{spec},sqlx=warn")
-    };
+    // sqlx logs every statement and ureq every RPC request at debug: keep them quiet unless
+    // asked for by name.
+    let mut spec = spec;
+    for noisy in ["sqlx", "ureq", "ureq_proto", "rustls"] {
+        if !spec.contains(noisy) {
+            spec = format!("{spec},{noisy}=warn");
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(spec))
         .with_writer(std::io::stderr)

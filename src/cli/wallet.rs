@@ -40,6 +40,21 @@ pub enum WalletCmd {
         #[arg(long)]
         json: bool,
     },
+    /// On-chain ledger: claim every incoming channel now (`claimed[]`: peer, amount, tx).
+    Settle {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// On-chain ledger: start closing our outgoing channel to PEER (its deposit comes back
+    /// after the close delay, less what PEER claims).
+    Close {
+        /// The neighbour's node id.
+        peer: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The node's chain address (derived from the node key; no daemon needed).
     Address {
         /// Machine-readable output.
@@ -71,6 +86,14 @@ impl WalletCmd {
             WalletCmd::Earnings { since, .. } => w("earnings", since.map(|d| d.as_secs()), None),
             WalletCmd::History { limit, .. } => w("history", None, Some(*limit)),
             WalletCmd::Address { .. } => w("address", None, None),
+            WalletCmd::Settle { .. } => Request::Ledger {
+                action: "settle".into(),
+                peer: None,
+            },
+            WalletCmd::Close { peer, .. } => Request::Ledger {
+                action: "close".into(),
+                peer: Some(peer.clone()),
+            },
         }
     }
 
@@ -80,7 +103,9 @@ impl WalletCmd {
             | WalletCmd::Channels { json }
             | WalletCmd::Earnings { json, .. }
             | WalletCmd::History { json, .. }
-            | WalletCmd::Address { json } => *json,
+            | WalletCmd::Address { json }
+            | WalletCmd::Settle { json }
+            | WalletCmd::Close { json, .. } => *json,
         }
     }
 
@@ -90,6 +115,7 @@ impl WalletCmd {
             WalletCmd::Channels { .. } => channels,
             WalletCmd::Earnings { .. } => earnings,
             WalletCmd::History { .. } | WalletCmd::Address { .. } => history,
+            WalletCmd::Settle { .. } | WalletCmd::Close { .. } => ledger_action,
         }
     }
 }
@@ -100,6 +126,12 @@ pub fn run(config: &Path, cmd: &WalletCmd) -> anyhow::Result<()> {
         return super::ledger::address(config, *json);
     }
     let cfg = Config::load(config)?;
+    if matches!(cmd, WalletCmd::Settle { .. } | WalletCmd::Close { .. }) {
+        anyhow::ensure!(
+            daemon_running(&cfg.control_socket)?,
+            "the daemon is not running: settling and closing are done by the running node"
+        );
+    }
     let v = if daemon_running(&cfg.control_socket)? {
         check_answer(crate::api::call(&cfg.control_socket, &cmd.request())?)?
     } else {
@@ -346,3 +378,29 @@ pub fn history(v: &Value) -> String {
 #[cfg(test)]
 #[path = "wallet_tests.rs"]
 mod tests;
+
+/// `wallet settle` / `wallet close`: what was claimed, or the channel now closing.
+fn ledger_action(v: &Value) -> String {
+    if let Some(claimed) = v["claimed"].as_array() {
+        if claimed.is_empty() {
+            return "nothing to claim\n".into();
+        }
+        return claimed
+            .iter()
+            .map(|c| {
+                format!(
+                    "claimed {} CC from {} (tx {})\n",
+                    text(&c["amount"]),
+                    short(&c["peer"]),
+                    text(&c["tx"])
+                )
+            })
+            .collect();
+    }
+    format!(
+        "closing channel {} to {}: withdraws itself after chain time {}\n",
+        text(&v["channel"]),
+        short(&v["peer"]),
+        v["close_at"]
+    )
+}

@@ -250,7 +250,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                         let reply = match (&ledger_link, what.as_str()) {
                             (Some(l), "balance") => {
                                 let (wtx, wrx) = tokio::sync::oneshot::channel();
-                                l.balance(wrx, req.reply);
+                                l.balance(&node, wrx, req.reply);
                                 wtx
                             }
                             _ => req.reply,
@@ -259,7 +259,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                         continue;
                     }
                     Request::Ledger { action, peer } => {
-                        ledger::LedgerLink::request(&ledger_link, action, peer.as_deref(), req.reply);
+                        ledger::LedgerLink::request(&ledger_link, &node, action, peer.as_deref(), req.reply);
                         continue;
                     }
                     Request::Exit { mode } => {

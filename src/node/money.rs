@@ -66,6 +66,8 @@ pub(super) struct Account {
     checkpointed: [(u64, Amount); 2],
     /// The neighbour's chain address, once it proved it (docs/ledger.md).
     peer_chain: Option<[u8; 20]>,
+    /// We held data back for lack of credit with this neighbour (self-throttled).
+    wants_backing: bool,
 }
 
 impl Account {
@@ -191,6 +193,7 @@ impl<A: TransportAead> Node<A> {
                     registered,
                     checkpointed,
                     peer_chain: None,
+                    wants_backing: false,
                 });
             }
         }
@@ -248,6 +251,11 @@ impl<A: TransportAead> Node<A> {
             .is_some_and(|a| a.payer.throttled());
         if throttled {
             self.drop_for(Some(pi), DropReason::SelfThrottled);
+            // Under a ledger: we would pay this neighbour if we could (an on-chain channel
+            // is opened on demand, node/money_chain.rs).
+            if let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) {
+                a.wants_backing = true;
+            }
         }
         !throttled
     }

@@ -56,8 +56,10 @@ pub struct ChainView {
     pub outgoing_latest: Option<Voucher>,
     /// The neighbour's latest ack on it: the seq and amount it credited.
     pub outgoing_ack: Option<VoucherAck>,
-    /// What our meter says we owe it in total.
+    /// What we owe it in total: our meter less what it reported never arriving.
     pub outgoing_owed: Amount,
+    /// We held data back for lack of credit with it (we would pay if we could).
+    pub outgoing_wanted: bool,
     /// Whether it is backed on chain.
     pub outgoing_backed: bool,
     /// The channel where it pays us.
@@ -128,13 +130,20 @@ impl<A: TransportAead> Node<A> {
     }
 
     /// Our incoming channel from `peer` is backed by a checked on-chain channel (`None`:
-    /// no longer, e.g. withdrawn).
-    pub fn set_payee_backing(&mut self, peer: &NodeId, backing: Option<SharedBacking>) {
-        if let Some(pi) = self.peer_index(peer)
-            && let Some(a) = self.account(pi)
-        {
-            a.payee.set_backing(backing);
-        }
+    /// no longer, e.g. withdrawn). The payer hears the new limit in a fresh grant.
+    pub fn set_payee_backing(
+        &mut self,
+        peer: &NodeId,
+        backing: Option<SharedBacking>,
+        now: Instant,
+    ) {
+        let Some(pi) = self.peer_index(peer) else {
+            return;
+        };
+        let Some(a) = self.account(pi) else { return };
+        a.payee.set_backing(backing);
+        let grant = a.payee.grant();
+        self.send_channel(pi, ChannelMsg::CreditGrant(grant), now);
     }
 
     /// Every neighbour's channels for the chain side.
@@ -149,7 +158,8 @@ impl<A: TransportAead> Node<A> {
                 outgoing: a.payer.id(),
                 outgoing_latest: a.payer.latest(),
                 outgoing_ack: a.payer.acked(),
-                outgoing_owed: a.payer.owed(),
+                outgoing_owed: a.payer.payable(),
+                outgoing_wanted: a.wants_backing,
                 outgoing_backed: a.payer.backing().is_some(),
                 incoming: a.payee.id(),
                 incoming_latest: a.payee.latest(),

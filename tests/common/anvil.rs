@@ -92,3 +92,74 @@ impl Drop for Anvil {
         let _ = self.child.wait();
     }
 }
+
+/// An anvil in a test namespace, reachable from the nodes' namespaces over the underlay.
+pub struct NsAnvil {
+    child: Child,
+    /// Its namespace.
+    pub ns: String,
+    /// Where it listens (`http://IP:PORT` on one of the namespace's underlay addresses).
+    pub url: String,
+}
+
+impl NsAnvil {
+    /// Start anvil in `ns` on all its addresses, port 8545; `url` is how it is reached.
+    /// `None` (skipped) without anvil, except under CI.
+    pub fn start_or_skip(
+        test: &str,
+        ns: &str,
+        url: &str,
+        log: &std::path::Path,
+    ) -> Option<NsAnvil> {
+        let Some(bin) = binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: CI is set but anvil is missing (scripts/install-anvil.sh)");
+            }
+            eprintln!("SKIPPED {test}: anvil not installed (run scripts/install-anvil.sh)");
+            return None;
+        };
+        let child = super::inet::spawn_in(
+            ns,
+            &[bin.to_str().unwrap(), "--host", "0.0.0.0", "--port", "8545"],
+            log,
+        );
+        let a = NsAnvil {
+            child,
+            ns: ns.to_string(),
+            url: url.to_string(),
+        };
+        let start = Instant::now();
+        while a.with_rpc(|r| r.chain_id().is_err()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "anvil did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(a)
+    }
+
+    /// Run `f` with a client, from inside the namespace.
+    pub fn with_rpc<T: Send + 'static>(&self, f: impl FnOnce(&Rpc) -> T + Send + 'static) -> T {
+        let url = self.url.clone();
+        super::in_netns(&self.ns, move || f(&Rpc::new(&url)))
+            .join()
+            .expect("rpc thread")
+    }
+
+    /// Move the chain's clock forward and mine a block at the new time.
+    pub fn advance(&self, secs: u64) {
+        self.with_rpc(move |r| {
+            r.request("evm_increaseTime", json!([secs]))
+                .expect("evm_increaseTime");
+            r.request("evm_mine", json!([])).expect("evm_mine");
+        });
+    }
+}
+
+impl Drop for NsAnvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -297,7 +297,10 @@ impl Node {
                 "-c",
                 self.cfg.to_str().unwrap(),
             ])
-            .env("BITCLOUD_LOG", "debug")
+            .env(
+                "BITCLOUD_LOG",
+                std::env::var("BITCLOUD_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

@@ -180,6 +180,7 @@ impl Ledger {
             }
             In::Event(e) => match *e {
                 ChainEvent::PeerAddress { peer, address } => {
+                    tracing::debug!(%peer, address = %Address::from(address), "ledger: neighbour's chain address");
                     self.addresses.insert(peer, Address::from(address));
                 }
                 ChainEvent::ChannelOffered {
@@ -333,7 +334,7 @@ impl LedgerLink {
             } => {
                 node.set_payer_backing(&peer, backing, offer, now);
             }
-            Out::PayeeBacking { peer, backing } => node.set_payee_backing(&peer, backing),
+            Out::PayeeBacking { peer, backing } => node.set_payee_backing(&peer, backing, now),
         }
     }
 
@@ -348,6 +349,7 @@ impl LedgerLink {
     /// A control request for the ledger (`wallet settle`, `wallet close`).
     pub fn request(
         link: &Option<LedgerLink>,
+        node: &crate::node::Node,
         action: &str,
         peer: Option<&str>,
         reply: oneshot::Sender<Value>,
@@ -372,12 +374,20 @@ impl LedgerLink {
                 return;
             }
         };
+        // Decide on the node's channels as they are now, not as of the last step.
+        let _ = l.tx.send(In::Views(node.chain_views()));
         let _ = l.tx.send(msg);
     }
 
     /// `wallet balance` under a ledger: the wallet's answer with the chain's fields merged in.
-    pub fn balance(&self, wallet_answer: oneshot::Receiver<Value>, reply: oneshot::Sender<Value>) {
+    pub fn balance(
+        &self,
+        node: &crate::node::Node,
+        wallet_answer: oneshot::Receiver<Value>,
+        reply: oneshot::Sender<Value>,
+    ) {
         let (btx, brx) = oneshot::channel();
+        let _ = self.tx.send(In::Views(node.chain_views()));
         let _ = self.tx.send(In::Balance(btx));
         tokio::spawn(async move {
             let mut w = wallet_answer.await.unwrap_or_default();

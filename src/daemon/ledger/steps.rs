@@ -45,12 +45,11 @@ pub(super) fn base_of(view: &ChainView) -> Base {
     }
 }
 
-/// Whether we owe the neighbour something no voucher covers yet.
+/// Whether we need a channel to the neighbour: we owe it something it has not credited (an
+/// unbacked voucher it refused, or no voucher yet), or we held data back for lack of credit.
 fn owes_more(view: &ChainView) -> bool {
-    view.outgoing_owed
-        > view
-            .outgoing_latest
-            .map_or(Amount::ZERO, |v| v.cumulative_amount)
+    let credited = view.outgoing_ack.map_or(Amount::ZERO, |a| a.credited);
+    view.outgoing_wanted || view.outgoing_owed > credited
 }
 
 impl Ledger {
@@ -95,6 +94,7 @@ impl Ledger {
         let views: Vec<ChainView> = self.views.values().cloned().collect();
         for view in views {
             let Some(&payee) = self.addresses.get(&view.peer) else {
+                tracing::trace!(peer = %view.peer, "ledger: no chain address yet");
                 continue;
             };
             let row = self
@@ -104,6 +104,7 @@ impl Ledger {
                 .find(|r| r.state != ChanState::Closed)
                 .cloned();
             let deposit = self.scale.to_token(self.cfg.deposit);
+            tracing::trace!(peer = %view.peer, owes = owes_more(&view), row = row.is_some(), "ledger: outgoing");
             match row {
                 None if owes_more(&view) && !opening.contains(&view.peer) => {
                     tracing::info!(peer = %view.peer, "ledger: opening a channel");
