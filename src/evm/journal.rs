@@ -346,12 +346,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Every on-chain channel not yet closed.
-    pub async fn live_channels(&self) -> Result<Vec<ChainChannelRow>, JournalError> {
+    /// Every on-chain channel, closed ones included (a new channel's base starts above
+    /// what the closed ones paid).
+    pub async fn channels(&self) -> Result<Vec<ChainChannelRow>, JournalError> {
         let rows = sqlx::query(
             "SELECT onchain_id, direction, peer, channel_id, payer, payee, base_seq, base_amount,
                     base_bytes, deposit, claimed, close_at, state
-             FROM chain_channels WHERE state != 'closed'",
+             FROM chain_channels",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -5,6 +5,7 @@
 pub mod anvil;
 pub mod impair;
 pub mod inet;
+pub mod ledger;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -123,7 +123,7 @@ impl Ledger {
         let scale = TokenScale::new(decimals)?;
         let journal = Journal::open(&data_dir.join(LEDGER_FILE)).await?;
         let rows = journal
-            .live_channels()
+            .channels()
             .await?
             .into_iter()
             .map(|r| (r.onchain, r))

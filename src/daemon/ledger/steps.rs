@@ -78,6 +78,7 @@ impl Ledger {
         let pending = self.journal.txs(TxState::Pending).await?;
         let (opening, busy) = Self::pending_keys(&pending);
         self.outgoing(&opening, &busy).await?;
+        self.reinstall_incoming();
         let read_due = self.last_read.is_none_or(|t| t.elapsed() >= READ_EVERY);
         if read_due || forced {
             self.last_read = Some(Instant::now());
@@ -194,12 +195,28 @@ impl Ledger {
         }
     }
 
-    /// Re-read incoming channels: deposit, claims, a close request, a withdrawal.
+    /// After a restart of ours or of the link, the node has no backing for an incoming
+    /// channel that the journal shows open: install it again.
+    fn reinstall_incoming(&mut self) {
+        let due: Vec<ChainChannelRow> = self
+            .rows
+            .values()
+            .filter(|r| r.direction == Direction::Incoming && r.state == ChanState::Open)
+            .filter(|r| self.views.get(&r.peer).is_some_and(|v| !v.incoming_backed))
+            .cloned()
+            .collect();
+        for row in due {
+            self.publish(&row);
+        }
+    }
+
+    /// Re-read live channels, ours and theirs: deposit, claims, a close request, a
+    /// withdrawal (the chain is the truth, also for what a lost receipt did not tell us).
     async fn read_incoming(&mut self) -> anyhow::Result<()> {
         let ids: Vec<B256> = self
             .rows
             .values()
-            .filter(|r| r.direction == Direction::Incoming && r.state != ChanState::Closed)
+            .filter(|r| r.state != ChanState::Closed)
             .map(|r| r.onchain)
             .collect();
         for id in ids {
@@ -214,8 +231,9 @@ impl Ledger {
                 row.deposit = chain.deposit;
                 row.claimed = row.claimed.max(chain.claimed);
                 if chain.close_at != 0 && row.state == ChanState::Open {
-                    // The payer wants its rest back: credit nothing more, claim in time.
-                    tracing::info!(peer = %row.peer, close_at = chain.close_at, "ledger: payer requested close");
+                    // The payer wants its rest back: as payee credit nothing more and claim
+                    // in time; as payer stop paying into it and withdraw when due.
+                    tracing::info!(peer = %row.peer, close_at = chain.close_at, "ledger: close requested");
                     row.state = ChanState::Closing;
                     row.close_at = Some(chain.close_at);
                 }

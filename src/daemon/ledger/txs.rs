@@ -134,11 +134,14 @@ impl Ledger {
         let hashes: Vec<B256> = pending.iter().map(|t| t.hash).collect();
         let (receipts, mined_nonce) = self
             .rpc(move |r| {
+                // The nonce first: a transaction mined between the two reads then has its
+                // receipt, and one without a receipt below this nonce was never mined.
+                let mined = r.mined_nonce(me)?;
                 let rs = hashes
                     .iter()
                     .map(|h| r.receipt(*h))
                     .collect::<Result<Vec<_>, RpcError>>()?;
-                Ok((rs, r.mined_nonce(me)?))
+                Ok((rs, mined))
             })
             .await?;
         for (t, rec) in pending.into_iter().zip(receipts) {
@@ -184,8 +187,9 @@ impl Ledger {
         match t.kind {
             TxKind::Approve => {}
             TxKind::Open => {
-                for l in ours {
-                    let Ok(e) = ICloudcoinChannels::Opened::decode_raw_log(l.topics, &l.data)
+                for l in &ours {
+                    let Ok(e) =
+                        ICloudcoinChannels::Opened::decode_raw_log(l.topics.clone(), &l.data)
                     else {
                         continue;
                     };
@@ -196,9 +200,20 @@ impl Ledger {
             TxKind::TopUp | TxKind::Claim | TxKind::Close | TxKind::Withdraw => {
                 let Some(id) = t.onchain else { return Ok(()) };
                 let chain = self.read_channel(id).await?;
+                // What the payee was paid in all, final once withdrawn: deposit less the rest
+                // the withdrawal returned.
+                let rest = ours.iter().find_map(|l| {
+                    ICloudcoinChannels::Withdrawn::decode_raw_log(l.topics.clone(), &l.data)
+                        .ok()
+                        .filter(|e| e.channelId == id)
+                        .map(|e| e.amount)
+                });
                 let Some(row) = self.rows.get_mut(&id) else {
                     return Ok(());
                 };
+                if let Some(rest) = rest {
+                    row.claimed = row.claimed.max(row.deposit.saturating_sub(rest));
+                }
                 if chain.payer == Address::ZERO {
                     row.state = ChanState::Closed;
                 } else {
@@ -229,9 +244,31 @@ impl Ledger {
             return Ok(());
         }
         let Some(view) = self.views.get(&peer) else {
-            anyhow::bail!("opened a channel to {peer}, which is no longer a neighbour");
+            anyhow::bail!("opened a channel to {peer}: waiting to see it as a neighbour");
         };
-        let base = super::steps::base_of(view);
+        // The base is what the payee credited; after a restart we learn it from its first
+        // ack (until then the receipt is applied again next step).
+        anyhow::ensure!(
+            view.outgoing_latest.is_none() || view.outgoing_ack.is_some(),
+            "opened a channel to {peer}: waiting for its first ack"
+        );
+        let mut base = super::steps::base_of(view);
+        // Never below what earlier channels to the peer paid: the chain must not pay twice
+        // for the same cumulative amount.
+        let paid_before = self
+            .rows
+            .values()
+            .filter(|r| r.direction == Direction::Outgoing && r.peer == peer)
+            .map(|r| {
+                r.base.amount.saturating_add(
+                    self.scale
+                        .to_amount(r.claimed)
+                        .unwrap_or(crate::money::Amount::MAX),
+                )
+            })
+            .max()
+            .unwrap_or(crate::money::Amount::ZERO);
+        base.amount = base.amount.max(paid_before);
         let row = ChainChannelRow {
             onchain: id,
             direction: Direction::Outgoing,
