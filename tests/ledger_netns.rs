@@ -129,3 +129,99 @@ fn relay_settles_on_chain_and_payer_withdraws_the_rest() {
         .fold(U256::ZERO, |x, y| x + y);
     assert_eq!(total + five - tokens(paid_c), hundred * U256::from(3));
 }
+
+#[test]
+fn payer_that_stops_paying_and_closes_is_still_claimed_in_time() {
+    let test = "payer_that_stops_paying_and_closes_is_still_claimed_in_time";
+    if !root_or_skip(test) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut n = mesh(&mut lab, 3, &[(0, 1), (1, 2)]);
+    for x in &n {
+        x.append_config("\n[wallet]\npay_interval_ms = 500\n");
+    }
+    n[1].append_config(&format!("\n[pricing]\nfee_per_mib = {FEE}\n"));
+    let Some(chain) = setup(&mut lab, &n, test) else {
+        return;
+    };
+    let addrs: Vec<Address> = n.iter().map(address).collect();
+    let hundred = tokens(100 * 1_000_000_000);
+    for x in n.iter_mut() {
+        x.start();
+    }
+    a_pays_for(&n, 4 << 20);
+    let (a, r) = (&n[0], &n[1]);
+    let paid = units(&a.wait_settled(r, Duration::from_secs(20))["cumulative_paid"]);
+    assert!(paid > 0);
+
+    // A turns into a payer that no longer pays and asks for its deposit back: R must claim
+    // what A signed before the delay ends, although it is down for part of the delay.
+    n[0].stop();
+    n[0].append_config("\n[testing]\npay = false\n");
+    n[0].start();
+    let (a, r) = (&n[0], &n[1]);
+    let closed: serde_json::Value = loop {
+        // The daemon needs a moment to see its channel again after the restart.
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &a.ns,
+                common::BIN,
+                "wallet",
+                "close",
+                &r.id,
+                "--json",
+                "-c",
+            ])
+            .arg(&a.cfg)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break serde_json::from_slice(&out.stdout).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let id: alloy_primitives::B256 = closed["channel"].as_str().unwrap().parse().unwrap();
+    // R is down for part of the delay.
+    n[1].kill9();
+    chain.anvil.advance(CLOSE_DELAY / 2);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        chain.channel(id).claimed,
+        U256::ZERO,
+        "nobody claimed while R was down"
+    );
+    n[1].start();
+    wait_for(
+        "R claims before the delay ends",
+        Duration::from_secs(20),
+        || chain.channel(id).claimed == tokens(paid),
+    );
+    assert_eq!(chain.balance(addrs[1]), hundred + tokens(paid));
+    // After the delay A gets back exactly the rest.
+    chain.anvil.advance(CLOSE_DELAY);
+    wait_for("A withdraws", Duration::from_secs(20), || {
+        chain.channel(id).payer == Address::ZERO
+    });
+    assert_eq!(chain.balance(addrs[0]), hundred - tokens(paid));
+}
+
+/// A sends `bytes` to C over TCP (through R, which bills it).
+fn a_pays_for(n: &[common::Node], bytes: usize) {
+    let (a, c) = (&n[0], &n[2]);
+    assert!(
+        a.wait_ping(c.ipv6, Duration::from_secs(20)).is_some(),
+        "A reaches C through R"
+    );
+    let (got, _) = common::tcp_transfer(
+        &a.ns,
+        &c.ns,
+        SocketAddr::new(c.ipv6, 5011),
+        Some(bytes),
+        Duration::ZERO,
+    );
+    assert_eq!(got, bytes);
+    std::thread::sleep(Duration::from_secs(1));
+}
