@@ -369,6 +369,27 @@ fn gas_of_each_step() {
     let next = c
         .claim(&v2, &v2.sign(&c.domain(), &c.payer))
         .expect("claim");
+    c.send(
+        &c.payer,
+        c.d.token,
+        ICloudcoin::approveCall {
+            spender: c.d.channels,
+            value: U256::from(5 * CC),
+        }
+        .abi_encode(),
+    )
+    .expect("approve");
+    let top_up = c
+        .send(
+            &c.payer,
+            c.d.channels,
+            ICloudcoinChannels::topUpCall {
+                channelId: id,
+                amount: U256::from(5 * CC),
+            }
+            .abi_encode(),
+        )
+        .expect("topUp");
     let close = c
         .send(
             &c.payer,
@@ -389,6 +410,7 @@ fn gas_of_each_step() {
         ("open", open.gas_used),
         ("claim (first)", first.gas_used),
         ("claim (later)", next.gas_used),
+        ("topUp", top_up.gas_used),
         ("requestClose", close.gas_used),
         ("withdraw", withdraw.gas_used),
     ];
