@@ -65,6 +65,37 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         2,
     ))
     .encode(&mut voucher);
+    // Under an on-chain ledger: a backed voucher (with its EIP-712 signature), the address
+    // binding and an offer.
+    let key = bitcloud::chain::ChainKey::derive(&me);
+    let backing = bitcloud::chain::ChannelBacking {
+        domain: bitcloud::chain::Domain {
+            chain_id: 31337,
+            contract: bitcloud::chain::Address::repeat_byte(0x11),
+        },
+        onchain: bitcloud::chain::B256::repeat_byte(0x22),
+        payer: key.address(),
+        scale: bitcloud::chain::TokenScale::new(18).expect("scale"),
+        base: bitcloud::chain::Base::default(),
+        deposit: Amount::from_cc(5),
+        key: Some(key.clone()),
+    };
+    let plain = Voucher::sign(&me, p.id(), 4, Amount::from_units(23_456), 2 << 20, 2);
+    let backed = Voucher {
+        chain_sig: bitcloud::money::Backing::cosign(&backing, &plain),
+        ..plain
+    };
+    let mut backed_voucher = Vec::new();
+    ChannelMsg::Voucher(backed).encode(&mut backed_voucher);
+    let b = key.binding(&me);
+    let mut chain_address = Vec::new();
+    ChannelMsg::ChainAddress(bitcloud::money::ChainAddress {
+        address: b.address.into_array(),
+        signature: b.signature,
+    })
+    .encode(&mut chain_address);
+    let mut chain_channel = Vec::new();
+    ChannelMsg::ChainChannel(backing.offer(p.id())).encode(&mut chain_channel);
     let mut frame = vec![0u8; 17];
     assert!(mesh::write(
         &mut frame,
@@ -98,6 +129,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("mesh_frame", "routing_tlvs", tlvs),
         ("mesh_frame", "voucher", voucher),
         ("mesh_frame", "routed_voucher", frame),
+        ("mesh_frame", "backed_voucher", backed_voucher),
+        ("mesh_frame", "chain_address", chain_address),
+        ("mesh_frame", "chain_channel", chain_channel),
         ("config", "initial", config.into_bytes()),
     ]
 }
@@ -131,7 +165,11 @@ fn seeds_are_current_and_parse() {
             }
             "mesh_frame" => match name {
                 "routing_tlvs" => routing::decode(&bytes).is_ok_and(|d| d.tlvs.len() == 6),
-                "voucher" => ChannelMsg::decode(&bytes).is_ok(),
+                "voucher" | "chain_address" | "chain_channel" => ChannelMsg::decode(&bytes).is_ok(),
+                "backed_voucher" => matches!(
+                    ChannelMsg::decode(&bytes),
+                    Ok(ChannelMsg::Voucher(v)) if v.chain_sig.is_some()
+                ),
                 _ => mesh::parse(&bytes).is_ok_and(|h| h.ttl == 8),
             },
             _ => bitcloud::config::Config::parse(

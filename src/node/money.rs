@@ -68,6 +68,8 @@ pub(super) struct Account {
     peer_chain: Option<[u8; 20]>,
     /// We held data back for lack of credit with this neighbour (self-throttled).
     wants_backing: bool,
+    /// When its last on-chain offer was passed on to be checked (rate limit).
+    offer_at: Option<Instant>,
 }
 
 impl Account {
@@ -194,6 +196,7 @@ impl<A: TransportAead> Node<A> {
                     checkpointed,
                     peer_chain: None,
                     wants_backing: false,
+                    offer_at: None,
                 });
             }
         }
@@ -382,7 +385,7 @@ impl<A: TransportAead> Node<A> {
                 out
             }
             m @ (ChannelMsg::ChainAddress(_) | ChannelMsg::ChainChannel(_)) => {
-                if !self.handle_chain_msg(pi, m) {
+                if !self.handle_chain_msg(pi, m, now) {
                     self.drop_for(Some(pi), DropReason::ChannelRejected);
                 }
                 return;

@@ -19,6 +19,10 @@ use crate::wire::channel::ChannelMsg;
 /// `chain::ADDRESS_BINDING_DOMAIN`; the node does not depend on `chain`).
 const ADDRESS_BINDING_DOMAIN: &[u8] = b"bitcloud chain address v1";
 
+/// The shortest time between two offers of one neighbour that are checked on chain (an
+/// honest payer re-sends every 5 s while unacknowledged).
+pub const OFFER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Something the I/O layer must do or know for the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainEvent {
@@ -172,8 +176,10 @@ impl<A: TransportAead> Node<A> {
         self.by_id.get(peer).copied()
     }
 
-    /// A chain message from neighbour `pi` (already authenticated by the link).
-    pub(super) fn handle_chain_msg(&mut self, pi: usize, msg: ChannelMsg) -> bool {
+    /// A chain message from neighbour `pi` (already authenticated by the link). Offers are
+    /// passed on at most once per [`OFFER_INTERVAL`] per neighbour: each costs the I/O layer
+    /// an RPC call, which a hostile neighbour must not be able to multiply.
+    pub(super) fn handle_chain_msg(&mut self, pi: usize, msg: ChannelMsg, now: Instant) -> bool {
         if self.chain.ours.is_none() {
             return false;
         }
@@ -205,6 +211,12 @@ impl<A: TransportAead> Node<A> {
                 else {
                     return false;
                 };
+                if a.offer_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < OFFER_INTERVAL)
+                {
+                    return false;
+                }
+                a.offer_at = Some(now);
                 let ev = ChainEvent::ChannelOffered {
                     peer: a.peer,
                     payer_address,
@@ -216,5 +228,145 @@ impl<A: TransportAead> Node<A> {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::drops::DropReason;
+    use crate::identity::Identity;
+    use crate::node::{Node, NodeConfig, PeerConfig};
+
+    fn ident(n: u8) -> Identity {
+        Identity::from_secret([n; 32])
+    }
+
+    fn ep(last: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, last], 51820))
+    }
+
+    fn ours(i: &Identity) -> ChainAddress {
+        let b = crate::chain::ChainKey::derive(i).binding(i);
+        ChainAddress {
+            address: b.address.into_array(),
+            signature: b.signature,
+        }
+    }
+
+    /// Two linked nodes, both settling on chain, channels set up.
+    fn pair(now: Instant) -> (Node, Node, Identity, Identity) {
+        let (a, r) = (ident(1), ident(2));
+        let peer = |i: &Identity, e| PeerConfig {
+            id: i.id(),
+            endpoint: Some(e),
+        };
+        let cfg = NodeConfig::default;
+        let mut na = Node::new(&a, &[peer(&r, ep(2))], cfg(), now, 1, 1).unwrap();
+        let mut nr = Node::new(&r, &[peer(&a, ep(1))], cfg(), now, 1, 2).unwrap();
+        na.enable_chain(ours(&a));
+        nr.enable_chain(ours(&r));
+        na.start(now);
+        nr.start(now);
+        let mut t = now;
+        for _ in 0..10 {
+            t += Duration::from_millis(300);
+            for (n, from) in [(&mut na, ep(1)), (&mut nr, ep(2))] {
+                n.handle_timeout(t);
+                let _ = from;
+            }
+            for _ in 0..5 {
+                while let Some(mut x) = na.poll_transmit() {
+                    nr.handle_udp(t, ep(1), &mut x.data);
+                }
+                while let Some(mut x) = nr.poll_transmit() {
+                    na.handle_udp(t, ep(2), &mut x.data);
+                }
+            }
+        }
+        (na, nr, a, r)
+    }
+
+    #[test]
+    fn addresses_are_exchanged_and_bound_to_node_ids() {
+        let t0 = Instant::now();
+        let (mut na, _nr, _a, r) = pair(t0);
+        let events: Vec<_> = std::iter::from_fn(|| na.poll_chain_event()).collect();
+        assert!(
+            events.contains(&ChainEvent::PeerAddress {
+                peer: r.id(),
+                address: ours(&r).address
+            }),
+            "{events:?}"
+        );
+        assert_eq!(na.chain_views()[0].address, Some(ours(&r).address));
+    }
+
+    #[test]
+    fn a_forged_address_and_a_stranger_offer_are_refused_and_offers_rate_limited() {
+        let t0 = Instant::now();
+        let (mut na, mut nr, a, r) = pair(t0);
+        while na.poll_chain_event().is_some() {}
+        let before = na.drops().get(DropReason::ChannelRejected);
+        let deliver = |na: &mut Node, nr: &mut Node, msg: ChannelMsg, t: Instant| {
+            assert!(nr.send_channel(0, msg, t));
+            while let Some(mut x) = nr.poll_transmit() {
+                na.handle_udp(t, ep(2), &mut x.data);
+            }
+        };
+        // R claims A's own address, and an address signed by a third node.
+        let mut forged = ours(&a);
+        deliver(&mut na, &mut nr, ChannelMsg::ChainAddress(forged), t0);
+        forged = ChainAddress {
+            signature: ident(9).sign(b"bitcloud chain address v1", &forged.address),
+            ..forged
+        };
+        deliver(&mut na, &mut nr, ChannelMsg::ChainAddress(forged), t0);
+        assert_eq!(na.drops().get(DropReason::ChannelRejected), before + 2);
+        assert_eq!(
+            na.chain_views()[0].address,
+            Some(ours(&r).address),
+            "unchanged"
+        );
+        // An offer for a channel that is not R paying A is refused.
+        let wrong = ChainChannel {
+            channel_id: na.chain_views()[0].outgoing,
+            onchain_id: [5; 32],
+            base_seq: 0,
+            base_amount: Amount::ZERO,
+            base_bytes: 0,
+        };
+        deliver(&mut na, &mut nr, ChannelMsg::ChainChannel(wrong), t0);
+        assert_eq!(na.drops().get(DropReason::ChannelRejected), before + 3);
+        // Offers for the right channel reach the ledger at most once a second.
+        let offer = ChainChannel {
+            channel_id: na.chain_views()[0].incoming,
+            ..wrong
+        };
+        for i in 0..10 {
+            deliver(
+                &mut na,
+                &mut nr,
+                ChannelMsg::ChainChannel(offer),
+                t0 + Duration::from_millis(i * 50),
+            );
+        }
+        let offered = std::iter::from_fn(|| na.poll_chain_event())
+            .filter(|e| matches!(e, ChainEvent::ChannelOffered { .. }))
+            .count();
+        assert_eq!(offered, 1);
+        deliver(
+            &mut na,
+            &mut nr,
+            ChannelMsg::ChainChannel(offer),
+            t0 + OFFER_INTERVAL + Duration::from_millis(500),
+        );
+        assert!(matches!(
+            na.poll_chain_event(),
+            Some(ChainEvent::ChannelOffered { peer, .. }) if peer == r.id()
+        ));
     }
 }

@@ -392,15 +392,16 @@ mod tests {
             any::<u64>(),
             any::<u32>(),
             proptest::collection::vec(any::<u8>(), 64),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 65)),
         )
-            .prop_map(|(id, seq, amt, bytes, epoch, sig)| Voucher {
+            .prop_map(|(id, seq, amt, bytes, epoch, sig, chain)| Voucher {
                 channel_id: ChannelId(id),
                 seq,
                 cumulative_amount: Amount::from_units(amt),
                 cumulative_bytes: bytes,
                 price_epoch: epoch,
                 signature: sig.try_into().unwrap_or([0; 64]),
-                chain_sig: None,
+                chain_sig: chain.map(|c| ChainSig(c.try_into().unwrap_or([0; 65]))),
             })
     }
 
@@ -447,6 +448,28 @@ mod tests {
                     latest: v,
                     meter_bytes: b,
                     meter_amount: Amount::from_units(a),
+                })),
+            (
+                any::<[u8; 20]>(),
+                proptest::collection::vec(any::<u8>(), 64)
+            )
+                .prop_map(|(address, sig)| ChannelMsg::ChainAddress(ChainAddress {
+                    address,
+                    signature: sig.try_into().unwrap_or([0; 64]),
+                })),
+            (
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
+                any::<u64>(),
+                any::<u128>(),
+                any::<u64>()
+            )
+                .prop_map(|(id, on, s, a, b)| ChannelMsg::ChainChannel(ChainChannel {
+                    channel_id: ChannelId(id),
+                    onchain_id: on,
+                    base_seq: s,
+                    base_amount: Amount::from_units(a),
+                    base_bytes: b,
                 })),
         ]
     }

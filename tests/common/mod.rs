@@ -351,14 +351,21 @@ impl Node {
         }
     }
 
+    /// SIGTERM the daemon without waiting (to stop several at the same instant).
+    pub fn term(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM the daemon and wait (at most 5 s) for a clean exit; returns its exit success.
     pub fn stop(&mut self) -> bool {
+        self.term();
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Ok(Some(st)) = c.try_wait() {
