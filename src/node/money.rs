@@ -174,6 +174,8 @@ impl<A: TransportAead> Node<A> {
             let mut payee = PayeeChannel::restore(inc, payee_cfg, price, ri.latest, &ri.meter);
             if self.chain.ours.is_some() {
                 payee.require_backing();
+                payee.set_backing(self.chain.backings.get(&(peer, false)).cloned());
+                payer.set_backing(self.chain.backings.get(&(peer, true)).cloned());
             }
             let checkpointed = [
                 (ro.meter.total_bytes(), ro.meter.total_cost()),

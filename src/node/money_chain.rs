@@ -81,6 +81,10 @@ pub(crate) struct NodeChain {
     pub(super) ours: Option<ChainAddress>,
     /// Events for the I/O layer.
     pub(super) events: std::collections::VecDeque<ChainEvent>,
+    /// The backing of each neighbour's channels (payer side `true`), applied to its account
+    /// whenever one is created: after a restart the journal's channels are in place before
+    /// the first handshake, so the resync that follows it is judged with them.
+    pub(super) backings: std::collections::HashMap<(NodeId, bool), SharedBacking>,
 }
 
 impl<A: TransportAead> Node<A> {
@@ -113,6 +117,7 @@ impl<A: TransportAead> Node<A> {
         offer: Option<ChainChannel>,
         now: Instant,
     ) -> bool {
+        self.remember_backing(peer, true, backing.clone());
         let Some(pi) = self.peer_index(peer) else {
             return false;
         };
@@ -141,6 +146,7 @@ impl<A: TransportAead> Node<A> {
         backing: Option<SharedBacking>,
         now: Instant,
     ) {
+        self.remember_backing(peer, false, backing.clone());
         let Some(pi) = self.peer_index(peer) else {
             return;
         };
@@ -148,6 +154,19 @@ impl<A: TransportAead> Node<A> {
         a.payee.set_backing(backing);
         let grant = a.payee.grant();
         self.send_channel(pi, ChannelMsg::CreditGrant(grant), now);
+    }
+
+    /// At start, before any handshake: the backing of our channel with `peer` (`payer`:
+    /// the one where we pay) from the journal. Nothing is sent.
+    pub fn restore_backing(&mut self, peer: NodeId, payer: bool, backing: SharedBacking) {
+        self.remember_backing(&peer, payer, Some(backing));
+    }
+
+    fn remember_backing(&mut self, peer: &NodeId, payer: bool, backing: Option<SharedBacking>) {
+        match backing {
+            Some(b) => self.chain.backings.insert((*peer, payer), b),
+            None => self.chain.backings.remove(&(*peer, payer)),
+        };
     }
 
     /// Every neighbour's channels for the chain side.

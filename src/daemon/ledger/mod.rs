@@ -256,6 +256,18 @@ impl Ledger {
         .await
     }
 
+    /// The backings of the journal's open channels, for the node before it starts.
+    fn restored(&self) -> Vec<(NodeId, bool, SharedBacking)> {
+        self.rows
+            .values()
+            .filter(|r| r.state == crate::evm::journal::ChanState::Open)
+            .map(|r| {
+                let b: SharedBacking = Arc::new(self.backing_of(r));
+                (r.peer, r.direction == Direction::Outgoing, b)
+            })
+            .collect()
+    }
+
     /// The backing a row stands for (ours to cosign when we pay).
     fn backing_of(&self, row: &ChainChannelRow) -> ChannelBacking {
         ChannelBacking {
@@ -299,6 +311,9 @@ pub async fn spawn(
     });
     let (out_tx, rx) = mpsc::unbounded_channel();
     let ledger = Ledger::start(evm, key, &cfg.data_dir, out_tx).await?;
+    for (peer, payer, backing) in ledger.restored() {
+        node.restore_backing(peer, payer, backing);
+    }
     let (tx, in_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(ledger.run(in_rx));
     Ok(Some(LedgerLink {

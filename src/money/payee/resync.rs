@@ -1,7 +1,8 @@
 //! The payee's side of a resync: what it tells the payer after a handshake and what it accepts
 //! back. Invariants: the meter is raised to the payer's own totals only on a fresh link (we
 //! restarted); a newer voucher is checked like any other (bounds, signature, monotonicity,
-//! progress) and committed before it is credited.
+//! progress, on-chain backing) and committed before it is credited; under a ledger, a genuine
+//! voucher the chain does not back is left uncredited without losing the meter admission.
 
 use super::super::messages::Resync;
 use super::super::voucher::Voucher;
@@ -67,6 +68,14 @@ impl PayeeChannel {
                 }
                 _ => Ok(None),
             },
+            // Under a ledger: the payer's genuine voucher that the chain does not back (yet,
+            // or not this channel). It is not credited, but the meter admission still heals
+            // what we lost in a restart; else every later voucher would be over our meter.
+            Err(Reject::Unbacked | Reject::ForgedSignature)
+                if self.needs_backing && v.verify(&self.state.params.payer) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
             Ok(Check::DuplicateLatest | Check::DuplicatePending) => Ok(None),
             Ok(Check::New) => Ok(Some(v)),

@@ -159,3 +159,33 @@ fn payer_signs_its_totals_again_once_backed() {
     p.payee_receive(Msg::Voucher(again));
     assert_eq!(p.payee.credited(), first.cumulative_amount);
 }
+
+#[test]
+fn a_resync_the_chain_does_not_back_still_heals_the_meter() {
+    let mut p = Pair::new(Amount::from_cc(1), Amount::from_cc(1));
+    p.payee.require_backing();
+    p.data(MIB, false);
+    p.now += Duration::from_secs(5);
+    p.pump_payer();
+    assert!(matches!(p.to_payee.pop_front(), Some(Msg::Voucher(_))));
+    // The payee restarts from a checkpoint that missed the MiB; the payer's resync carries
+    // its unbacked voucher, which is not credited, and its meter, which is taken.
+    let mut fresh = PayeeChannel::restore(
+        p.params,
+        p.payee_cfg,
+        PRICE,
+        None,
+        &MeterSnapshot::default(),
+    );
+    fresh.require_backing();
+    p.payer.expect_resync();
+    assert_eq!(fresh.on_resync_with(&p.payer.resync(), true), Ok(None));
+    assert_eq!(fresh.meter().total_bytes(), MIB);
+    assert_eq!(fresh.credited(), Amount::ZERO);
+    // A voucher with a bad Ed25519 signature still fails the whole resync.
+    let mut r = p.payer.resync();
+    if let Some(v) = r.latest.as_mut() {
+        v.signature[0] ^= 1;
+    }
+    assert_eq!(fresh.on_resync_with(&r, true), Err(Reject::ForgedSignature));
+}
