@@ -177,3 +177,69 @@ impl UdpWriter {
         self.closed = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn bound() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    /// Every datagram `Udp` receives, in order, split at the GRO stride.
+    async fn drain(r: &mut UdpReader, udp: &Udp, want: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let n = tokio::time::timeout(Duration::from_secs(2), r.recv(udp))
+                .await
+                .expect("datagrams arrive")
+                .unwrap();
+            for i in 0..n {
+                let (_, buf, stride) = r.message(i).unwrap();
+                got.extend(buf.chunks(stride).map(<[u8]>::to_vec));
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_sizes_and_destinations() {
+        let tx = Udp::new(bound()).unwrap();
+        let (rx1, rx2) = (Udp::new(bound()).unwrap(), Udp::new(bound()).unwrap());
+        let (d1, d2) = (
+            rx1.sock.local_addr().unwrap(),
+            rx2.sock.local_addr().unwrap(),
+        );
+        let mut w = UdpWriter::default();
+        // Same size, a short one (ends the batch), a full one again, then another peer, then
+        // a bigger one (cannot join a batch of smaller ones).
+        let plan: [(usize, SocketAddr); 8] = [
+            (1000, d1),
+            (1000, d1),
+            (1000, d1),
+            (400, d1),
+            (1000, d1),
+            (1000, d2),
+            (1000, d1),
+            (1400, d1),
+        ];
+        for (seq, (len, dst)) in plan.iter().enumerate() {
+            let d = vec![seq as u8; *len];
+            w.push(&tx, &d, *dst).await;
+        }
+        w.flush(&tx).await;
+        let expect = |dst: SocketAddr| -> Vec<Vec<u8>> {
+            plan.iter()
+                .enumerate()
+                .filter(|(_, (_, d))| *d == dst)
+                .map(|(seq, (len, _))| vec![seq as u8; *len])
+                .collect()
+        };
+        let (mut r1, mut r2) = (UdpReader::default(), UdpReader::default());
+        assert_eq!(drain(&mut r1, &rx1, 7).await, expect(d1));
+        assert_eq!(drain(&mut r2, &rx2, 1).await, expect(d2));
+    }
+}
