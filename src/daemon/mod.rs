@@ -5,6 +5,7 @@
 mod answer;
 mod clock;
 pub mod control;
+mod datapath;
 pub mod discovery;
 mod exit_api;
 pub mod gateway;
@@ -16,7 +17,6 @@ mod tunio;
 mod udpio;
 pub mod wallet;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,8 +24,9 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::node::{MoneyConfig, Node, NodeConfig, PeerConfig, Restored, UdpOut};
+use crate::node::{MoneyConfig, Node, NodeConfig, PeerConfig, Restored};
 use crate::route::RouterConfig;
+use datapath::{BATCH, flush, on_datagram, on_tun};
 
 /// How often the event loop runs node timers (handshake retries, keepalives, expiry).
 const TICK: Duration = Duration::from_millis(100);
@@ -500,55 +501,4 @@ fn router_config(seed: &[u8; 8], pricing: &crate::config::Pricing) -> RouterConf
         initial_seqno: u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]),
         ..RouterConfig::default()
     }
-}
-
-/// Packets handled per wakeup before other events get a turn.
-const BATCH: usize = 64;
-
-async fn on_tun(
-    node: &mut Node,
-    udp: &udpio::Udp,
-    udp_out: &mut udpio::UdpWriter,
-    tbuf: &mut [u8],
-    n: usize,
-) {
-    if let Some((range, dst)) = node.handle_tun(Instant::now(), tbuf, n)
-        && let Some(d) = tbuf.get(range)
-    {
-        udp_out.push(udp, d, dst).await;
-    }
-}
-
-async fn on_datagram(
-    node: &mut Node,
-    udp: &udpio::Udp,
-    udp_out: &mut udpio::UdpWriter,
-    tun: &tun_rs::AsyncDevice,
-    tun_out: &mut tunio::TunWriter,
-    msg: &mut [u8],
-    from: SocketAddr,
-) {
-    match node.handle_udp(Instant::now(), from, msg) {
-        UdpOut::Tun(range) => {
-            if let Some(pkt) = msg.get(range)
-                && tun_out.push(pkt)
-            {
-                tun_out.flush(tun).await;
-            }
-        }
-        UdpOut::Forward(len, dst) => {
-            if let Some(d) = msg.get(..len) {
-                udp_out.push(udp, d, dst).await;
-            }
-        }
-        UdpOut::None => {}
-    }
-}
-
-/// Queue the node's control datagrams behind the data already queued, then send them all.
-async fn flush(node: &mut Node, udp: &udpio::Udp, udp_out: &mut udpio::UdpWriter) {
-    while let Some(t) = node.poll_transmit() {
-        udp_out.push(udp, &t.data, t.dst).await;
-    }
-    udp_out.flush(udp).await;
 }
