@@ -361,6 +361,7 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
     // TUN queue (forwarded from the uplink, never read by the daemon, so never carried) when
     // the machine is loaded: at most one full packet each.
     let dropped = tun_tx_dropped(&x1) - tun_dropped_before;
+    eprintln!("{dropped} packets dropped at the exit's TUN queue");
     let slack = u128::from(dropped) * 1500;
     let (billed, uplink) = (u128::from(billed), u128::from(uplink));
     assert!(
@@ -374,11 +375,15 @@ fn exits_replace_the_uplink_fail_over_and_fail_closed() {
     );
     let relay_ch = channel(&rn, &cn.id, "incoming", "link");
     let relay_bytes = u128::from(relay_ch["metered_bytes"].as_u64().unwrap());
+    // The relay carries only the client's upstream (requests and TCP ACKs; with TUN offload
+    // the client's stack acknowledges coalesced segments, so under 100 KB): one unit of
+    // rounding up is more than 1 % of that, and allowed.
+    let (relay_amount, relay_expect) = (
+        common::units(&relay_ch["metered_amount"]),
+        relay_bytes * 1000 / (1 << 20),
+    );
     assert!(
-        off(
-            common::units(&relay_ch["metered_amount"]),
-            relay_bytes * 1000 / (1 << 20)
-        ) < 0.01,
+        relay_amount.abs_diff(relay_expect) <= 1 || off(relay_amount, relay_expect) < 0.01,
         "the relay billed another fee than its own: {relay_ch}"
     );
 

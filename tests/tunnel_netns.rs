@@ -48,16 +48,21 @@ fn ping_both_ways_and_100mb_tcp_arrives_intact() {
     );
     assert_eq!(got, LEN, "100 MB arrived intact (hashes compared)");
 
-    // Counters: what A says it sent is what B says it received; both agree within 5 % with
-    // the kernel's own TUN counters, and cover the payload plus TCP/IPv6 headers (~5.3 %).
+    // Counters: what A says it sent is what B says it received, and covers the payload plus
+    // TCP/IPv6 headers (~5.3 %). The kernel's TUN counters are the reference from below: with
+    // TUN offload (TSO/GRO) the kernel counts 64 KB super-packets, headers once per 45
+    // segments, while the daemons count the MTU-sized packets they carry, each with its
+    // headers; without offload the two are equal. So ours are at least the kernel's and at
+    // most one set of headers per packet (8 %) above.
     let tx = peer_u64(&a.status(), "tx_bytes") - before_a;
     let rx = peer_u64(&b.status(), "rx_bytes") - before_b;
     let (_, kernel_tx) = common::tun_counters(&a.ns);
     let (kernel_rx, _) = common::tun_counters(&b.ns);
     let (ktx, krx) = (kernel_tx - kernel_before.1, kernel_rx - kernel_before.0);
     let close = |x: u64, y: u64| (x as f64 - y as f64).abs() <= y as f64 * 0.05;
-    assert!(close(tx, ktx), "A tx_bytes {tx} vs kernel TUN tx {ktx}");
-    assert!(close(rx, krx), "B rx_bytes {rx} vs kernel TUN rx {krx}");
+    let covers = |ours: u64, kernel: u64| ours >= kernel * 99 / 100 && ours <= kernel * 108 / 100;
+    assert!(covers(tx, ktx), "A tx_bytes {tx} vs kernel TUN tx {ktx}");
+    assert!(covers(rx, krx), "B rx_bytes {rx} vs kernel TUN rx {krx}");
     assert!(close(rx, tx), "A tx {tx} vs B rx {rx}");
     assert!(
         tx >= LEN as u64 && tx < LEN as u64 * 108 / 100,

@@ -5,6 +5,7 @@
 mod answer;
 mod clock;
 pub mod control;
+mod datapath;
 pub mod discovery;
 mod exit_api;
 pub mod gateway;
@@ -13,28 +14,23 @@ mod metrics;
 mod notify;
 mod reload;
 mod share;
+mod tunio;
+mod udpio;
 pub mod wallet;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::node::{
-    HEADROOM, MoneyConfig, Node, NodeConfig, PeerConfig, Restored, TAILROOM, UdpOut,
-};
+use crate::node::{MoneyConfig, Node, NodeConfig, PeerConfig, Restored};
 use crate::route::RouterConfig;
+use datapath::{BATCH, flush, on_datagram, on_tun};
 
 /// How often the event loop runs node timers (handshake retries, keepalives, expiry).
 const TICK: Duration = Duration::from_millis(100);
-/// Datagram and packet buffers: the largest UDP payload.
-const BUF_LEN: usize = 65536;
-/// Socket buffer size asked of the kernel, so bursts are not dropped before we read them.
-const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
@@ -43,14 +39,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
 
-    let udp = bind_udp(cfg.listen)?;
-    let tun = tun_rs::DeviceBuilder::new()
-        .name(&cfg.tun)
-        .mtu(cfg.mtu)
-        .ipv4(id.ipv4(), 10, None)
-        .ipv6(id.ipv6(), 8)
-        .build_async()
-        .with_context(|| format!("creating TUN device {} (needs CAP_NET_ADMIN)", cfg.tun))?;
+    let udp = udpio::bind(cfg.listen)?;
+    let tun = tunio::build(|| {
+        tun_rs::DeviceBuilder::new()
+            .name(&cfg.tun)
+            .mtu(cfg.mtu)
+            .ipv4(id.ipv4(), 10, None)
+            .ipv6(id.ipv6(), 8)
+    })
+    .with_context(|| format!("creating TUN device {} (needs CAP_NET_ADMIN)", cfg.tun))?;
     // Best effort: a TUN with a link-local address only sends chatter the mesh drops.
     match crate::gateway::policy::connect() {
         Ok(h) => {
@@ -148,7 +145,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         wal_rx,
         done_tx,
     ));
-    tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, peers = peers.len(), "bitcloud up");
+    tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, tun_offload = tunio::offload(&tun), udp_offload = ?udp.offload(), peers = peers.len(), "bitcloud up");
 
     let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -170,45 +167,75 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut notifier = notify::Notifier::new(Instant::now());
     notifier.ready(&status_line(&node));
-    let mut tbuf = vec![0u8; BUF_LEN + HEADROOM + TAILROOM];
-    let mut ubuf = vec![0u8; BUF_LEN];
-    flush(&mut node, &udp).await;
+    let mut tun_in = tunio::TunReader::default();
+    let mut tun_out = tunio::TunWriter::default();
+    let mut udp_in = udpio::UdpReader::default();
+    let mut udp_out = udpio::UdpWriter::default();
+    flush(&mut node, &udp, &mut udp_out).await;
     loop {
         tokio::select! {
-            r = tun.recv(&mut tbuf[HEADROOM..HEADROOM + BUF_LEN]) => {
-                let mut n = r.context("reading TUN")?;
+            r = tun_in.recv(&tun) => {
                 // Drain what is already queued before going back to the poller: one wakeup,
-                // many packets.
-                // Read the next packet only when there is a turn left to handle it: reading
-                // one and then leaving the loop would drop it (one packet in every BATCH).
-                for turn in 1..=BATCH {
-                    on_tun(&mut node, &udp, &mut tbuf, n).await;
-                    if turn == BATCH {
-                        break;
-                    }
-                    match tun.try_recv(&mut tbuf[HEADROOM..HEADROOM + BUF_LEN]) {
-                        Ok(k) => n = k,
-                        Err(_) => break,
-                    }
-                }
-            }
-            r = udp.recv_from(&mut ubuf) => {
+                // many packets. With offload one read holds up to 64 KB of segments, so the
+                // budget counts packets, and a read is made only while budget is left (a read
+                // made and not handled would drop its packets).
                 let mut r = r;
-                for turn in 1..=BATCH {
+                let mut handled = 0;
+                loop {
                     match r {
-                        Ok((n, from)) => on_datagram(&mut node, &udp, &tun, &mut ubuf, n, from).await,
-                        // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
-                        Err(e) => tracing::trace!("UDP receive: {e}"),
+                        Ok(k) => {
+                            for (buf, &len) in tun_in.bufs.iter_mut().zip(&tun_in.sizes).take(k) {
+                                on_tun(&mut node, &udp, &mut udp_out, buf, len).await;
+                            }
+                            handled += k.max(1);
+                        }
+                        Err(e) if tunio::is_packet_error(&e) => {
+                            tracing::debug!("TUN read: {e}");
+                            handled += 1;
+                        }
+                        Err(e) => return Err(e).context("reading TUN"),
                     }
-                    // As for the TUN: never read a datagram there is no turn left for.
-                    if turn == BATCH {
+                    if handled >= BATCH {
                         break;
                     }
-                    r = udp.try_recv_from(&mut ubuf);
+                    r = tun_in.try_recv(&tun);
                     if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
                         break;
                     }
                 }
+            }
+            r = udp_in.recv(&udp) => {
+                // As for the TUN: a receive is made only while budget is left, since every
+                // datagram it brings must be handled. One message can be a GRO list.
+                let mut r = r;
+                let mut handled = 0;
+                loop {
+                    match r {
+                        Ok(msgs) => {
+                            for i in 0..msgs {
+                                let Some((from, buf, stride)) = udp_in.message(i) else { break };
+                                for d in buf.chunks_mut(stride) {
+                                    on_datagram(&mut node, &udp, &mut udp_out, &tun, &mut tun_out, d, from).await;
+                                    handled += 1;
+                                }
+                            }
+                        }
+                        // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
+                        Err(e) => {
+                            tracing::trace!("UDP receive: {e}");
+                            handled += 1;
+                        }
+                    }
+                    if handled >= BATCH {
+                        break;
+                    }
+                    r = udp_in.try_recv(&udp);
+                    if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                        break;
+                    }
+                }
+                // One batch for the TUN, so tun-rs can coalesce each flow's segments (GRO).
+                tun_out.flush(&tun).await;
             }
             _ = tick.tick() => {
                 let now = Instant::now();
@@ -226,7 +253,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             }
             Some(o) = ledger::LedgerLink::recv(&mut ledger_link) => {
                 ledger::LedgerLink::apply(&mut node, o, Instant::now());
-                flush(&mut node, &udp).await;
+                flush(&mut node, &udp, &mut udp_out).await;
             }
             Some(d) = disc_rx.recv() => {
                 shared.discovered(&d, Instant::now());
@@ -265,7 +292,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                     Request::Exit { mode } => {
                         let answer = exit_cmd(&cfg, &mut node, &mut gw, mode.as_deref()).await;
                         let _ = req.reply.send(answer);
-                        flush(&mut node, &udp).await;
+                        flush(&mut node, &udp, &mut udp_out).await;
                         continue;
                     }
                     Request::Price { set: Some(fee) } => {
@@ -330,10 +357,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 tracing::warn!("applying the exit change: {e:#}");
             }
         }
-        flush(&mut node, &udp).await;
+        flush(&mut node, &udp, &mut udp_out).await;
         while let Some(p) = node.poll_tun() {
-            let _ = tun.send(&p).await;
+            if tun_out.push(&p) {
+                tun_out.flush(&tun).await;
+            }
         }
+        tun_out.flush(&tun).await;
         while let Some(op) = node.poll_wallet() {
             let _ = wal_tx.send(wallet::Req::Op(op));
         }
@@ -354,7 +384,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     // Retract the default routes (an exit) and remove routes, kill switch and DNS settings
     // (a client) while the socket can still tell the neighbours.
     gw.shutdown(&mut node, Instant::now()).await;
-    flush(&mut node, &udp).await;
+    flush(&mut node, &udp, &mut udp_out).await;
     // Keep what was metered since the last checkpoint, then let the wallet close cleanly.
     node.checkpoint_now();
     while let Some(op) = node.poll_wallet() {
@@ -496,68 +526,5 @@ fn router_config(seed: &[u8; 8], pricing: &crate::config::Pricing) -> RouterConf
         // unlikely to be ignored.
         initial_seqno: u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]),
         ..RouterConfig::default()
-    }
-}
-
-/// Packets handled per wakeup before other events get a turn.
-const BATCH: usize = 64;
-
-async fn on_tun(node: &mut Node, udp: &UdpSocket, tbuf: &mut [u8], n: usize) {
-    if let Some((range, dst)) = node.handle_tun(Instant::now(), tbuf, n)
-        && let Some(d) = tbuf.get(range)
-    {
-        send(udp, d, dst).await;
-    }
-}
-
-async fn on_datagram(
-    node: &mut Node,
-    udp: &UdpSocket,
-    tun: &tun_rs::AsyncDevice,
-    ubuf: &mut [u8],
-    n: usize,
-    from: SocketAddr,
-) {
-    let Some(msg) = ubuf.get_mut(..n) else { return };
-    match node.handle_udp(Instant::now(), from, msg) {
-        UdpOut::Tun(range) => {
-            if let Some(pkt) = msg.get(range)
-                && let Err(e) = tun.send(pkt).await
-            {
-                tracing::debug!("TUN write: {e}");
-            }
-        }
-        UdpOut::Forward(len, dst) => {
-            if let Some(d) = msg.get(..len) {
-                send(udp, d, dst).await;
-            }
-        }
-        UdpOut::None => {}
-    }
-}
-
-fn bind_udp(listen: SocketAddr) -> anyhow::Result<UdpSocket> {
-    let s = std::net::UdpSocket::bind(listen).with_context(|| format!("binding UDP {listen}"))?;
-    s.set_nonblocking(true)?;
-    let sock = socket2::SockRef::from(&s);
-    // Our own datagrams bypass the exit route and pass the kill switch (docs/gateway.md).
-    if let Err(e) = sock.set_mark(crate::gateway::FWMARK) {
-        tracing::warn!("SO_MARK on the UDP socket: {e} (using an exit would loop)");
-    }
-    // Best effort: the kernel caps these at net.core.[rw]mem_max.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-    Ok(UdpSocket::from_std(s)?)
-}
-
-async fn send(udp: &UdpSocket, data: &[u8], dst: SocketAddr) {
-    if let Err(e) = udp.send_to(data, dst).await {
-        tracing::trace!(%dst, "UDP send: {e}");
-    }
-}
-
-async fn flush(node: &mut Node, udp: &UdpSocket) {
-    while let Some(t) = node.poll_transmit() {
-        send(udp, &t.data, t.dst).await;
     }
 }

@@ -48,14 +48,17 @@ impl<A: TransportAead> Node<A> {
                 }
             }
         }
-        let usable = if self.v4.collides(dest.ipv4()) {
-            std::net::Ipv4Addr::BROADCAST // see `refresh_v4`: no IPv4 source for a collision
-        } else {
-            dest.ipv4()
-        };
         match self.e2e.entry(dest) {
             std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(v) => {
+                // Only for a new session: `ipv4()` is a BLAKE2s hash, which per routed packet
+                // was 8 % of a sender's CPU (docs/profile.md); `refresh_v4` keeps it current.
+                let v4 = dest.ipv4();
+                let usable = if self.v4.collides(v4) {
+                    std::net::Ipv4Addr::BROADCAST // see `refresh_v4`: no IPv4 source for a collision
+                } else {
+                    v4
+                };
                 let keys = PeerKeys::new(&dest).ok()?;
                 let mut p = Peer::new(dest, keys, Some(ROUTED));
                 p.addr_v4 = usable;
@@ -102,6 +105,8 @@ impl<A: TransportAead> Node<A> {
         }
         let timers = self.cfg.timers;
         let e = self.e2e_peer(dest, now)?;
+        // The session's copy of `dest.ipv6()`, which would be a BLAKE2s hash per packet.
+        let dst_v6 = e.addr_v6;
         let want_rekey = e.rekey_wanted(now, &timers) && e.handshake_due(now);
         let sealed = e.seal(Kind::Packet, buf.get_mut(E2E_AT..)?, len, now, &timers);
         if sealed.is_none()
@@ -119,7 +124,7 @@ impl<A: TransportAead> Node<A> {
             buf.get_mut(TRANSPORT_HEADER_LEN..)?,
             &MeshHeader {
                 ttl: DEFAULT_TTL,
-                dst: dest.ipv6(),
+                dst: dst_v6,
             },
         );
         let peer = self.peers.get_mut(pi)?;
