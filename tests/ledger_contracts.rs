@@ -100,6 +100,23 @@ impl Chain {
         (id, approve, r)
     }
 
+    /// Approve and top up `id` by `amount` from the payer; the topUp's receipt.
+    fn top_up(&self, id: B256, amount: u128) -> Receipt {
+        let value = U256::from(amount);
+        let approve = ICloudcoin::approveCall {
+            spender: self.d.channels,
+            value,
+        };
+        self.send(&self.payer, self.d.token, approve.abi_encode())
+            .expect("approve");
+        let top = ICloudcoinChannels::topUpCall {
+            channelId: id,
+            amount: value,
+        };
+        self.send(&self.payer, self.d.channels, top.abi_encode())
+            .expect("topUp")
+    }
+
     fn voucher(&self, channel: B256, seq: u64, amount: u128) -> ChainVoucher {
         ChainVoucher {
             channel,
@@ -171,26 +188,7 @@ fn claim_pays_exactly_the_increment_and_never_more_than_the_deposit() {
     );
     assert_eq!(c.balance(c.payee.address()) - start, paid);
     // A top-up makes the rest of the same voucher claimable.
-    c.send(
-        &c.payer,
-        c.d.token,
-        ICloudcoin::approveCall {
-            spender: c.d.channels,
-            value: U256::from(5 * CC),
-        }
-        .abi_encode(),
-    )
-    .expect("approve");
-    c.send(
-        &c.payer,
-        c.d.channels,
-        ICloudcoinChannels::topUpCall {
-            channelId: id,
-            amount: U256::from(5 * CC),
-        }
-        .abi_encode(),
-    )
-    .expect("topUp");
+    c.top_up(id, 5 * CC);
     c.claim(&v, &v.sign(&c.domain(), &c.payer))
         .expect("claim after top-up");
     assert_eq!(c.balance(c.payee.address()) - start, U256::from(15 * CC));
@@ -369,27 +367,7 @@ fn gas_of_each_step() {
     let next = c
         .claim(&v2, &v2.sign(&c.domain(), &c.payer))
         .expect("claim");
-    c.send(
-        &c.payer,
-        c.d.token,
-        ICloudcoin::approveCall {
-            spender: c.d.channels,
-            value: U256::from(5 * CC),
-        }
-        .abi_encode(),
-    )
-    .expect("approve");
-    let top_up = c
-        .send(
-            &c.payer,
-            c.d.channels,
-            ICloudcoinChannels::topUpCall {
-                channelId: id,
-                amount: U256::from(5 * CC),
-            }
-            .abi_encode(),
-        )
-        .expect("topUp");
+    let top_up = c.top_up(id, 5 * CC);
     let close = c
         .send(
             &c.payer,

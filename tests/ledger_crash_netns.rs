@@ -16,8 +16,8 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, U256};
 use bitcloud::evm::journal::{Journal, TxState};
 use common::inet::cli;
-use common::ledger::{CLOSE_DELAY, Chain, FEE, address, setup, tokens, wait_for};
-use common::{BIN, Lab, Node, mesh, root_or_skip, udp_flood, units};
+use common::ledger::{CLOSE_DELAY, Chain, FEE, address, chain_lab, tokens, wait_for};
+use common::{BIN, Lab, Node, root_or_skip, udp_flood, units};
 
 const ROUNDS: usize = 7;
 
@@ -103,12 +103,7 @@ fn kill_9_during_open_claim_and_close_loses_nothing() {
     eprintln!("BITCLOUD_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let mut lab = Lab::new();
-    let mut n = mesh(&mut lab, 3, &[(0, 1), (1, 2)]);
-    for x in &n {
-        x.append_config("\n[wallet]\npay_interval_ms = 500\n");
-    }
-    n[1].append_config(&format!("\n[pricing]\nfee_per_mib = {FEE}\n"));
-    let Some(chain) = setup(&mut lab, &n, test) else {
+    let Some((mut n, chain)) = chain_lab(&mut lab, test) else {
         return;
     };
     let addrs: Vec<Address> = n.iter().map(address).collect();

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use common::inet::cli;
-use common::ledger::{CLOSE_DELAY, FEE, address, setup, tokens, wait_for};
-use common::{Lab, mesh, root_or_skip, units};
+use common::ledger::{CLOSE_DELAY, FEE, address, chain_lab, tokens, wait_for};
+use common::{Lab, root_or_skip, units};
 
 #[test]
 fn relay_settles_on_chain_and_payer_withdraws_the_rest() {
@@ -21,12 +21,7 @@ fn relay_settles_on_chain_and_payer_withdraws_the_rest() {
         return;
     }
     let mut lab = Lab::new();
-    let mut n = mesh(&mut lab, 3, &[(0, 1), (1, 2)]);
-    for x in &n {
-        x.append_config("\n[wallet]\npay_interval_ms = 500\n");
-    }
-    n[1].append_config(&format!("\n[pricing]\nfee_per_mib = {FEE}\n"));
-    let Some(chain) = setup(&mut lab, &n, test) else {
+    let Some((mut n, chain)) = chain_lab(&mut lab, test) else {
         return;
     };
     let hundred = tokens(100 * 1_000_000_000);
@@ -137,12 +132,7 @@ fn payer_that_stops_paying_and_closes_is_still_claimed_in_time() {
         return;
     }
     let mut lab = Lab::new();
-    let mut n = mesh(&mut lab, 3, &[(0, 1), (1, 2)]);
-    for x in &n {
-        x.append_config("\n[wallet]\npay_interval_ms = 500\n");
-    }
-    n[1].append_config(&format!("\n[pricing]\nfee_per_mib = {FEE}\n"));
-    let Some(chain) = setup(&mut lab, &n, test) else {
+    let Some((mut n, chain)) = chain_lab(&mut lab, test) else {
         return;
     };
     let addrs: Vec<Address> = n.iter().map(address).collect();

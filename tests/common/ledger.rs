@@ -130,3 +130,15 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A - R - C (R bills [`FEE`], everyone pays every 500 ms) with the chain set up; `None`
+/// when the test is skipped (no anvil outside CI).
+pub fn chain_lab(lab: &mut Lab, test: &str) -> Option<(Vec<Node>, Chain)> {
+    let n = super::mesh(lab, 3, &[(0, 1), (1, 2)]);
+    for x in &n {
+        x.append_config("\n[wallet]\npay_interval_ms = 500\n");
+    }
+    n[1].append_config(&format!("\n[pricing]\nfee_per_mib = {FEE}\n"));
+    let chain = setup(lab, &n, test)?;
+    Some((n, chain))
+}
