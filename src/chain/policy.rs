@@ -81,8 +81,12 @@ pub fn accept_offer(
     if chain.close_delay < min_close_delay {
         return Err(OfferError::ShortDelay(chain.close_delay));
     }
+    // Both parts of the base: a base seq above ours would let vouchers below it pass
+    // without a chain signature (the chain never sees them), so the payer could pay us in
+    // vouchers the chain would not honour.
     let credited_amount = credited.map_or(Amount::ZERO, |v| v.cumulative_amount);
-    if offer.base_amount > credited_amount {
+    let credited_seq = credited.map_or(0, |v| v.seq);
+    if offer.base_amount > credited_amount || offer.base_seq > credited_seq {
         return Err(OfferError::BaseAboveCredited);
     }
     let deposit = scale.to_amount(chain.deposit).unwrap_or(Amount::MAX);
@@ -221,6 +225,16 @@ mod tests {
         };
         assert_eq!(
             check(&high_base, &chain, payer, us).unwrap_err(),
+            OfferError::BaseAboveCredited
+        );
+        // A base seq above what we credited would exempt later vouchers from the chain
+        // signature.
+        let high_seq = ChainChannel {
+            base_seq: u64::MAX,
+            ..offer
+        };
+        assert_eq!(
+            check(&high_seq, &chain, payer, us).unwrap_err(),
             OfferError::BaseAboveCredited
         );
     }
