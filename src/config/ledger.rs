@@ -90,19 +90,7 @@ fn address(v: &Spanned<String>) -> Result<Address, SpanError> {
 }
 
 fn amount(v: &Spanned<String>) -> Result<Amount, SpanError> {
-    let a: Amount = v.get_ref().parse().map_err(|e| {
-        (
-            v.span(),
-            format!("{:?} is not an amount of CC: {e}", v.get_ref()),
-        )
-    })?;
-    if a.is_zero() {
-        return Err((v.span(), "must be above 0".into()));
-    }
-    if a > MAX_LEDGER_AMOUNT {
-        return Err((v.span(), format!("must be at most {MAX_LEDGER_AMOUNT} CC")));
-    }
-    Ok(a)
+    super::wallet::amount_at_most(v, true, MAX_LEDGER_AMOUNT)
 }
 
 impl RawLedger {

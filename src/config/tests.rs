@@ -308,3 +308,74 @@ fn cargo_test_builds_with_the_testing_feature() {
     let on = std::hint::black_box(cfg!(feature = "testing"));
     assert!(on, "the self dev-dependency should enable `testing`");
 }
+
+#[test]
+fn ledger_settings_and_errors_name_line_and_key() {
+    let good = "[ledger]\nkind = \"evm\"\nrpc = \"http://198.18.9.2:8545\"\nchain_id = 31337\n\
+                token = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n\
+                channels = \"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512\"\ndeposit = \"2.5\"\n";
+    let c = parse(&format!("{}{good}", base())).expect("evm ledger");
+    let evm = c.ledger.evm.expect("evm");
+    assert_eq!(
+        (evm.chain_id, evm.deposit),
+        (31337, crate::money::Amount::from_units(2_500_000_000))
+    );
+    assert_eq!(evm.close_delay, Duration::from_secs(86_400));
+    assert!(
+        parse(&base()).expect("base").ledger.evm.is_none(),
+        "iou by default"
+    );
+    let with = |extra: &str| format!("{}{good}{extra}", base());
+    let bad = [
+        (
+            "[ledger]\nkind = \"evm\"\n".to_string(),
+            "ledger",
+            "needs rpc",
+        ),
+        (
+            "[ledger]\nkind = \"btc\"\n".to_string(),
+            "ledger.kind",
+            "unknown variant",
+        ),
+        (
+            with("close_delay_secs = 5\n"),
+            "ledger.close_delay_secs",
+            "10..=",
+        ),
+        (
+            with("claim_threshold = \"0\"\n"),
+            "ledger.claim_threshold",
+            "above 0",
+        ),
+        (
+            with("claim_threshold = \"2000000\"\n"),
+            "ledger.claim_threshold",
+            "at most",
+        ),
+        (
+            format!(
+                "{}{}",
+                base(),
+                good.replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x12")
+            ),
+            "ledger.token",
+            "not an address",
+        ),
+        (
+            format!("{}{}", base(), good.replace("http://198", "ftp://198")),
+            "ledger.rpc",
+            "http",
+        ),
+    ];
+    for (t, key, msg) in bad {
+        let text = if t.starts_with("[ledger]") {
+            format!("{}{t}", base())
+        } else {
+            t
+        };
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}: {e}");
+        assert!(e.msg.contains(msg), "{text}: {e}");
+        assert!(e.line >= 14, "{text}: {e}");
+    }
+}

@@ -137,6 +137,15 @@ impl RawTesting {
 pub(super) type SpanError = (std::ops::Range<usize>, String);
 
 fn amount(v: &Spanned<String>, positive: bool) -> Result<Amount, SpanError> {
+    amount_at_most(v, positive, MAX_AMOUNT_KEY)
+}
+
+/// A decimal CC amount key, at most `max` (and above 0 if `positive`), errors at its span.
+pub(super) fn amount_at_most(
+    v: &Spanned<String>,
+    positive: bool,
+    max: Amount,
+) -> Result<Amount, SpanError> {
     let a: Amount = v.get_ref().parse().map_err(|e| {
         (
             v.span(),
@@ -146,8 +155,8 @@ fn amount(v: &Spanned<String>, positive: bool) -> Result<Amount, SpanError> {
     if positive && a.is_zero() {
         return Err((v.span(), "must be above 0".into()));
     }
-    if a > MAX_AMOUNT_KEY {
-        return Err((v.span(), format!("must be at most {MAX_AMOUNT_KEY} CC")));
+    if a > max {
+        return Err((v.span(), format!("must be at most {max} CC")));
     }
     Ok(a)
 }

@@ -15,9 +15,7 @@ use crate::money::{
 use crate::session::aead::TransportAead;
 use crate::wire::channel::ChannelMsg;
 
-/// Domain of the Ed25519 signature over a chain address (the same as
-/// `chain::ADDRESS_BINDING_DOMAIN`; the node does not depend on `chain`).
-const ADDRESS_BINDING_DOMAIN: &[u8] = b"bitcloud chain address v1";
+use crate::chain::ADDRESS_BINDING_DOMAIN;
 
 /// The shortest time between two offers of one neighbour that are checked on chain (an
 /// honest payer re-sends every 5 s while unacknowledged).
@@ -340,7 +338,7 @@ mod tests {
         let mut forged = ours(&a);
         deliver(&mut na, &mut nr, ChannelMsg::ChainAddress(forged), t0);
         forged = ChainAddress {
-            signature: ident(9).sign(b"bitcloud chain address v1", &forged.address),
+            signature: ident(9).sign(ADDRESS_BINDING_DOMAIN, &forged.address),
             ..forged
         };
         deliver(&mut na, &mut nr, ChannelMsg::ChainAddress(forged), t0);
