@@ -207,12 +207,6 @@ impl Rpc {
         small("eth_getTransactionCount", &r)
     }
 
-    /// `eth_getBalance` (wei).
-    pub fn balance(&self, who: Address) -> Result<U256, RpcError> {
-        let r = self.request("eth_getBalance", json!([who.to_string(), "latest"]))?;
-        quantity("eth_getBalance", &r)
-    }
-
     /// `eth_call` at `latest`.
     pub fn call(&self, to: Address, data: &[u8]) -> Result<Vec<u8>, RpcError> {
         let r = self.request(
