@@ -118,6 +118,9 @@ pub struct JournalTx {
     pub kind: TxKind,
     /// The neighbour it concerns.
     pub peer: Option<NodeId>,
+    /// The off-chain channel an approve or open is for (`None` in rows from before exit
+    /// channels were backed: the link channel to `peer`).
+    pub channel: Option<ChannelId>,
     /// The on-chain channel it concerns (none for approve and open).
     pub onchain: Option<B256>,
     /// open/top_up: amount locked; claim: cumulative amount claimed (token base units).
@@ -201,6 +204,12 @@ fn node(b: &[u8]) -> Result<NodeId, JournalError> {
         .map_err(|_| corrupt("node id length"))
 }
 
+fn channel_id(b: &[u8]) -> Result<ChannelId, JournalError> {
+    <[u8; 32]>::try_from(b)
+        .map(ChannelId)
+        .map_err(|_| corrupt("channel id length"))
+}
+
 fn i64_of(v: u64) -> Result<i64, JournalError> {
     i64::try_from(v).map_err(|_| corrupt("integer above i64"))
 }
@@ -237,14 +246,15 @@ impl Journal {
         let mut t = self.pool.begin().await?;
         for tx in txs {
             sqlx::query(
-                "INSERT INTO txs (hash, nonce, kind, peer, onchain_id, amount, raw, state,
-                                  gas_used, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', NULL, ?)",
+                "INSERT INTO txs (hash, nonce, kind, peer, channel_id, onchain_id, amount, raw,
+                                  state, gas_used, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, ?)",
             )
             .bind(tx.hash.as_slice().to_vec())
             .bind(i64_of(tx.nonce)?)
             .bind(tx.kind.as_str())
             .bind(tx.peer.map(|p| p.0.to_vec()))
+            .bind(tx.channel.map(|c| c.0.to_vec()))
             .bind(tx.onchain.map(|o| o.as_slice().to_vec()))
             .bind(tx.amount.map(|a| a.to_string()))
             .bind(tx.raw.clone())
@@ -275,7 +285,7 @@ impl Journal {
     /// Transactions in `state`, by nonce.
     pub async fn txs(&self, state: TxState) -> Result<Vec<JournalTx>, JournalError> {
         let rows = sqlx::query(
-            "SELECT hash, nonce, kind, peer, onchain_id, amount, raw, state, gas_used
+            "SELECT hash, nonce, kind, peer, channel_id, onchain_id, amount, raw, state, gas_used
              FROM txs WHERE state = ? ORDER BY nonce",
         )
         .bind(state.as_str())
@@ -284,6 +294,7 @@ impl Journal {
         rows.iter()
             .map(|r| {
                 let peer: Option<Vec<u8>> = r.try_get("peer")?;
+                let channel: Option<Vec<u8>> = r.try_get("channel_id")?;
                 let onchain: Option<Vec<u8>> = r.try_get("onchain_id")?;
                 let amount: Option<String> = r.try_get("amount")?;
                 let gas: Option<i64> = r.try_get("gas_used")?;
@@ -292,6 +303,7 @@ impl Journal {
                     nonce: u64_of(r.try_get("nonce")?)?,
                     kind: TxKind::parse(&r.try_get::<String, _>("kind")?)?,
                     peer: peer.as_deref().map(node).transpose()?,
+                    channel: channel.as_deref().map(channel_id).transpose()?,
                     onchain: onchain.as_deref().map(b256).transpose()?,
                     amount: amount.as_deref().map(u256).transpose()?,
                     raw: r.try_get("raw")?,
@@ -371,10 +383,7 @@ impl Journal {
                         _ => Direction::Incoming,
                     },
                     peer: node(&r.try_get::<Vec<u8>, _>("peer")?)?,
-                    channel_id: ChannelId(
-                        <[u8; 32]>::try_from(cid.as_slice())
-                            .map_err(|_| corrupt("channel id length"))?,
-                    ),
+                    channel_id: channel_id(&cid)?,
                     payer: addr("payer")?,
                     payee: addr("payee")?,
                     base: Base {

@@ -23,6 +23,8 @@ use crate::money::{
 };
 use crate::session::aead::TransportAead;
 
+#[path = "exit_money_chain.rs"]
+mod chain;
 #[path = "exit_money_chan.rs"]
 mod chan;
 
@@ -53,6 +55,10 @@ pub(super) struct ExitPayer {
     registered: bool,
     /// Meter totals at the last checkpoint.
     checkpointed: (u64, Amount),
+    /// The exit's proven chain address (under a ledger).
+    peer_chain: Option<[u8; 20]>,
+    /// We held traffic back for lack of credit: under a ledger, open an on-chain channel.
+    wants_backing: bool,
 }
 
 /// A client's channel paying us as its exit (exit side).
@@ -76,6 +82,10 @@ pub(super) struct ExitPayee {
     last_active: Option<Instant>,
     registered: bool,
     checkpointed: (u64, Amount),
+    /// The client's proven chain address (under a ledger).
+    peer_chain: Option<[u8; 20]>,
+    /// When we last passed an offer of the client's on (rate limit, as on links).
+    offer_at: Option<Instant>,
 }
 
 impl ExitPayee {
@@ -204,6 +214,9 @@ impl<A: TransportAead> Node<A> {
             // opens a new bucket (at most one unit of rounding apart from the exit's meter).
             let price = Price::new(announced, 0);
             let mut payer = PayerChannel::restore(params, m.cfg.payer, price, r.latest, &r.meter);
+            if self.chain.ours.is_some() {
+                payer.set_backing(self.chain.backings.get(&params.id()).cloned());
+            }
             let paid = r.latest.map_or(Amount::ZERO, |v| v.cumulative_amount);
             payer.set_spend_cap(paid.saturating_add(m.cfg.headroom));
             if !registered {
@@ -222,6 +235,8 @@ impl<A: TransportAead> Node<A> {
                     held_quote: None,
                     registered,
                     checkpointed,
+                    peer_chain: None,
+                    wants_backing: false,
                 },
             );
         }
@@ -247,7 +262,11 @@ impl<A: TransportAead> Node<A> {
             let mut cfg = m.cfg.payee;
             let w = &mut cfg.enforce.credit_window;
             *w = (*w).min(m.cfg.unknown_credit_window);
-            let payee = PayeeChannel::restore(params, cfg, price, r.latest, &r.meter);
+            let mut payee = PayeeChannel::restore(params, cfg, price, r.latest, &r.meter);
+            if self.chain.ours.is_some() {
+                payee.require_backing();
+                payee.set_backing(self.chain.backings.get(&params.id()).cloned());
+            }
             let checkpointed = (r.meter.total_bytes(), r.meter.total_cost());
             m.exit.payees.insert(
                 client,
@@ -264,6 +283,8 @@ impl<A: TransportAead> Node<A> {
                     last_active: None,
                     registered: fresh,
                     checkpointed,
+                    peer_chain: None,
+                    offer_at: None,
                 },
             );
         }
@@ -333,6 +354,9 @@ impl<A: TransportAead> Node<A> {
             return None;
         };
         if pay && p.payer.throttled() {
+            // Under a ledger: we would pay the exit if we could (an on-chain channel is
+            // opened on demand).
+            p.wants_backing = true;
             self.drops.add(DropReason::SelfThrottled);
             return None;
         }

@@ -35,7 +35,12 @@ enum Side {
 impl<A: TransportAead> Node<A> {
     /// Seal a channel message end to end for `peer` and send it towards it. False if there is
     /// no live session (the timers try again).
-    fn send_exit_channel(&mut self, peer: NodeId, msg: ChannelMsg, now: Instant) -> bool {
+    pub(super) fn send_exit_channel(
+        &mut self,
+        peer: NodeId,
+        msg: ChannelMsg,
+        now: Instant,
+    ) -> bool {
         let mut buf = Vec::with_capacity(msg.encoded_len());
         msg.encode(&mut buf);
         let timers = self.cfg.timers;
@@ -78,9 +83,12 @@ impl<A: TransportAead> Node<A> {
                 .get(&from)
                 .is_some_and(|p| p.payer.id() == r.channel_id),
             ChannelMsg::Voucher(_) => false,
-            // On-chain backing is for link channels only so far (docs/ledger.md).
-            ChannelMsg::ChainAddress(_) | ChannelMsg::ChainChannel(_) => {
-                return self.drops.add(DropReason::ChannelRejected);
+            // On-chain backing (node/exit_money_chain.rs).
+            m @ (ChannelMsg::ChainAddress(_) | ChannelMsg::ChainChannel(_)) => {
+                if !self.handle_exit_chain_msg(from, m, now) {
+                    self.drops.add(DropReason::ChannelRejected);
+                }
+                return;
             }
         };
         let r = if payer_side {
@@ -219,6 +227,9 @@ impl<A: TransportAead> Node<A> {
             };
             if let Some(r) = resync {
                 self.send_exit_channel(id, ChannelMsg::Resync(r), now);
+                if let Some(ours) = self.chain.ours {
+                    self.send_exit_channel(id, ChannelMsg::ChainAddress(ours), now);
+                }
             }
             if let Some(a) = action {
                 self.exit_act(id, a, now);
@@ -245,6 +256,7 @@ impl<A: TransportAead> Node<A> {
                 msgs.push(ChannelMsg::Resync(p.payee.resync()));
                 msgs.push(ChannelMsg::CreditGrant(p.payee.grant()));
                 msgs.push(ChannelMsg::PriceQuote(p.payee.price_quote()));
+                msgs.extend(self.chain.ours.map(ChannelMsg::ChainAddress));
             }
             let metered = p.payee.meter().total_bytes();
             let due = p

@@ -31,7 +31,7 @@ mod wallet;
 #[path = "money_chain.rs"]
 mod chain;
 pub(super) use chain::NodeChain;
-pub use chain::{ChainEvent, ChainView};
+pub use chain::{ChainEvent, ChainView, OFFER_INTERVAL};
 
 /// How often `handle_timeout` runs the channels (pay, resend, resync).
 const MONEY_POLL: Duration = Duration::from_millis(200);
@@ -174,8 +174,8 @@ impl<A: TransportAead> Node<A> {
             let mut payee = PayeeChannel::restore(inc, payee_cfg, price, ri.latest, &ri.meter);
             if self.chain.ours.is_some() {
                 payee.require_backing();
-                payee.set_backing(self.chain.backings.get(&(peer, false)).cloned());
-                payer.set_backing(self.chain.backings.get(&(peer, true)).cloned());
+                payee.set_backing(self.chain.backings.get(&inc.id()).cloned());
+                payer.set_backing(self.chain.backings.get(&out.id()).cloned());
             }
             let checkpointed = [
                 (ro.meter.total_bytes(), ro.meter.total_cost()),

@@ -3,7 +3,8 @@
 //! what it needs to open, check and claim on-chain channels ([`ChainEvent`], [`ChainView`]).
 //! Invariants: a neighbour's chain address is used only with its valid Ed25519 binding; an
 //! offered on-chain channel is never trusted here, only passed on to be checked on chain;
-//! under a ledger every incoming link channel requires backing before it credits anything.
+//! under a ledger every incoming channel, link or exit (node/exit_money_chain.rs), requires
+//! backing before it credits anything.
 
 use std::time::Instant;
 
@@ -48,8 +49,11 @@ pub enum ChainEvent {
 /// One neighbour's channels as the chain side needs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainView {
-    /// The neighbour.
+    /// The neighbour (or, for exit channels, the exit or client at the far end).
     pub peer: NodeId,
+    /// The end-to-end exit channels with `peer` (nonce `EXIT_CHANNEL_NONCE`), not the link
+    /// channels: each pair is backed by its own on-chain channels.
+    pub exit: bool,
     /// Its proven chain address, if it sent one.
     pub address: Option<[u8; 20]>,
     /// The channel where we pay it.
@@ -76,13 +80,13 @@ pub struct ChainView {
 #[derive(Debug, Default)]
 pub(crate) struct NodeChain {
     /// Our signed chain address; `Some` means a ledger that moves coin is configured.
-    pub(super) ours: Option<ChainAddress>,
+    pub(in crate::node) ours: Option<ChainAddress>,
     /// Events for the I/O layer.
-    pub(super) events: std::collections::VecDeque<ChainEvent>,
-    /// The backing of each neighbour's channels (payer side `true`), applied to its account
-    /// whenever one is created: after a restart the journal's channels are in place before
-    /// the first handshake, so the resync that follows it is judged with them.
-    pub(super) backings: std::collections::HashMap<(NodeId, bool), SharedBacking>,
+    pub(in crate::node) events: std::collections::VecDeque<ChainEvent>,
+    /// The backing of each channel (link or exit, by off-chain channel id), applied to its
+    /// account whenever one is created: after a restart the journal's channels are in place
+    /// before the first handshake, so the resync that follows it is judged with them.
+    pub(in crate::node) backings: std::collections::HashMap<ChannelId, SharedBacking>,
 }
 
 impl<A: TransportAead> Node<A> {
@@ -94,6 +98,7 @@ impl<A: TransportAead> Node<A> {
             a.payee.require_backing();
             a.resync_due = true;
         }
+        self.exit_enable_chain();
     }
 
     /// True if a ledger that moves coin is configured.
@@ -106,20 +111,25 @@ impl<A: TransportAead> Node<A> {
         self.chain.events.pop_front()
     }
 
-    /// Back our outgoing channel to `peer` (`None`: no longer, e.g. withdrawn) and tell the
-    /// peer (`offer`). Returns false if there is no such neighbour now.
+    /// Back our outgoing channel `channel` to `peer` (a link or an exit channel; `None`: no
+    /// longer, e.g. withdrawn) and tell the peer (`offer`). Returns false if there is no such
+    /// channel now.
     pub fn set_payer_backing(
         &mut self,
         peer: &NodeId,
+        channel: ChannelId,
         backing: Option<SharedBacking>,
         offer: Option<ChainChannel>,
         now: Instant,
     ) -> bool {
-        self.remember_backing(peer, true, backing.clone());
+        self.remember_backing(channel, backing.clone());
+        if self.exit_payer_backing(peer, channel, backing.clone(), offer, now) {
+            return true;
+        }
         let Some(pi) = self.peer_index(peer) else {
             return false;
         };
-        let Some(a) = self.account(pi) else {
+        let Some(a) = self.account(pi).filter(|a| a.payer.id() == channel) else {
             return false;
         };
         a.payer.set_backing(backing);
@@ -129,52 +139,53 @@ impl<A: TransportAead> Node<A> {
         true
     }
 
-    /// Send the peer our current offer again (after a reconnect, or a top-up).
-    pub fn resend_chain_offer(&mut self, peer: &NodeId, offer: ChainChannel, now: Instant) {
-        if let Some(pi) = self.peer_index(peer) {
-            self.send_channel(pi, ChannelMsg::ChainChannel(offer), now);
-        }
-    }
-
-    /// Our incoming channel from `peer` is backed by a checked on-chain channel (`None`:
-    /// no longer, e.g. withdrawn). The payer hears the new limit in a fresh grant.
+    /// Our incoming channel `channel` from `peer` is backed by a checked on-chain channel
+    /// (`None`: no longer, e.g. withdrawn). The payer hears the new limit in a fresh grant.
     pub fn set_payee_backing(
         &mut self,
         peer: &NodeId,
+        channel: ChannelId,
         backing: Option<SharedBacking>,
         now: Instant,
     ) {
-        self.remember_backing(peer, false, backing.clone());
+        self.remember_backing(channel, backing.clone());
+        if self.exit_payee_backing(peer, channel, backing.clone(), now) {
+            return;
+        }
         let Some(pi) = self.peer_index(peer) else {
             return;
         };
-        let Some(a) = self.account(pi) else { return };
+        let Some(a) = self.account(pi).filter(|a| a.payee.id() == channel) else {
+            return;
+        };
         a.payee.set_backing(backing);
         let grant = a.payee.grant();
         self.send_channel(pi, ChannelMsg::CreditGrant(grant), now);
     }
 
-    /// At start, before any handshake: the backing of our channel with `peer` (`payer`:
-    /// the one where we pay) from the journal. Nothing is sent.
-    pub fn restore_backing(&mut self, peer: NodeId, payer: bool, backing: SharedBacking) {
-        self.remember_backing(&peer, payer, Some(backing));
+    /// At start, before any handshake: the backing of our channel `channel` (link or exit,
+    /// either direction) from the journal. Nothing is sent.
+    pub fn restore_backing(&mut self, channel: ChannelId, backing: SharedBacking) {
+        self.remember_backing(channel, Some(backing));
     }
 
-    fn remember_backing(&mut self, peer: &NodeId, payer: bool, backing: Option<SharedBacking>) {
+    fn remember_backing(&mut self, channel: ChannelId, backing: Option<SharedBacking>) {
         match backing {
-            Some(b) => self.chain.backings.insert((*peer, payer), b),
-            None => self.chain.backings.remove(&(*peer, payer)),
+            Some(b) => self.chain.backings.insert(channel, b),
+            None => self.chain.backings.remove(&channel),
         };
     }
 
-    /// Every neighbour's channels for the chain side.
+    /// Every neighbour's channels for the chain side, then the exit channels.
     pub fn chain_views(&self) -> Vec<ChainView> {
-        self.money
+        let mut out: Vec<ChainView> = self
+            .money
             .accounts
             .iter()
             .flatten()
             .map(|a| ChainView {
                 peer: a.peer,
+                exit: false,
                 address: a.peer_chain,
                 outgoing: a.payer.id(),
                 outgoing_latest: a.payer.latest(),
@@ -186,7 +197,9 @@ impl<A: TransportAead> Node<A> {
                 incoming_latest: a.payee.latest(),
                 incoming_backed: a.payee.backing().is_some(),
             })
-            .collect()
+            .collect();
+        self.exit_chain_views(&mut out);
+        out
     }
 
     fn peer_index(&self, peer: &NodeId) -> Option<usize> {

@@ -1,6 +1,6 @@
 //! The on-chain ledger task (`[ledger] kind = "evm"`, docs/ledger.md): opens, tops up, claims,
-//! closes and withdraws `CloudcoinChannels` channels for the node's link channels, and checks
-//! the channels neighbours offer. Invariants: every transaction is signed and stored in the
+//! closes and withdraws `CloudcoinChannels` channels for the node's link and exit channels, and
+//! checks the channels neighbours and exit clients offer. Invariants: every transaction is signed and stored in the
 //! journal before it is broadcast, and its effects are applied only from its receipt, once;
 //! RPC calls run on the blocking pool, never on the forwarding loop; the node hears of a
 //! backing only once the chain shows it.
@@ -25,7 +25,7 @@ use crate::config::EvmLedger;
 use crate::evm::Rpc;
 use crate::evm::journal::{ChainChannelRow, Direction, Journal};
 use crate::identity::NodeId;
-use crate::money::{ChainChannel, SharedBacking};
+use crate::money::{ChainChannel, ChannelId, ChannelParams, LINK_CHANNEL_NONCE, SharedBacking};
 use crate::node::{ChainEvent, ChainView};
 
 /// The journal beside the wallet.
@@ -56,8 +56,10 @@ pub enum In {
 pub enum Out {
     /// Back (or stop backing) our outgoing channel to `peer`; send `offer` if any.
     PayerBacking {
-        /// The neighbour.
+        /// The neighbour (or exit).
         peer: NodeId,
+        /// Our off-chain channel (link or exit).
+        channel: ChannelId,
         /// The backing.
         backing: Option<SharedBacking>,
         /// The offer to send it.
@@ -65,8 +67,10 @@ pub enum Out {
     },
     /// Back (or stop backing) the incoming channel from `peer`.
     PayeeBacking {
-        /// The neighbour.
+        /// The neighbour (or exit client).
         peer: NodeId,
+        /// Its off-chain channel (link or exit).
+        channel: ChannelId,
         /// The backing.
         backing: Option<SharedBacking>,
     },
@@ -75,15 +79,18 @@ pub enum Out {
 /// The task's state.
 pub struct Ledger {
     cfg: EvmLedger,
+    /// Our node id.
+    me: NodeId,
     key: ChainKey,
     rpc: Arc<Rpc>,
     journal: Journal,
     domain: Domain,
     scale: TokenScale,
     out: mpsc::UnboundedSender<Out>,
-    /// Neighbours' proven chain addresses.
+    /// Neighbours' (and exit peers') proven chain addresses.
     addresses: HashMap<NodeId, Address>,
-    views: HashMap<NodeId, ChainView>,
+    /// The node's channels by peer and kind (`true`: exit channels).
+    views: HashMap<(NodeId, bool), ChainView>,
     /// Live on-chain channels by id.
     rows: HashMap<B256, ChainChannelRow>,
     /// Which backing the node has, per channel (to install once, and again after a restart
@@ -100,6 +107,7 @@ impl Ledger {
     /// restore its channels.
     pub async fn start(
         cfg: EvmLedger,
+        me: NodeId,
         key: ChainKey,
         data_dir: &std::path::Path,
         out: mpsc::UnboundedSender<Out>,
@@ -135,6 +143,7 @@ impl Ledger {
                 contract: cfg.channels,
             },
             cfg,
+            me,
             key,
             rpc,
             journal,
@@ -176,7 +185,7 @@ impl Ledger {
     async fn on_input(&mut self, m: In) {
         match m {
             In::Views(v) => {
-                self.views = v.into_iter().map(|v| (v.peer, v)).collect();
+                self.views = v.into_iter().map(|v| ((v.peer, v.exit), v)).collect();
             }
             In::Event(e) => match *e {
                 ChainEvent::PeerAddress { peer, address } => {
@@ -257,15 +266,40 @@ impl Ledger {
     }
 
     /// The backings of the journal's open channels, for the node before it starts.
-    fn restored(&self) -> Vec<(NodeId, bool, SharedBacking)> {
+    fn restored(&self) -> Vec<(ChannelId, SharedBacking)> {
         self.rows
             .values()
             .filter(|r| r.state == crate::evm::journal::ChanState::Open)
             .map(|r| {
                 let b: SharedBacking = Arc::new(self.backing_of(r));
-                (r.peer, r.direction == Direction::Outgoing, b)
+                (r.channel_id, b)
             })
             .collect()
+    }
+
+    /// The view holding our outgoing channel `id`.
+    fn view_out(&self, id: ChannelId) -> Option<&ChainView> {
+        self.views.values().find(|v| v.outgoing == id)
+    }
+
+    /// The view holding the incoming channel `id`.
+    fn view_in(&self, id: ChannelId) -> Option<&ChainView> {
+        self.views.values().find(|v| v.incoming == id)
+    }
+
+    /// The off-chain channel a journaled approve or open is for (rows from before exit
+    /// channels had a column for it were for the link channel to their peer).
+    fn tx_channel(&self, t: &crate::evm::journal::JournalTx) -> Option<ChannelId> {
+        t.channel.or_else(|| {
+            t.peer.map(|payee| {
+                ChannelParams {
+                    payer: self.me,
+                    payee,
+                    nonce: LINK_CHANNEL_NONCE,
+                }
+                .id()
+            })
+        })
     }
 
     /// The backing a row stands for (ours to cosign when we pay).
@@ -310,9 +344,9 @@ pub async fn spawn(
         signature: b.signature,
     });
     let (out_tx, rx) = mpsc::unbounded_channel();
-    let ledger = Ledger::start(evm, key, &cfg.data_dir, out_tx).await?;
-    for (peer, payer, backing) in ledger.restored() {
-        node.restore_backing(peer, payer, backing);
+    let ledger = Ledger::start(evm, identity.id(), key, &cfg.data_dir, out_tx).await?;
+    for (channel, backing) in ledger.restored() {
+        node.restore_backing(channel, backing);
     }
     let (tx, in_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(ledger.run(in_rx));
@@ -344,12 +378,17 @@ impl LedgerLink {
         match out {
             Out::PayerBacking {
                 peer,
+                channel,
                 backing,
                 offer,
             } => {
-                node.set_payer_backing(&peer, backing, offer, now);
+                node.set_payer_backing(&peer, channel, backing, offer, now);
             }
-            Out::PayeeBacking { peer, backing } => node.set_payee_backing(&peer, backing, now),
+            Out::PayeeBacking {
+                peer,
+                channel,
+                backing,
+            } => node.set_payee_backing(&peer, channel, backing, now),
         }
     }
 

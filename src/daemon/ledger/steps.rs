@@ -1,6 +1,7 @@
 //! What the ledger task does each step and on request: open, top up, close and withdraw our
 //! outgoing channels; check offered channels; read incoming ones and claim. Invariants: at
-//! most one pending transaction of a kind per channel (one open per neighbour), so a step
+//! most one pending transaction of a kind per channel (one open per off-chain channel, link or
+//! exit), so a step
 //! repeated after a crash or a slow chain never doubles an intent; a payee claims only a
 //! voucher that verifies for the row's channel, exactly as the contract will check it.
 
@@ -18,7 +19,7 @@ use crate::chain::policy::{accept_offer, claim_due, top_up_due};
 use crate::chain::{Base, verify};
 use crate::evm::journal::{ChainChannelRow, ChanState, Direction, TxKind, TxState};
 use crate::identity::NodeId;
-use crate::money::{Amount, ChainChannel, Voucher};
+use crate::money::{Amount, ChainChannel, ChannelId, Voucher};
 use crate::node::ChainView;
 
 /// The longest close delay a payee demands of an offered channel (its own `close_delay_secs`
@@ -45,6 +46,16 @@ pub(super) fn base_of(view: &ChainView) -> Base {
     }
 }
 
+/// A claim `step` sent.
+pub(super) struct Claim {
+    pub peer: NodeId,
+    /// An exit channel's (else a link channel's).
+    pub exit: bool,
+    /// What it adds to our address (token base units).
+    pub amount: U256,
+    pub tx: B256,
+}
+
 /// Whether we need a channel to the neighbour: we owe it something it has not credited (an
 /// unbacked voucher it refused, or no voucher yet), or we held data back for lack of credit.
 fn owes_more(view: &ChainView) -> bool {
@@ -54,15 +65,16 @@ fn owes_more(view: &ChainView) -> bool {
 
 impl Ledger {
     fn pending_keys(
+        &self,
         txs: &[crate::evm::journal::JournalTx],
-    ) -> (HashSet<NodeId>, HashSet<(B256, TxKind)>) {
+    ) -> (HashSet<ChannelId>, HashSet<(B256, TxKind)>) {
         let mut opens = HashSet::new();
         let mut by_channel = HashSet::new();
         for t in txs {
             if matches!(t.kind, TxKind::Approve | TxKind::Open)
-                && let Some(p) = t.peer
+                && let Some(c) = self.tx_channel(t)
             {
-                opens.insert(p);
+                opens.insert(c);
             }
             if let Some(id) = t.onchain {
                 by_channel.insert((id, t.kind));
@@ -72,11 +84,11 @@ impl Ledger {
     }
 
     /// One pass; `forced` claims whatever is claimable now. Returns the claims it sent.
-    pub(super) async fn step(&mut self, forced: bool) -> anyhow::Result<Vec<(NodeId, U256, B256)>> {
+    pub(super) async fn step(&mut self, forced: bool) -> anyhow::Result<Vec<Claim>> {
         self.reap().await?;
         self.chain_time = self.rpc(|r| Ok(r.latest_timestamp()?)).await?;
         let pending = self.journal.txs(TxState::Pending).await?;
-        let (opening, busy) = Self::pending_keys(&pending);
+        let (opening, busy) = self.pending_keys(&pending);
         self.outgoing(&opening, &busy).await?;
         self.reinstall_incoming();
         let read_due = self.last_read.is_none_or(|t| t.elapsed() >= READ_EVERY);
@@ -89,7 +101,7 @@ impl Ledger {
 
     async fn outgoing(
         &mut self,
-        opening: &HashSet<NodeId>,
+        opening: &HashSet<ChannelId>,
         busy: &HashSet<(B256, TxKind)>,
     ) -> anyhow::Result<()> {
         let views: Vec<ChainView> = self.views.values().cloned().collect();
@@ -101,17 +113,18 @@ impl Ledger {
             let row = self
                 .rows
                 .values()
-                .filter(|r| r.direction == Direction::Outgoing && r.peer == view.peer)
+                .filter(|r| r.direction == Direction::Outgoing && r.channel_id == view.outgoing)
                 .find(|r| r.state != ChanState::Closed)
                 .cloned();
             let deposit = self.scale.to_token(self.cfg.deposit);
-            tracing::trace!(peer = %view.peer, owes = owes_more(&view), row = row.is_some(), "ledger: outgoing");
+            tracing::trace!(peer = %view.peer, exit = view.exit, owes = owes_more(&view), row = row.is_some(), "ledger: outgoing");
             match row {
-                None if owes_more(&view) && !opening.contains(&view.peer) => {
-                    tracing::info!(peer = %view.peer, "ledger: opening a channel");
+                None if owes_more(&view) && !opening.contains(&view.outgoing) => {
+                    tracing::info!(peer = %view.peer, exit = view.exit, "ledger: opening a channel");
                     let open = Call {
                         kind: TxKind::Open,
                         peer: Some(view.peer),
+                        channel: Some(view.outgoing),
                         onchain: None,
                         amount: Some(deposit),
                         to: self.cfg.channels,
@@ -122,7 +135,7 @@ impl Ledger {
                         }
                         .abi_encode(),
                     };
-                    self.submit(vec![self.approve(view.peer, deposit), open])
+                    self.submit(vec![self.approve(view.peer, view.outgoing, deposit), open])
                         .await?;
                 }
                 None => {}
@@ -149,6 +162,7 @@ impl Ledger {
                         let top = Call {
                             kind: TxKind::TopUp,
                             peer: Some(view.peer),
+                            channel: Some(view.outgoing),
                             onchain: Some(row.onchain),
                             amount: Some(deposit),
                             to: self.cfg.channels,
@@ -158,7 +172,7 @@ impl Ledger {
                             }
                             .abi_encode(),
                         };
-                        let mut approve = self.approve(view.peer, deposit);
+                        let mut approve = self.approve(view.peer, view.outgoing, deposit);
                         approve.onchain = Some(row.onchain);
                         self.submit(vec![approve, top]).await?;
                     }
@@ -188,6 +202,7 @@ impl Ledger {
         Call {
             kind,
             peer: Some(row.peer),
+            channel: Some(row.channel_id),
             onchain: Some(row.onchain),
             amount: None,
             to: self.cfg.channels,
@@ -202,7 +217,10 @@ impl Ledger {
             .rows
             .values()
             .filter(|r| r.direction == Direction::Incoming && r.state == ChanState::Open)
-            .filter(|r| self.views.get(&r.peer).is_some_and(|v| !v.incoming_backed))
+            .filter(|r| {
+                self.view_in(r.channel_id)
+                    .is_some_and(|v| !v.incoming_backed)
+            })
             .cloned()
             .collect();
         for row in due {
@@ -268,7 +286,7 @@ impl Ledger {
         &mut self,
         busy: &HashSet<(B256, TxKind)>,
         forced: bool,
-    ) -> anyhow::Result<Vec<(NodeId, U256, B256)>> {
+    ) -> anyhow::Result<Vec<Claim>> {
         let threshold = self.scale.to_token(self.cfg.claim_threshold);
         let rows: Vec<ChainChannelRow> = self
             .rows
@@ -278,7 +296,7 @@ impl Ledger {
             .collect();
         let mut sent = Vec::new();
         for row in rows {
-            let Some(v) = self.views.get(&row.peer).and_then(|v| v.incoming_latest) else {
+            let Some(v) = self.view_in(row.channel_id).and_then(|v| v.incoming_latest) else {
                 continue;
             };
             let Some((unclaimed, cv)) = self.claimable(&row, &v) else {
@@ -308,7 +326,12 @@ impl Ledger {
             let hashes = self.submit(vec![call]).await?;
             if let Some(h) = hashes.first() {
                 tracing::info!(peer = %row.peer, tx = %h, "ledger: claiming");
-                sent.push((row.peer, unclaimed, *h));
+                sent.push(Claim {
+                    peer: row.peer,
+                    exit: self.view_in(row.channel_id).is_some_and(|v| v.exit),
+                    amount: unclaimed,
+                    tx: *h,
+                });
             }
         }
         Ok(sent)
@@ -325,11 +348,16 @@ impl Ledger {
         let id = B256::from(offer.onchain_id);
         if let Some(row) = self.rows.get(&id) {
             // Known: the payer re-sends after a reconnect; the node needs it again only if
-            // the link restarted (cheap to re-publish).
-            if row.direction == Direction::Incoming && row.peer == peer {
-                let row = row.clone();
-                self.publish(&row);
-            }
+            // the link restarted (cheap to re-publish). One deposit backs one channel: offered
+            // again for another (its link and its exit channel), it is refused.
+            anyhow::ensure!(
+                row.direction == Direction::Incoming
+                    && row.peer == peer
+                    && row.channel_id == offer.channel_id,
+                "on-chain channel {id} already backs another channel"
+            );
+            let row = row.clone();
+            self.publish(&row);
             return Ok(());
         }
         let chain = self.read_channel(id).await?;
@@ -383,48 +411,72 @@ impl Ledger {
     /// `wallet settle`: claim every incoming channel now.
     pub(super) async fn settle(&mut self) -> anyhow::Result<Value> {
         let sent = self.step(true).await?;
-        let hashes: Vec<B256> = sent.iter().map(|s| s.2).collect();
+        let hashes: Vec<B256> = sent.iter().map(|s| s.tx).collect();
         self.wait_mined(&hashes).await?;
         let claimed: Vec<Value> = sent
             .iter()
-            .map(|(peer, amount, tx)| {
+            .map(|c| {
                 json!({
-                    "peer": peer,
-                    "amount": self.scale.to_amount(*amount).unwrap_or(Amount::MAX),
-                    "tx": tx.to_string(),
+                    "peer": c.peer,
+                    "kind": if c.exit { "exit" } else { "link" },
+                    "amount": self.scale.to_amount(c.amount).unwrap_or(Amount::MAX),
+                    "tx": c.tx.to_string(),
                 })
             })
             .collect();
         Ok(json!({ "claimed": claimed }))
     }
 
-    /// `wallet close PEER`: request close of our outgoing channel to `peer`.
+    /// `wallet close PEER`: request close of our outgoing channels to `peer` (the link
+    /// channel's and, if `peer` is also our exit, the exit channel's). The answer's top-level
+    /// fields are for the first (the link channel's if there is one); `closed[]` lists all.
     pub(super) async fn close(&mut self, peer: NodeId) -> anyhow::Result<Value> {
-        let row = self
+        let mut rows: Vec<ChainChannelRow> = self
             .rows
             .values()
-            .find(|r| {
+            .filter(|r| {
                 r.direction == Direction::Outgoing && r.peer == peer && r.state == ChanState::Open
             })
             .cloned()
-            .ok_or_else(|| anyhow::anyhow!("no open on-chain channel to {peer}"))?;
-        let call = self.channel_call(
-            TxKind::Close,
-            &row,
-            ICloudcoinChannels::requestCloseCall {
-                channelId: row.onchain,
-            }
-            .abi_encode(),
-        );
-        let hashes = self.submit(vec![call]).await?;
+            .collect();
+        anyhow::ensure!(!rows.is_empty(), "no open on-chain channel to {peer}");
+        let is_exit = |r: &ChainChannelRow| self.view_out(r.channel_id).is_some_and(|v| v.exit);
+        rows.sort_by_key(|r| is_exit(r));
+        let kinds: Vec<bool> = rows.iter().map(is_exit).collect();
+        let calls = rows
+            .iter()
+            .map(|row| {
+                self.channel_call(
+                    TxKind::Close,
+                    row,
+                    ICloudcoinChannels::requestCloseCall {
+                        channelId: row.onchain,
+                    }
+                    .abi_encode(),
+                )
+            })
+            .collect();
+        let hashes = self.submit(calls).await?;
         self.wait_mined(&hashes).await?;
-        let close_at = self.rows.get(&row.onchain).and_then(|r| r.close_at);
-        Ok(json!({
-            "peer": peer,
-            "channel": row.onchain.to_string(),
-            "close_at": close_at,
-            "tx": hashes.first().map(|h| h.to_string()),
-        }))
+        let closed: Vec<Value> = rows
+            .iter()
+            .zip(&hashes)
+            .zip(&kinds)
+            .map(|((row, h), exit)| {
+                json!({
+                    "peer": peer,
+                    "kind": if *exit { "exit" } else { "link" },
+                    "channel": row.onchain.to_string(),
+                    "close_at": self.rows.get(&row.onchain).and_then(|r| r.close_at),
+                    "tx": h.to_string(),
+                })
+            })
+            .collect();
+        let mut first = closed.first().cloned().unwrap_or_default();
+        if let Some(o) = first.as_object_mut() {
+            o.insert("closed".into(), Value::Array(closed));
+        }
+        Ok(first)
     }
 
     /// The chain side of `wallet balance`: our token balance, what we have locked, and what
@@ -461,7 +513,7 @@ impl Ledger {
                         claimed: chain.claimed,
                         ..row.clone()
                     };
-                    if let Some(v) = self.views.get(&row.peer).and_then(|v| v.incoming_latest)
+                    if let Some(v) = self.view_in(row.channel_id).and_then(|v| v.incoming_latest)
                         && let Some((c, _)) = self.claimable(&fresh, &v)
                     {
                         claimable += c;

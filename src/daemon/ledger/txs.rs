@@ -16,6 +16,7 @@ use crate::evm::journal::{ChainChannelRow, ChanState, Direction, JournalTx, TxKi
 use crate::evm::submit::broadcast;
 use crate::evm::{Receipt, RpcError};
 use crate::identity::NodeId;
+use crate::money::ChannelId;
 
 /// Gas limits per kind: measured use (`tests/ledger_contracts.rs`, docs/ledger.md) with
 /// generous headroom, fixed so that an approve and an open can be signed together (the open
@@ -35,6 +36,8 @@ fn gas_limit(kind: TxKind) -> u64 {
 pub(super) struct Call {
     pub kind: TxKind,
     pub peer: Option<NodeId>,
+    /// The off-chain channel (approve and open: the one the new channel will back).
+    pub channel: Option<ChannelId>,
     pub onchain: Option<B256>,
     pub amount: Option<U256>,
     pub to: Address,
@@ -42,10 +45,11 @@ pub(super) struct Call {
 }
 
 impl Ledger {
-    pub(super) fn approve(&self, peer: NodeId, amount: U256) -> Call {
+    pub(super) fn approve(&self, peer: NodeId, channel: ChannelId, amount: U256) -> Call {
         Call {
             kind: TxKind::Approve,
             peer: Some(peer),
+            channel: Some(channel),
             onchain: None,
             amount: Some(amount),
             to: self.cfg.token,
@@ -84,6 +88,7 @@ impl Ledger {
                 nonce,
                 kind: c.kind,
                 peer: c.peer,
+                channel: c.channel,
                 onchain: c.onchain,
                 amount: c.amount,
                 raw: s.raw,
@@ -193,8 +198,11 @@ impl Ledger {
                     else {
                         continue;
                     };
-                    let Some(peer) = t.peer else { continue };
-                    self.opened(peer, e.channelId, e.payee, e.deposit).await?;
+                    let (Some(peer), Some(channel)) = (t.peer, self.tx_channel(t)) else {
+                        continue;
+                    };
+                    self.opened(peer, channel, e.channelId, e.payee, e.deposit)
+                        .await?;
                 }
             }
             TxKind::TopUp | TxKind::Claim | TxKind::Close | TxKind::Withdraw => {
@@ -236,6 +244,7 @@ impl Ledger {
     async fn opened(
         &mut self,
         peer: NodeId,
+        channel: ChannelId,
         id: B256,
         payee: Address,
         deposit: U256,
@@ -243,8 +252,8 @@ impl Ledger {
         if self.rows.contains_key(&id) {
             return Ok(());
         }
-        let Some(view) = self.views.get(&peer) else {
-            anyhow::bail!("opened a channel to {peer}: waiting to see it as a neighbour");
+        let Some(view) = self.view_out(channel) else {
+            anyhow::bail!("opened a channel to {peer}: waiting to see its channel {channel}");
         };
         // The base is what the payee credited; after a restart we learn it from its first
         // ack (until then the receipt is applied again next step).
@@ -253,12 +262,12 @@ impl Ledger {
             "opened a channel to {peer}: waiting for its first ack"
         );
         let mut base = super::steps::base_of(view);
-        // Never below what earlier channels to the peer paid: the chain must not pay twice
-        // for the same cumulative amount.
+        // Never below what earlier on-chain channels behind this channel paid: the chain must
+        // not pay twice for the same cumulative amount.
         let paid_before = self
             .rows
             .values()
-            .filter(|r| r.direction == Direction::Outgoing && r.peer == peer)
+            .filter(|r| r.direction == Direction::Outgoing && r.channel_id == channel)
             .map(|r| {
                 r.base.amount.saturating_add(
                     self.scale
@@ -300,6 +309,7 @@ impl Ledger {
                 self.offered_at.insert(row.onchain, Instant::now());
                 let _ = self.out.send(Out::PayerBacking {
                     peer: row.peer,
+                    channel: row.channel_id,
                     backing,
                     offer,
                 });
@@ -307,6 +317,7 @@ impl Ledger {
             Direction::Incoming => {
                 let _ = self.out.send(Out::PayeeBacking {
                     peer: row.peer,
+                    channel: row.channel_id,
                     backing,
                 });
             }
