@@ -23,7 +23,7 @@ use bitcloud::money::{
 };
 use bitcloud::node::{HEADROOM, Node, NodeConfig, PeerConfig, TAILROOM, UdpOut};
 use bitcloud::route::RouterConfig;
-use bitcloud::session::aead::{DefaultAead, TAG_LEN};
+use bitcloud::session::aead::{Cipher, DefaultAead, TAG_LEN};
 use bitcloud::session::handshake::SessionKeys;
 use bitcloud::session::keypair::Keypair;
 use bitcloud::session::replay::ReplayWindow;
@@ -37,6 +37,8 @@ const DEFAULT_ITERS: usize = 20_000;
 const OPS: &[&str] = &[
     "seal",
     "open",
+    "seal_aes",
+    "open_aes",
     "replay",
     "route",
     "meter_payer",
@@ -61,15 +63,17 @@ thread_local! {
     static ELAPSED: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
 }
 
-fn keypairs() -> (Keypair<DefaultAead>, Keypair<DefaultAead>) {
+fn keypairs(cipher: Cipher) -> (Keypair<DefaultAead>, Keypair<DefaultAead>) {
     let now = Instant::now();
     let a = SessionKeys {
         send: [1; 32],
         recv: [2; 32],
+        cipher,
     };
     let b = SessionKeys {
         send: [2; 32],
         recv: [1; 32],
+        cipher,
     };
     (
         Keypair::new(&a, 10, 20, now, true),
@@ -119,17 +123,23 @@ fn ip_packet(src: &Identity, dst: &Identity) -> Vec<u8> {
 /// Build the state for `op` and run it `iters` times inside `measure`.
 fn run(op: &str, iters: usize) {
     let now = Instant::now();
+    // `seal`/`open`: ChaCha20-Poly1305; `_aes`: AES-256-GCM (docs/aead.md).
+    let cipher = if op.ends_with("_aes") {
+        Cipher::Aes256Gcm
+    } else {
+        Cipher::ChaCha20Poly1305
+    };
     match op {
-        "seal" => {
-            let (mut a, _) = keypairs();
+        "seal" | "seal_aes" => {
+            let (mut a, _) = keypairs(cipher);
             let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + PACKET + TAG_LEN];
             measure(iters, &mut |_| {
                 black_box(a.seal(Kind::Packet, &mut buf, PACKET));
             });
         }
-        "open" => {
+        "open" | "open_aes" => {
             // Sealed up front (a fixed count, so setup never depends on `iters`).
-            let (mut a, mut b) = keypairs();
+            let (mut a, mut b) = keypairs(cipher);
             let mut msgs: Vec<Vec<u8>> = (0..iters)
                 .map(|_| {
                     let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + PACKET + TAG_LEN];

@@ -23,6 +23,47 @@ fn pair(lab: &mut Lab, extra: &str) -> (Node, Node) {
     (a, b)
 }
 
+/// The session's cipher on `n`'s only neighbour, as `status --json` shows it.
+fn cipher(n: &Node) -> String {
+    n.status()["peers"][0]["cipher"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[test]
+fn sessions_use_aes_gcm_where_both_ends_offer_it_else_chacha() {
+    if !root_or_skip("sessions_use_aes_gcm_where_both_ends_offer_it_else_chacha") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = pair(&mut lab, "");
+    assert!(a.ping(b.ipv6, 3), "default ciphers");
+    let want = if bitcloud::session::aead::aes_hardware() {
+        "aes-256-gcm"
+    } else {
+        "chacha20-poly1305"
+    };
+    assert_eq!((cipher(&a).as_str(), cipher(&b).as_str()), (want, want));
+    // One end that offers only ChaCha20-Poly1305: both agree on it, whoever initiates.
+    let (c_ns, d_ns) = (lab.ns("c"), lab.ns("d"));
+    lab.link(&c_ns, "198.18.0.5/30", &d_ns, "198.18.0.6/30");
+    let mut c = lab.node(&c_ns, "c", "198.18.0.5:51820");
+    let mut d = lab.node(&d_ns, "d", "198.18.0.6:51820");
+    d.append_config("\n[session]\nciphers = [\"chacha20-poly1305\"]\n");
+    c.add_peer(&d);
+    d.add_peer(&c);
+    c.start();
+    d.start();
+    for (x, y) in [(&c, &d), (&d, &c)] {
+        assert!(x.ping(y.ipv4, 3), "ping {} -> {}", x.ns, y.ipv4);
+    }
+    assert_eq!(
+        (cipher(&c).as_str(), cipher(&d).as_str()),
+        ("chacha20-poly1305", "chacha20-poly1305")
+    );
+}
+
 #[test]
 fn ping_both_ways_and_100mb_tcp_arrives_intact() {
     if !root_or_skip("ping_both_ways_and_100mb_tcp_arrives_intact") {

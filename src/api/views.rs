@@ -55,6 +55,7 @@ pub fn peers<A: TransportAead>(node: &Node<A>, now: Instant) -> Vec<Value> {
                 "found": p.found,
                 "connected": p.connected,
                 "last_handshake_secs": p.last_handshake_secs,
+                "cipher": p.cipher,
                 "link_cost": q.and_then(|q| (q.cost != INFINITY).then_some(q.cost)),
                 "rxcost": q.map(|q| q.rxcost),
                 "txcost": q.map(|q| q.txcost),

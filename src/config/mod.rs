@@ -71,6 +71,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Session timers.
     pub timers: Timers,
+    /// `[session] ciphers`: the transport ciphers offered in handshakes
+    /// (`session::aead::Cipher` bits; `None`: AES-256-GCM where the CPU has AES, and
+    /// ChaCha20-Poly1305).
+    pub ciphers: Option<u8>,
     /// Configured neighbours.
     pub peers: Vec<PeerEntry>,
     /// LAN discovery (`[discovery]`).
@@ -222,6 +226,7 @@ struct RawSession {
     keepalive_timeout: Option<Spanned<u64>>,
     rekey_timeout: Option<Spanned<u64>>,
     persistent_keepalive: Option<Spanned<u64>>,
+    ciphers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +304,30 @@ impl Config {
 
         let mut timers = Timers::default();
         let s = &raw.session;
+        let ciphers = match &s.ciphers {
+            None => None,
+            Some(list) => {
+                let mut set = 0u8;
+                for c in list.get_ref() {
+                    set |= match c.get_ref().as_str() {
+                        "chacha20-poly1305" => crate::session::aead::Cipher::CHACHA20_POLY1305,
+                        "aes-256-gcm" => crate::session::aead::Cipher::AES_256_GCM,
+                        other => {
+                            return Err(at(
+                                Some(c.span()),
+                                format!(
+                                    "unknown cipher {other:?} (\"aes-256-gcm\", \"chacha20-poly1305\")"
+                                ),
+                            ));
+                        }
+                    };
+                }
+                if set == 0 {
+                    return Err(at(Some(list.span()), "name at least one cipher".into()));
+                }
+                Some(set)
+            }
+        };
         // Upper bound: timer arithmetic (backoff doubling, Instant additions, 3/2 ratios) must
         // never overflow, and a day is far beyond any useful session timer.
         let secs = |v: &Option<Spanned<u64>>, min: u64| -> Result<Option<Duration>, ConfigError> {
@@ -442,6 +471,7 @@ impl Config {
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_DATA_DIR))),
             timers,
+            ciphers,
             peers,
             discovery,
             pricing: raw.pricing,

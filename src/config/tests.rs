@@ -177,6 +177,35 @@ fn session_timers_have_upper_bounds() {
 }
 
 #[test]
+fn session_ciphers_parse_and_bad_names_are_located() {
+    use crate::session::aead::Cipher;
+    assert_eq!(
+        parse(&base()).unwrap().ciphers,
+        None,
+        "the backend's choice"
+    );
+    let c = parse(&format!(
+        "{}[session]\nciphers = [\"chacha20-poly1305\"]\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(c.ciphers, Some(Cipher::CHACHA20_POLY1305));
+    let c = parse(&format!(
+        "{}[session]\nciphers = [\"aes-256-gcm\", \"chacha20-poly1305\"]\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.ciphers,
+        Some(Cipher::AES_256_GCM | Cipher::CHACHA20_POLY1305)
+    );
+    for bad in ["[\"rot13\"]", "[]"] {
+        let e = parse(&format!("{}[session]\nciphers = {bad}\n", base())).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (15, "session.ciphers"), "{e}");
+    }
+}
+
+#[test]
 fn routing_bounds_default_parse_and_are_bounded() {
     let c = parse(&base()).unwrap();
     assert_eq!(c.routing, RoutingSettings::default());

@@ -95,6 +95,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         router,
         mtu: cfg.mtu,
         accept_discovered: true,
+        ciphers: cfg.ciphers,
         money: MoneyConfig {
             payer: cfg.wallet.payer(cfg.pricing.max_price_per_mib),
             payee: cfg.wallet.payee(),

@@ -104,6 +104,9 @@ pub struct NodeConfig {
     pub accept_discovered: bool,
     /// Payment channels: windows, limits, intervals.
     pub money: MoneyConfig,
+    /// Transport ciphers offered in handshakes (`Cipher` bits); `None`: the AEAD backend's
+    /// choice for this CPU (`TransportAead::ciphers`).
+    pub ciphers: Option<u8>,
 }
 
 impl Default for NodeConfig {
@@ -114,6 +117,7 @@ impl Default for NodeConfig {
             mtu: 1420,
             accept_discovered: true,
             money: MoneyConfig::default(),
+            ciphers: None,
         }
     }
 }
@@ -178,7 +182,7 @@ impl<A: TransportAead> Node<A> {
             v6: id.ipv6(),
             exit_in_use: None,
             exits: exit_probe::Exits::new(now),
-            local: StaticKeys::new(identity),
+            local: StaticKeys::new(identity).with_ciphers(cfg.ciphers.unwrap_or_else(A::ciphers)),
             guard: HandshakeGuard::new(identity, seed, now),
             peers: Vec::new(),
             peer_drops: Vec::new(),

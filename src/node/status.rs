@@ -29,6 +29,8 @@ pub struct PeerStatus {
     pub last_handshake_secs: Option<u64>,
     /// Whether a session is up.
     pub connected: bool,
+    /// The current session's transport cipher (`aes-256-gcm`, `chacha20-poly1305`).
+    pub cipher: Option<&'static str>,
     /// How it was found.
     pub found: Found,
     /// Traffic counters.
@@ -49,6 +51,8 @@ pub struct SessionStatus {
     pub last_handshake_secs: Option<u64>,
     /// Whether a session is up.
     pub connected: bool,
+    /// The current session's transport cipher.
+    pub cipher: Option<&'static str>,
     /// Traffic counters (IP bytes).
     #[serde(flatten)]
     pub stats: PeerStats,
@@ -70,6 +74,7 @@ impl<A: TransportAead> Node<A> {
                     .last_handshake
                     .map(|t| now.saturating_duration_since(t).as_secs()),
                 connected: p.has_session(now, &self.cfg.timers),
+                cipher: p.current.as_ref().map(|k| k.cipher.name()),
                 found: *f,
                 stats: p.stats.clone(),
                 drops: d.to_map(),
@@ -89,6 +94,7 @@ impl<A: TransportAead> Node<A> {
                     .last_handshake
                     .map(|t| now.saturating_duration_since(t).as_secs()),
                 connected: e.has_session(now, &self.cfg.timers),
+                cipher: e.current.as_ref().map(|k| k.cipher.name()),
                 stats: e.stats.clone(),
             })
             .collect();

@@ -1,22 +1,24 @@
 //! Noise IK handshake (via `snow`) wrapped in WireGuard-style messages with a mac1 that
 //! costs a would-be attacker our public key before we spend a Diffie-Hellman on them.
 //! Invariant: the transport keys leave here only after a complete, authenticated handshake,
-//! and the initiator's node id in the payload is checked against its Noise static key.
+//! and the initiator's node id in the payload is checked against its Noise static key; the
+//! transport cipher is one both ends offered, chosen inside the authenticated handshake.
 
 use blake2::{Blake2s256, Digest};
 
+use super::aead::Cipher;
 use super::cookie::{self, mac as mac1, mac_ok as mac1_ok};
 
 use crate::identity::{Identity, NodeId};
 use crate::wire::outer::{
     self, HANDSHAKE_INIT_LEN, INIT_PAYLOAD_LEN, Init, MAC_LEN, MSG_HANDSHAKE_INIT,
-    MSG_HANDSHAKE_RESP, NOISE_INIT_LEN, NOISE_RESP_LEN, Resp,
+    MSG_HANDSHAKE_RESP, NOISE_INIT_LEN, NOISE_RESP_LEN, RESP_PAYLOAD_LEN, Resp,
 };
 
 /// The Noise protocol name (DESIGN.md §3).
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
-/// Prologue binding handshakes to this protocol and version.
-pub const PROLOGUE: &[u8] = b"bitcloud link v1";
+/// Prologue binding handshakes to this protocol and version (v2: cipher negotiation).
+pub const PROLOGUE: &[u8] = b"bitcloud link v2";
 /// Label for the mac1 key, as in WireGuard §5.4.4.
 const LABEL_MAC1: &[u8] = b"mac1----";
 
@@ -32,6 +34,9 @@ pub enum HandshakeError {
     /// The payload's node id does not own the Noise static key that was used.
     #[error("node id does not match static key")]
     IdMismatch,
+    /// No transport cipher both ends offer, or a response naming one we did not offer.
+    #[error("no common transport cipher")]
+    Cipher,
 }
 
 /// Our static keys, precomputed once.
@@ -39,16 +44,26 @@ pub struct StaticKeys {
     x_secret: [u8; 32],
     id: NodeId,
     mac1_key: [u8; 32],
+    /// The transport ciphers we offer and accept ([`Cipher`] bits).
+    ciphers: u8,
 }
 
 impl StaticKeys {
-    /// Derive from the node identity.
+    /// Derive from the node identity; offers ChaCha20-Poly1305 only until
+    /// [`StaticKeys::with_ciphers`].
     pub fn new(identity: &Identity) -> Self {
         StaticKeys {
             x_secret: identity.x25519_secret(),
             id: identity.id(),
             mac1_key: mac1_key(&identity.x25519_public()),
+            ciphers: Cipher::CHACHA20_POLY1305,
         }
+    }
+
+    /// Offer and accept `ciphers` (the AEAD backend's, `TransportAead::ciphers`).
+    pub fn with_ciphers(mut self, ciphers: u8) -> Self {
+        self.ciphers = ciphers;
+        self
     }
 }
 
@@ -94,6 +109,8 @@ pub struct SessionKeys {
     pub send: [u8; 32],
     /// Key for what we receive.
     pub recv: [u8; 32],
+    /// The transport cipher both keys are for.
+    pub cipher: Cipher,
 }
 
 /// An initiation we sent and whose response we await.
@@ -159,7 +176,8 @@ pub fn initiate_with_cookie(
         .map_err(|_| HandshakeError::Noise)?;
     let mut payload = [0u8; INIT_PAYLOAD_LEN];
     payload[..12].copy_from_slice(&tai64n);
-    payload[12..].copy_from_slice(local.id.as_bytes());
+    payload[12..44].copy_from_slice(local.id.as_bytes());
+    payload[44] = local.ciphers;
     let mut msg = outer::control_prefix(MSG_HANDSHAKE_INIT, &[local_index]);
     let mut noise = [0u8; NOISE_INIT_LEN];
     let n = hs
@@ -193,6 +211,8 @@ pub struct ReceivedInit {
     pub timestamp: [u8; 12],
     /// The initiator's session index.
     pub remote_index: u32,
+    /// The cipher we will answer with: ours and offered by the initiator.
+    cipher: Cipher,
 }
 
 /// Check and decrypt an initiation addressed to us.
@@ -213,18 +233,22 @@ pub fn consume_init(local: &StaticKeys, init: &Init<'_>) -> Result<ReceivedInit,
         .get(..n)
         .filter(|p| p.len() == INIT_PAYLOAD_LEN)
         .ok_or(HandshakeError::Noise)?;
-    let (ts, id) = payload.split_at(12);
+    let (ts, rest) = payload.split_at(12);
+    let (id, offered) = rest.split_at(32);
     let peer_id = NodeId(id.try_into().map_err(|_| HandshakeError::Noise)?);
+    let offered = offered.first().copied().ok_or(HandshakeError::Noise)?;
     let remote_static = hs.get_remote_static().ok_or(HandshakeError::Noise)?;
     match peer_id.x25519_public() {
         Ok(x) if x[..] == remote_static[..] => {}
         _ => return Err(HandshakeError::IdMismatch),
     }
+    let cipher = Cipher::choose(offered, local.ciphers).ok_or(HandshakeError::Cipher)?;
     Ok(ReceivedInit {
         hs,
         peer_id,
         timestamp: ts.try_into().map_err(|_| HandshakeError::Noise)?,
         remote_index: init.sender,
+        cipher,
     })
 }
 
@@ -237,7 +261,7 @@ pub fn respond(
     let mut msg = outer::control_prefix(MSG_HANDSHAKE_RESP, &[local_index, r.remote_index]);
     let mut noise = [0u8; NOISE_RESP_LEN];
     let n =
-        r.hs.write_message(&[], &mut noise)
+        r.hs.write_message(&[r.cipher.bit()], &mut noise)
             .map_err(|_| HandshakeError::Noise)?;
     msg.extend_from_slice(noise.get(..n).ok_or(HandshakeError::Noise)?);
     let m1 = mac1(&peer.mac1_key, &msg);
@@ -250,6 +274,7 @@ pub fn respond(
         SessionKeys {
             send: r2i,
             recv: i2r,
+            cipher: r.cipher,
         },
         msg,
     ))
@@ -264,17 +289,25 @@ pub fn consume_resp(
     if !mac1_ok(&local.mac1_key, resp.mac1_input, resp.mac1) {
         return Err(HandshakeError::BadMac);
     }
-    let mut empty = [0u8; NOISE_RESP_LEN];
+    let mut payload = [0u8; NOISE_RESP_LEN];
     let n =
-        p.hs.read_message(resp.noise, &mut empty)
+        p.hs.read_message(resp.noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
-    if n != 0 || !p.hs.is_handshake_finished() {
+    if n != RESP_PAYLOAD_LEN || !p.hs.is_handshake_finished() {
         return Err(HandshakeError::Noise);
     }
+    // Authenticated by the handshake: only the responder can have chosen it, and it must be
+    // one we offered.
+    let cipher = payload
+        .first()
+        .and_then(|b| Cipher::from_bit(*b))
+        .filter(|c| local.ciphers & c.bit() != 0)
+        .ok_or(HandshakeError::Cipher)?;
     let (i2r, r2i) = p.hs.dangerously_get_raw_split();
     Ok(SessionKeys {
         send: i2r,
         recv: r2i,
+        cipher,
     })
 }
 
@@ -351,6 +384,62 @@ mod tests {
             panic!()
         };
         assert_eq!(consume_init(&kb, &i).err(), Some(HandshakeError::BadMac));
+    }
+
+    /// One handshake between `ka` and `kb` (b responds); the initiator's result.
+    fn shake(
+        ka: &StaticKeys,
+        kb: &StaticKeys,
+        hostile: Option<Cipher>,
+    ) -> Result<Cipher, HandshakeError> {
+        let (a, b) = pair();
+        let (pa, pb) = (
+            PeerKeys::new(&a.id()).unwrap(),
+            PeerKeys::new(&b.id()).unwrap(),
+        );
+        let (pending, init) = initiate(ka, &pb, 1, tai64n(1))?;
+        let Ok(Message::Init(i)) = parse(&init) else {
+            panic!()
+        };
+        let mut r = consume_init(kb, &i)?;
+        if let Some(c) = hostile {
+            r.cipher = c;
+        }
+        let (bk, resp) = respond(r, &pa, 2)?;
+        let Ok(Message::Resp(rp)) = parse(&resp) else {
+            panic!()
+        };
+        let ak = consume_resp(ka, pending, &rp)?;
+        assert_eq!((ak.send, ak.cipher), (bk.recv, bk.cipher));
+        Ok(ak.cipher)
+    }
+
+    #[test]
+    fn cipher_is_negotiated_and_a_responder_cannot_impose_one() {
+        let (a, b) = pair();
+        let (c, g) = (Cipher::CHACHA20_POLY1305, Cipher::AES_256_GCM);
+        let keys = |i: &Identity, m| StaticKeys::new(i).with_ciphers(m);
+        assert_eq!(
+            shake(&keys(&a, c | g), &keys(&b, c | g), None),
+            Ok(Cipher::Aes256Gcm)
+        );
+        assert_eq!(
+            shake(&keys(&a, c), &keys(&b, c | g), None),
+            Ok(Cipher::ChaCha20Poly1305)
+        );
+        assert_eq!(
+            shake(&keys(&a, c | g), &keys(&b, c), None),
+            Ok(Cipher::ChaCha20Poly1305)
+        );
+        assert_eq!(
+            shake(&keys(&a, g), &keys(&b, c), None),
+            Err(HandshakeError::Cipher)
+        );
+        // A responder naming a cipher the initiator did not offer is refused by it.
+        assert_eq!(
+            shake(&keys(&a, c), &keys(&b, c | g), Some(Cipher::Aes256Gcm)),
+            Err(HandshakeError::Cipher)
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Keypair<A> {
     pub created: Instant,
     /// Whether we initiated that handshake (only initiators rekey by age, as in WireGuard).
     pub initiator: bool,
+    /// The transport cipher the handshake agreed on.
+    pub cipher: super::aead::Cipher,
 }
 
 impl<A: TransportAead> Keypair<A> {
@@ -52,8 +54,9 @@ impl<A: TransportAead> Keypair<A> {
         Keypair {
             local_index,
             remote_index,
-            send: A::new(&keys.send),
-            recv: A::new(&keys.recv),
+            send: A::with_cipher(&keys.send, keys.cipher),
+            recv: A::with_cipher(&keys.recv, keys.cipher),
+            cipher: keys.cipher,
             send_counter: 0,
             replay: ReplayWindow::default(),
             created,
@@ -127,10 +130,12 @@ mod tests {
         let a = SessionKeys {
             send: [1; 32],
             recv: [2; 32],
+            cipher: crate::session::aead::Cipher::Aes256Gcm,
         };
         let b = SessionKeys {
             send: [2; 32],
             recv: [1; 32],
+            cipher: crate::session::aead::Cipher::Aes256Gcm,
         };
         (
             Keypair::new(&a, 10, 20, now, true),

@@ -17,10 +17,13 @@ pub const MAC_LEN: usize = 16;
 pub const TAG_LEN: usize = 16;
 /// Noise IK message 1: e (32) + encrypted s (32+16) + encrypted payload (INIT_PAYLOAD_LEN + 16).
 pub const NOISE_INIT_LEN: usize = 32 + 48 + INIT_PAYLOAD_LEN + TAG_LEN;
-/// Noise IK message 2: e (32) + encrypted empty payload (16).
-pub const NOISE_RESP_LEN: usize = 32 + TAG_LEN;
-/// Initiation payload: TAI64N timestamp (12) + initiator node id (32).
-pub const INIT_PAYLOAD_LEN: usize = 12 + 32;
+/// Noise IK message 2: e (32) + encrypted payload (RESP_PAYLOAD_LEN + 16).
+pub const NOISE_RESP_LEN: usize = 32 + RESP_PAYLOAD_LEN + TAG_LEN;
+/// Initiation payload: TAI64N timestamp (12) + initiator node id (32) + the transport
+/// ciphers it offers (1, `session::aead::Cipher` bits; docs/aead.md).
+pub const INIT_PAYLOAD_LEN: usize = 12 + 32 + 1;
+/// Noise IK message 2's payload: the transport cipher the responder chose (one bit of the set).
+pub const RESP_PAYLOAD_LEN: usize = 1;
 /// Full initiation message length.
 pub const HANDSHAKE_INIT_LEN: usize = 4 + 4 + NOISE_INIT_LEN + 2 * MAC_LEN;
 /// Full response message length.

@@ -238,6 +238,7 @@ pub fn node_cfg(t: Timers) -> NodeConfig {
         mtu: 1420,
         accept_discovered: true,
         money: Default::default(),
+        ciphers: None,
     }
 }
 
