@@ -31,6 +31,8 @@
 #                    under 1 % receiver-side loss; 0 skips it (and its table column)
 #   BENCH_UDP_DURATION  seconds per UDP probe                      (default 3)
 #   BENCH_UDP_RUNS   at most this many UDP probes per row           (default 8)
+#   BENCH_UDP_WINDOW iperf3 -w for the UDP probes, both ends' socket buffers (default 4M;
+#                    empty: the kernel defaults); the kernel caps it at net.core.rmem_max
 #   BENCH_BITCLOUD_CONFIG  TOML text appended to every bitcloud node's config
 #                    (e.g. $'[wallet]\npay_interval_ms = 500')
 #   BORINGTUN_VERSION  boringtun-cli version for `cargo install` (default 0.7.1)
@@ -85,6 +87,7 @@ BENCH_PAID_COMPARE=${BENCH_PAID_COMPARE:-0}
 BENCH_UDP=${BENCH_UDP:-1}
 BENCH_UDP_DURATION=${BENCH_UDP_DURATION:-3}
 BENCH_UDP_RUNS=${BENCH_UDP_RUNS:-8}
+BENCH_UDP_WINDOW=${BENCH_UDP_WINDOW-4M}
 
 for v in BENCH_DURATION BENCH_RUNS BENCH_PINGS BENCH_UP_TIMEOUT BENCH_UDP_DURATION BENCH_UDP_RUNS; do
     if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
@@ -102,6 +105,10 @@ for v in BENCH_UDP BENCH_PAID_COMPARE; do
         exit 2
     fi
 done
+if ! [[ -z $BENCH_UDP_WINDOW || $BENCH_UDP_WINDOW =~ ^[1-9][0-9]*[KMG]?$ ]]; then
+    echo "error: BENCH_UDP_WINDOW must be empty or a size like 4M (got '$BENCH_UDP_WINDOW')" >&2
+    exit 2
+fi
 # Fee of the paid row when comparing paid and unpaid relays.
 PAID_FEE=$BENCH_BITCLOUD_FEE
 ((PAID_FEE > 0)) || PAID_FEE=1000
@@ -630,11 +637,12 @@ measure() { # layout impl
 # lost_percent). iperf3's .end.sum mixes the sender's bytes with the receiver's
 # loss, so the receiver's figures are read from .end.sum_received.
 udp_probe() { # rate_mbit
-    local rate=$1 json vals
+    local rate=$1 json vals win=()
     json=$CASE_DIR/iperf3-udp-${rate}M.json
+    [[ -n $BENCH_UDP_WINDOW ]] && win=(-w "$BENCH_UDP_WINDOW")
     timeout $((BENCH_UDP_DURATION + 30)) ip netns exec "${NS[a]}" \
         iperf3 -c "${T4[$FAR]}" -p 5201 -u -l 1380 -b "${rate}M" -t "$BENCH_UDP_DURATION" -J \
-        --connect-timeout 5000 >"$json" 2>"$json.err" || return 1
+        "${win[@]}" --connect-timeout 5000 >"$json" 2>"$json.err" || return 1
     vals=$(jq -er '[.end.sum_sent.bits_per_second, .end.sum_received.bits_per_second,
         .end.sum_received.lost_percent] | @tsv' "$json" 2>/dev/null) || return 1
     read -r UDP_TX UDP_RX UDP_LOSS <<<"$vals"
@@ -752,7 +760,8 @@ HEADER="# Bitcloud tunnel benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 # host: $(uname -r), $(nproc) CPU(s)${CPU_MODEL:+ ($CPU_MODEL)}
 # load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews every figure)
 # iperf3 TCP ${BENCH_DURATION}s x ${BENCH_RUNS} run(s); ping ${BENCH_PINGS} x ${BENCH_PING_INTERVAL}s; tunnel MTU 1420, veth MTU 1500$(
-    [[ $BENCH_UDP == 1 ]] && printf '\n# iperf3 UDP -l 1380: highest rate with < 1 %% receiver loss, at most %s probes of %ss' "$BENCH_UDP_RUNS" "$BENCH_UDP_DURATION"
+    [[ $BENCH_UDP == 1 ]] && printf '\n# iperf3 UDP -l 1380%s: highest rate with < 1 %% receiver loss, at most %s probes of %ss (net.core.rmem_max %s)' \
+        "${BENCH_UDP_WINDOW:+ -w $BENCH_UDP_WINDOW}" "$BENCH_UDP_RUNS" "$BENCH_UDP_DURATION" "$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo '?')"
     [[ $BENCH_PAID_COMPARE == 1 ]] && printf '\n# relay/bitcloud run twice: unpaid (fee 0) and paid (fee %s per MiB)' "$PAID_FEE"
     true
 )
