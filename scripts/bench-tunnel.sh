@@ -25,6 +25,14 @@
 #   BENCH_BITCLOUD_FEE  relay layout: R's fee in units per MiB (default 0: an unpaid relay);
 #                    with a fee, A and C pay R in vouchers and the table notes the payment
 #                    bytes per GB carried (run once with 0 and once with a fee to compare)
+#   BENCH_PAID_COMPARE=1  run relay/bitcloud twice, unpaid (fee 0) and paid (row
+#                    "bitcloud paid", fee BENCH_BITCLOUD_FEE or 1000), and print paid/unpaid
+#   BENCH_UDP        1 (default): also find the highest iperf3 UDP rate (-u -l 1380) with
+#                    under 1 % receiver-side loss; 0 skips it (and its table column)
+#   BENCH_UDP_DURATION  seconds per UDP probe                      (default 3)
+#   BENCH_UDP_RUNS   at most this many UDP probes per row           (default 8)
+#   BENCH_UDP_WINDOW iperf3 -w for the UDP probes, both ends' socket buffers (default 4M;
+#                    empty: the kernel defaults); the kernel caps it at net.core.rmem_max
 #   BENCH_BITCLOUD_CONFIG  TOML text appended to every bitcloud node's config
 #                    (e.g. $'[wallet]\npay_interval_ms = 500')
 #   BORINGTUN_VERSION  boringtun-cli version for `cargo install` (default 0.7.1)
@@ -74,13 +82,36 @@ BENCH_STRICT=${BENCH_STRICT:-0}
 BITCLOUD_BIN=${BITCLOUD_BIN:-}
 BENCH_BITCLOUD_RELAY_PEERS=${BENCH_BITCLOUD_RELAY_PEERS:-hub}
 BORINGTUN_VERSION=${BORINGTUN_VERSION:-0.7.1}
+BENCH_BITCLOUD_FEE=${BENCH_BITCLOUD_FEE:-0}
+BENCH_PAID_COMPARE=${BENCH_PAID_COMPARE:-0}
+BENCH_UDP=${BENCH_UDP:-1}
+BENCH_UDP_DURATION=${BENCH_UDP_DURATION:-3}
+BENCH_UDP_RUNS=${BENCH_UDP_RUNS:-8}
+BENCH_UDP_WINDOW=${BENCH_UDP_WINDOW-4M}
 
-for v in BENCH_DURATION BENCH_RUNS BENCH_PINGS BENCH_UP_TIMEOUT; do
+for v in BENCH_DURATION BENCH_RUNS BENCH_PINGS BENCH_UP_TIMEOUT BENCH_UDP_DURATION BENCH_UDP_RUNS; do
     if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
         echo "error: $v must be a positive integer (got '${!v}')" >&2
         exit 2
     fi
 done
+if ! [[ $BENCH_BITCLOUD_FEE =~ ^[0-9]+$ ]]; then
+    echo "error: BENCH_BITCLOUD_FEE must be a non-negative integer (got '$BENCH_BITCLOUD_FEE')" >&2
+    exit 2
+fi
+for v in BENCH_UDP BENCH_PAID_COMPARE; do
+    if ! [[ ${!v} == 0 || ${!v} == 1 ]]; then
+        echo "error: $v must be 0 or 1 (got '${!v}')" >&2
+        exit 2
+    fi
+done
+if ! [[ -z $BENCH_UDP_WINDOW || $BENCH_UDP_WINDOW =~ ^[1-9][0-9]*[KMG]?$ ]]; then
+    echo "error: BENCH_UDP_WINDOW must be empty or a size like 4M (got '$BENCH_UDP_WINDOW')" >&2
+    exit 2
+fi
+# Fee of the paid row when comparing paid and unpaid relays.
+PAID_FEE=$BENCH_BITCLOUD_FEE
+((PAID_FEE > 0)) || PAID_FEE=1000
 for i in $BENCH_IMPLS; do
     case $i in veth | bitcloud | wireguard-go | boringtun) ;; *)
         echo "error: unknown implementation '$i' in BENCH_IMPLS" >&2
@@ -236,6 +267,8 @@ CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # Per-case state (each case runs in its own subshell; see run_case)
 # --------------------------------------------------------------------------
 declare -A NS=() UL=() T4=() T6=()
+# TUN_PID_OF[role]: the tunnel process of that role (R's is the relay's).
+declare -A TUN_PID_OF=()
 FAR="" TUN_PIDS=() CASE_DIR="" REASON_FILE=""
 
 fail() { # reason -> the row becomes n/a with this reason
@@ -382,6 +415,7 @@ start_wg() { # impl: wireguard-go | boringtun
                 --verbosity error "$ifn"
         fi
         TUN_PIDS+=("$NETNS_SPAWNED_PID")
+        TUN_PID_OF[$r]=$NETNS_SPAWNED_PID
         ln -sf "tunnel-$r.log" "$CASE_DIR/tunnel-$NETNS_SPAWNED_PID.log"
     done
     # Wait for each TUN device and UAPI socket.
@@ -474,6 +508,7 @@ start_bitcloud() {
         netns_spawn "${NS[$r]}" "$CASE_DIR/tunnel-$r.log" env RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
             "$BITCLOUD_BIN" up -c "${BCCFG[$r]}"
         TUN_PIDS+=("$NETNS_SPAWNED_PID")
+        TUN_PID_OF[$r]=$NETNS_SPAWNED_PID
         ln -sf "tunnel-$r.log" "$CASE_DIR/tunnel-$NETNS_SPAWNED_PID.log"
     done
 }
@@ -536,11 +571,14 @@ measure() { # layout impl
     done
     local -a g1=() g4=()
     local ticks_total=0 bytes_total=0 c0 c1 bps bytes err
+    # Relay layout: R's process is also sampled on its own (relay vs endpoint CPU).
+    local relay_pid=${TUN_PID_OF[r]:-} relay_ticks=0 r0=0 r1=0
     for i in $(seq 1 "$BENCH_RUNS"); do
         for p in 1 4; do
             json=$CASE_DIR/iperf3-run$i-P$p.json
             c0=0
             ((${#TUN_PIDS[@]})) && { c0=$(procs_cpu_ticks "${TUN_PIDS[@]}") || check_alive; }
+            [[ -n $relay_pid ]] && { r0=$(proc_cpu_ticks "$relay_pid") || check_alive; }
             if ! timeout $((BENCH_DURATION + 30)) ip netns exec "${NS[a]}" \
                 iperf3 -c "$far_ip" -p 5201 -t "$BENCH_DURATION" -P "$p" -J --connect-timeout 5000 \
                 >"$json" 2>"$json.err"; then
@@ -549,9 +587,11 @@ measure() { # layout impl
             fi
             c1=0
             ((${#TUN_PIDS[@]})) && { c1=$(procs_cpu_ticks "${TUN_PIDS[@]}") || check_alive; }
+            [[ -n $relay_pid ]] && { r1=$(proc_cpu_ticks "$relay_pid") || check_alive; }
             bps=$(jq -er '.end.sum_received.bits_per_second' "$json") || fail "iperf3 JSON without sum_received"
             bytes=$(jq -er '.end.sum_received.bytes' "$json")
             ticks_total=$((ticks_total + c1 - c0))
+            relay_ticks=$((relay_ticks + r1 - r0))
             bytes_total=$(awk -v a="$bytes_total" -v b="$bytes" 'BEGIN { printf "%.0f", a + b }')
             if ((p == 1)); then g1+=("$bps"); else g4+=("$bps"); fi
             log "$layout/$impl run $i -P $p: $(awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s, tunnel CPU $(awk -v t=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }') s"
@@ -576,14 +616,91 @@ measure() { # layout impl
         cpu=$(awk -v t="$ticks_total" -v h="$CLK_TCK" -v b="$bytes_total" \
             'BEGIN { if (b > 0) printf "%.2f", (t / h) / (b / 1e9); else print "n/a" }')
     fi
-    echo "$layout|$impl|$m1|$m4|${rtt% *}|${rtt#* }|$cpu|$note" >>"$RESULTS"
+    if [[ -n $relay_pid ]]; then
+        # relay CPU-s/GB | CPU-s/GB of each endpoint process (A and C, averaged)
+        awk -v l="$layout" -v m="$impl" -v t="$ticks_total" -v r="$relay_ticks" -v h="$CLK_TCK" \
+            -v b="$bytes_total" -v n=$((${#TUN_PIDS[@]} - 1)) \
+            'BEGIN { if (b > 0 && n > 0) printf "%s|%s|%.3f|%.3f\n", l, m, (r / h) / (b / 1e9), ((t - r) / h / n) / (b / 1e9) }' \
+            >>"$WORK/relay-cpu"
+    fi
+    local udp="-"
+    if [[ $BENCH_UDP == 1 ]]; then
+        measure_udp "$layout" "$impl"
+        udp=$UDP_GBPS
+        [[ -n $UDP_NOTE ]] && note="${note:+$note; }$UDP_NOTE"
+    fi
+    echo "$layout|$impl|$m1|$m4|${rtt% *}|${rtt#* }|$cpu|$udp|$note" >>"$RESULTS"
+}
+
+# One UDP probe: iperf3 -u -l 1380 at RATE Mbit/s for BENCH_UDP_DURATION s.
+# Sets UDP_TX (sender bit/s), UDP_RX (receiver bit/s) and UDP_LOSS (receiver's
+# lost_percent). iperf3's .end.sum mixes the sender's bytes with the receiver's
+# loss, so the receiver's figures are read from .end.sum_received.
+udp_probe() { # rate_mbit
+    local rate=$1 json vals win=()
+    json=$CASE_DIR/iperf3-udp-${rate}M.json
+    [[ -n $BENCH_UDP_WINDOW ]] && win=(-w "$BENCH_UDP_WINDOW")
+    timeout $((BENCH_UDP_DURATION + 30)) ip netns exec "${NS[a]}" \
+        iperf3 -c "${T4[$FAR]}" -p 5201 -u -l 1380 -b "${rate}M" -t "$BENCH_UDP_DURATION" -J \
+        "${win[@]}" --connect-timeout 5000 >"$json" 2>"$json.err" || return 1
+    vals=$(jq -er '[.end.sum_sent.bits_per_second, .end.sum_received.bits_per_second,
+        .end.sum_received.lost_percent] | @tsv' "$json" 2>/dev/null) || return 1
+    read -r UDP_TX UDP_RX UDP_LOSS <<<"$vals"
+}
+
+# Highest UDP rate with receiver-side loss under 1 %: offered rates go up or
+# down by 4x from 1 Gbit/s until one probe passes and one fails, then bisect
+# (geometrically) until they are within 10 %, at most BENCH_UDP_RUNS probes.
+# Sets UDP_GBPS (receiver's rate at the best passing probe, or n/a) and UDP_NOTE.
+measure_udp() { # layout impl
+    local layout=$1 impl=$2 rate=1000 good=0 bad=0 n=0 best=0 ok
+    UDP_GBPS="n/a" UDP_NOTE=""
+    while ((n < BENCH_UDP_RUNS)); do
+        if ((good > 0 && bad > 0)); then
+            ((bad * 100 <= good * 110)) && break
+            rate=$(awk -v g="$good" -v b="$bad" 'BEGIN { printf "%d", sqrt(g * b) }')
+        fi
+        check_alive
+        if ! udp_probe "$rate"; then
+            UDP_NOTE="UDP probe at $rate Mbit/s failed"
+            log "$layout/$impl: $UDP_NOTE"
+            break
+        fi
+        n=$((n + 1))
+        ok=$(awk -v l="$UDP_LOSS" 'BEGIN { print (l < 1) ? 1 : 0 }')
+        log "$layout/$impl UDP at $rate Mbit/s: sent $(awk -v b="$UDP_TX" 'BEGIN { printf "%.2f", b / 1e9 }'), received $(awk -v b="$UDP_RX" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s, loss $(awk -v l="$UDP_LOSS" 'BEGIN { printf "%.2f", l }') %"
+        sleep 0.5
+        if ((ok)); then
+            good=$rate
+            best=$(awk -v a="$best" -v b="$UDP_RX" 'BEGIN { printf "%.0f", (b > a) ? b : a }')
+            # The sender could not offer the rate: more would not show more.
+            if awk -v t="$UDP_TX" -v r="$rate" 'BEGIN { exit !(t < 0.9 * r * 1e6) }'; then
+                UDP_NOTE="UDP limited by the iperf3 sender at $(awk -v b="$UDP_TX" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s"
+                break
+            fi
+        else
+            bad=$rate
+        fi
+        if ((good == 0)); then
+            ((rate >= 40)) || break
+            rate=$((rate / 4))
+        elif ((bad == 0)); then
+            ((rate <= 16000)) || break
+            rate=$((rate * 4))
+        fi
+    done
+    if ((good > 0)); then
+        UDP_GBPS=$(awk -v b="$best" 'BEGIN { printf "%.2f", b / 1e9 }')
+    elif ((bad > 0)) && [[ -z $UDP_NOTE ]]; then
+        UDP_NOTE="UDP loss >= 1 % even at $bad Mbit/s"
+    fi
 }
 
 # One (layout, implementation) pair. Runs in a subshell with errexit on; its
 # own EXIT trap tears down its namespaces and processes.
-run_case() {
-    local layout=$1 impl=$2
-    CASE_DIR=$WORK/$layout-$impl
+run_case() { # layout impl [row label, default impl]
+    local layout=$1 impl=$2 label=${3:-$2}
+    CASE_DIR=$WORK/$layout-${label// /-}
     mkdir -p "$CASE_DIR"
     REASON_FILE=$CASE_DIR/reason
     trap 'netns_cleanup' EXIT
@@ -592,7 +709,7 @@ run_case() {
     trap 'exit 129' HUP
     trap 'echo "unexpected error (exit $?) at line $LINENO: $BASH_COMMAND" >"$REASON_FILE"' ERR
     set -E
-    log "== $layout / $impl"
+    log "== $layout / $label"
     "layout_$layout"
     local t0
     t0=$(date +%s)
@@ -611,7 +728,7 @@ run_case() {
         V6NOTE="IPv6 overlay ${T6[$FAR]} did not answer pings"
         log "warning: $V6NOTE"
     fi
-    measure "$layout" "$impl"
+    measure "$layout" "$label"
     check_alive
     if [[ $impl == bitcloud ]]; then # for the record; never fatal
         local r
@@ -642,7 +759,12 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
 HEADER="# Bitcloud tunnel benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
 # host: $(uname -r), $(nproc) CPU(s)${CPU_MODEL:+ ($CPU_MODEL)}
 # load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews every figure)
-# iperf3 TCP ${BENCH_DURATION}s x ${BENCH_RUNS} run(s); ping ${BENCH_PINGS} x ${BENCH_PING_INTERVAL}s; tunnel MTU 1420, veth MTU 1500
+# iperf3 TCP ${BENCH_DURATION}s x ${BENCH_RUNS} run(s); ping ${BENCH_PINGS} x ${BENCH_PING_INTERVAL}s; tunnel MTU 1420, veth MTU 1500$(
+    [[ $BENCH_UDP == 1 ]] && printf '\n# iperf3 UDP -l 1380%s: highest rate with < 1 %% receiver loss, at most %s probes of %ss (net.core.rmem_max %s)' \
+        "${BENCH_UDP_WINDOW:+ -w $BENCH_UDP_WINDOW}" "$BENCH_UDP_RUNS" "$BENCH_UDP_DURATION" "$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo '?')"
+    [[ $BENCH_PAID_COMPARE == 1 ]] && printf '\n# relay/bitcloud run twice: unpaid (fee 0) and paid (fee %s per MiB)' "$PAID_FEE"
+    true
+)
 # versions: $(wireguard-go --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BORINGTUN_BIN:+, $("$BORINGTUN_BIN" --version 2>/dev/null)}, $(iperf3 --version 2>/dev/null | awk 'NR == 1 { print $1, $2 }')${BITCLOUD_BIN:+, bitcloud $BITCLOUD_VERSION}"
 echo "$HEADER" >&2
 
@@ -653,46 +775,138 @@ for layout in $BENCH_LAYOUTS; do
         if [[ $impl == veth && $layout != direct ]]; then
             continue # plain-veth baseline only makes sense for the direct layout
         fi
-        # Run the case in a background subshell and wait for it: `wait` is
-        # interrupted by signals, so Ctrl-C/TERM reach main_cleanup at once.
-        set +e
-        (
-            set -e
-            run_case "$layout" "$impl"
-        ) &
-        CASE_PID=$!
-        wait "$CASE_PID"
-        rc=$?
-        CASE_PID=""
-        set -e
-        if ((rc != 0)) || ! grep -q "^$layout|$impl|" "$RESULTS"; then
-            reason=$(cat "$WORK/$layout-$impl/reason" 2>/dev/null || echo "exit status $rc")
-            echo "$layout|$impl|n/a|n/a|n/a|n/a|n/a|$reason" >>"$RESULTS"
-            [[ $impl != bitcloud ]] && BAD=1
+        # label:fee pairs; "-" keeps BENCH_BITCLOUD_FEE as it is.
+        variants=("$impl:-")
+        if [[ $BENCH_PAID_COMPARE == 1 && $layout == relay && $impl == bitcloud ]]; then
+            variants=("bitcloud:0" "bitcloud paid:$PAID_FEE")
         fi
-        ((rc == 130 || rc == 143 || rc == 129)) && exit "$rc"
+        for variant in "${variants[@]}"; do
+            label=${variant%:*} fee=${variant##*:}
+            # Run the case in a background subshell and wait for it: `wait` is
+            # interrupted by signals, so Ctrl-C/TERM reach main_cleanup at once.
+            set +e
+            (
+                set -e
+                [[ $fee == - ]] || BENCH_BITCLOUD_FEE=$fee
+                run_case "$layout" "$impl" "$label"
+            ) &
+            CASE_PID=$!
+            wait "$CASE_PID"
+            rc=$?
+            CASE_PID=""
+            set -e
+            if ((rc != 0)) || ! grep -q "^$layout|$label|" "$RESULTS"; then
+                reason=$(cat "$WORK/$layout-${label// /-}/reason" 2>/dev/null || echo "exit status $rc")
+                echo "$layout|$label|n/a|n/a|n/a|n/a|n/a|n/a|$reason" >>"$RESULTS"
+                [[ $impl != bitcloud ]] && BAD=1
+            fi
+            ((rc == 130 || rc == 143 || rc == 129)) && exit "$rc"
+        done
     done
 done
 
 # --------------------------------------------------------------------------
+# Goals of issue 11, computed from the rows of this run
+# --------------------------------------------------------------------------
+declare -A G1=() GCPU=() GRTT=() GUDP=() GRELAY=() GEND=()
+while IFS='|' read -r layout impl m1 m4 rmed rp99 cpu udp note; do
+    G1[$layout/$impl]=$m1 GCPU[$layout/$impl]=$cpu GRTT[$layout/$impl]=$rmed GUDP[$layout/$impl]=$udp
+done <"$RESULTS"
+if [[ -s $WORK/relay-cpu ]]; then
+    while IFS='|' read -r layout impl rcpu ecpu; do
+        GRELAY[$layout/$impl]=$rcpu GEND[$layout/$impl]=$ecpu
+    done <"$WORK/relay-cpu"
+fi
+is_num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+# quotient A B SCALE DIGITS: SCALE*A/B, or n/a if either is missing or B is 0
+quotient() {
+    if is_num "$1" && is_num "$2"; then
+        awk -v a="$1" -v b="$2" -v s="$3" -v d="$4" 'BEGIN { if (b > 0) printf "%.*f", d, s * a / b; else print "n/a" }'
+    else
+        echo "n/a"
+    fi
+}
+# goal TEXT VALUE OP GOAL UNIT [DETAIL]: one line, "met" / "not met" (on the value as shown)
+goal() {
+    local text=$1 v=$2 op=$3 g=$4 unit=$5 detail=${6:-} shown=n/a verdict=""
+    is_num "$v" && shown=$v$unit
+    if is_num "$v" && is_num "$g"; then
+        verdict=": $(awk -v v="$v" -v g="$g" -v op="$op" 'BEGIN { m = (op == ">=") ? (v >= g) : (v <= g); print m ? "met" : "not met" }')"
+    fi
+    echo "- $text: $shown${detail:+ ($detail)}; goal $op $g$unit$verdict"
+}
+print_goals() {
+    local d=direct/bitcloud r=relay/bitcloud i l line sep
+    echo "Goals (issue 11), from the rows above (n/a: a row is missing or failed):"
+    goal "direct 1-stream, bitcloud / veth" "$(quotient "${G1[$d]:-}" "${G1[direct/veth]:-}" 100 1)" ">=" 40 " %" \
+        "${G1[$d]:-n/a} / ${G1[direct/veth]:-n/a} Gbit/s"
+    goal "direct 1-stream, bitcloud / boringtun" "$(quotient "${G1[$d]:-}" "${G1[direct/boringtun]:-}" 1 1)" ">=" 8 "x" \
+        "${G1[$d]:-n/a} / ${G1[direct/boringtun]:-n/a} Gbit/s"
+    goal "direct, bitcloud tunnel CPU-s/GB" "${GCPU[$d]:-n/a}" "<=" 2.5 ""
+    goal "1-stream, bitcloud relay / direct" "$(quotient "${G1[$r]:-}" "${G1[$d]:-}" 100 1)" ">=" 60 " %" \
+        "${G1[$r]:-n/a} / ${G1[$d]:-n/a} Gbit/s"
+    goal "relay/bitcloud, relay process / endpoint process CPU-s/GB" \
+        "$(quotient "${GRELAY[$r]:-}" "${GEND[$r]:-}" 1 2)" "<=" 0.5 "" \
+        "relay ${GRELAY[$r]:-n/a}, each endpoint ${GEND[$r]:-n/a} CPU-s/GB"
+    if [[ $BENCH_PAID_COMPARE == 1 ]]; then
+        goal "relay/bitcloud 1-stream, paid / unpaid" "$(quotient "${G1[$r paid]:-}" "${G1[$r]:-}" 100 1)" ">=" 99 " %" \
+            "fee $PAID_FEE per MiB: ${G1[$r paid]:-n/a} / ${G1[$r]:-n/a} Gbit/s"
+    else
+        goal "relay/bitcloud 1-stream, paid / unpaid" "n/a" ">=" 99 " %" "run with BENCH_PAID_COMPARE=1"
+    fi
+    goal "direct RTT median ms, bitcloud (goal: boringtun's)" "${GRTT[$d]:-n/a}" "<=" "${GRTT[direct/boringtun]:-n/a}" ""
+    if [[ $BENCH_UDP == 1 ]]; then
+        line="- UDP Gbit/s @<1% loss, beside the anchors (no fixed goal):"
+        for l in $BENCH_LAYOUTS; do
+            sep=" $l:"
+            for i in $BENCH_IMPLS; do
+                [[ $i == veth && $l != direct ]] && continue
+                line+="$sep $i ${GUDP[$l/$i]:-n/a}"
+                sep=","
+                [[ $l == relay && $i == bitcloud && $BENCH_PAID_COMPARE == 1 ]] && line+=", bitcloud paid ${GUDP[$r paid]:-n/a}"
+            done
+            line+=";"
+        done
+        echo "${line%;}"
+    else
+        echo "- UDP Gbit/s @<1% loss: n/a (BENCH_UDP=0)"
+    fi
+}
+
+# --------------------------------------------------------------------------
 # Table
 # --------------------------------------------------------------------------
+UDP_COL=""
+[[ $BENCH_UDP == 1 ]] && UDP_COL="UDP Gbit/s @<1% loss"
+row() { # the columns of one table line; the UDP one only with BENCH_UDP=1
+    printf '| %-6s | %-14s | %15s | %15s | %13s | %10s | %8s |' "${@:1:7}"
+    [[ -n $UDP_COL ]] && printf ' %20s |' "$8"
+    printf '\n'
+}
 {
     echo "$HEADER"
     echo
-    printf '| %-6s | %-14s | %15s | %15s | %13s | %10s | %8s |\n' \
-        layout implementation "1-stream Gbit/s" "4-stream Gbit/s" "RTT median ms" "RTT p99 ms" "CPU-s/GB"
-    printf '|%s|%s|%s|%s|%s|%s|%s|\n' "--------" "----------------" "----------------:" "----------------:" "--------------:" "-----------:" "---------:"
-    while IFS='|' read -r layout impl m1 m4 rmed rp99 cpu note; do
-        printf '| %-6s | %-14s | %15s | %15s | %13s | %10s | %8s |\n' "$layout" "$impl" "$m1" "$m4" "$rmed" "$rp99" "$cpu"
+    row layout implementation "1-stream Gbit/s" "4-stream Gbit/s" "RTT median ms" "RTT p99 ms" "CPU-s/GB" "$UDP_COL"
+    printf '|%s|%s|%s|%s|%s|%s|%s|' "--------" "----------------" "----------------:" "----------------:" "--------------:" "-----------:" "---------:"
+    [[ -n $UDP_COL ]] && printf '%s|' "---------------------:"
+    printf '\n'
+    while IFS='|' read -r layout impl m1 m4 rmed rp99 cpu udp note; do
+        row "$layout" "$impl" "$m1" "$m4" "$rmed" "$rp99" "$cpu" "$udp"
         if [[ -n $note ]]; then
             NOTES+=("$layout/$impl: $note")
         fi
     done <"$RESULTS"
     echo
     for note in "${NOTES[@]}"; do echo "- $note"; done
+    if [[ -s $WORK/relay-cpu ]]; then
+        while IFS='|' read -r layout impl rcpu ecpu; do
+            echo "- $layout/$impl: relay process $rcpu CPU-s/GB, endpoint processes $ecpu CPU-s/GB each (ratio $(quotient "$rcpu" "$ecpu" 1 2))"
+        done <"$WORK/relay-cpu"
+    fi
     cat "$WORK/extra-notes" 2>/dev/null || true
     echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    print_goals
 } >"$WORK/table.md"
 
 echo
