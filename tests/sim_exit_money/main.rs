@@ -7,6 +7,7 @@
 #[path = "../sim/mod.rs"]
 mod sim;
 
+mod backed;
 mod hostile;
 
 use std::net::Ipv4Addr;
