@@ -215,3 +215,130 @@ fn a_pays_for(n: &[common::Node], bytes: usize) {
     assert_eq!(got, bytes);
     std::thread::sleep(Duration::from_secs(1));
 }
+
+/// Every node's link to the chain's namespace up or down.
+fn chain_links(n: &[common::Node], up: bool) {
+    for x in n {
+        let out = common::sh(&[
+            "ip",
+            "-n",
+            &x.ns,
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "to",
+            "198.18.9.0/24",
+        ]);
+        let dev = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|d| d.split('@').next())
+            .unwrap_or_else(|| panic!("no chain link in {}: {out}", x.ns))
+            .to_string();
+        let state = if up { "up" } else { "down" };
+        common::sh(&["ip", "-n", &x.ns, "link", "set", &dev, state]);
+    }
+}
+
+/// `bitcloud wallet settle` on `n`: its JSON, or the error it printed.
+fn try_settle(n: &common::Node) -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n.ns,
+            common::BIN,
+            "wallet",
+            "settle",
+            "--json",
+            "-c",
+        ])
+        .arg(&n.cfg)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn an_rpc_outage_delays_settlement_never_the_tunnel() {
+    let test = "an_rpc_outage_delays_settlement_never_the_tunnel";
+    if !root_or_skip(test) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let Some((mut n, chain)) = chain_lab(&mut lab, test) else {
+        return;
+    };
+    let r_addr = address(&n[1]);
+    let hundred = tokens(100 * 1_000_000_000);
+    // The chain is unreachable when the daemons start: they start, and carry traffic.
+    chain_links(&n, false);
+    for x in n.iter_mut() {
+        x.start();
+    }
+    let (a, r, c) = (&n[0], &n[1], &n[2]);
+    assert!(
+        a.wait_ping(c.ipv6, Duration::from_secs(20)).is_some(),
+        "A reaches C with the chain down"
+    );
+    let b = r.wallet("balance");
+    assert!(
+        b["chain_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable")),
+        "{b}"
+    );
+    let e = try_settle(r).expect_err("settle needs the chain");
+    assert!(e.contains("unreachable"), "{e}");
+
+    // The chain comes back: A's ledger reaches it (within its 5 s retry) and opens the
+    // channel its debt for the pings calls for; then traffic is paid.
+    chain_links(&n, true);
+    wait_for("A locks a deposit", Duration::from_secs(30), || {
+        let d = &n[0].wallet("balance")["deposited"];
+        d.is_string() && units(d) > 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    a_pays_for(&n, 2 << 20);
+    let (a, r) = (&n[0], &n[1]);
+    let first = units(&a.wait_settled(r, Duration::from_secs(30))["cumulative_paid"]);
+    assert!(first > 0);
+
+    // Down again, and R restarts meanwhile: its channels come back from its journal, so it
+    // keeps crediting A's backed vouchers without the RPC.
+    chain_links(&n, false);
+    n[1].kill9();
+    n[1].start();
+    a_pays_for(&n, 2 << 20);
+    let (a, r, c) = (&n[0], &n[1], &n[2]);
+    let paid_a = units(&a.wait_settled(r, Duration::from_secs(30))["cumulative_paid"]);
+    assert!(
+        paid_a > first,
+        "R credited more of A's vouchers: {first} -> {paid_a}"
+    );
+    assert_eq!(units(&r.channel(a, "incoming")["cumulative_paid"]), paid_a);
+
+    // Back: R settles exactly what A and C signed.
+    chain_links(&n, true);
+    let paid_c = units(&c.wait_settled(r, Duration::from_secs(30))["cumulative_paid"]);
+    let s = loop {
+        match try_settle(r) {
+            Ok(s) => break s,
+            Err(e) if e.contains("unreachable") => std::thread::sleep(Duration::from_secs(1)),
+            Err(e) => panic!("settle: {e}"),
+        }
+    };
+    let sum: u128 = s["claimed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| units(&x["amount"]))
+        .sum();
+    assert_eq!(sum, paid_a + paid_c, "{s}");
+    assert_eq!(chain.balance(r_addr), hundred + tokens(paid_a + paid_c));
+}

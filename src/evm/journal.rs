@@ -314,6 +314,24 @@ impl Journal {
             .collect()
     }
 
+    /// A value learned from the chain (`meta` table).
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Remember a value learned from the chain.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The highest nonce journaled (the next transaction uses at least one more).
     pub async fn max_nonce(&self) -> Result<Option<u64>, JournalError> {
         let n: Option<i64> = sqlx::query_scalar("SELECT max(nonce) FROM txs")

@@ -3,7 +3,8 @@
 //! checks the channels neighbours and exit clients offer. Invariants: every transaction is signed and stored in the
 //! journal before it is broadcast, and its effects are applied only from its receipt, once;
 //! RPC calls run on the blocking pool, never on the forwarding loop; the node hears of a
-//! backing only once the chain shows it.
+//! backing only once the chain shows it; an RPC that is down (at start or later) delays
+//! settlement, never the tunnel: nothing is sent to a chain whose id was not checked.
 
 mod steps;
 mod txs;
@@ -36,6 +37,11 @@ const STEP: Duration = Duration::from_secs(1);
 const READ_EVERY: Duration = Duration::from_secs(2);
 /// How often an offer is sent again while the payee has not acknowledged a cosigned voucher.
 const OFFER_AGAIN: Duration = Duration::from_secs(5);
+/// How often an unreachable RPC is tried again.
+const CONNECT_AGAIN: Duration = Duration::from_secs(5);
+/// The decimals assumed before the chain was ever reached: no channel exists then, so no
+/// amount is converted with it before [`Ledger::connect`] replaces it.
+const UNKNOWN_DECIMALS: u8 = 18;
 
 /// From the forwarding loop.
 #[derive(Debug)]
@@ -100,11 +106,16 @@ pub struct Ledger {
     offered_at: HashMap<B256, Instant>,
     /// Chain time of the last block we saw.
     chain_time: u64,
+    /// The RPC answered and reports the configured chain id: only then does the task send or
+    /// read anything on chain.
+    connected: bool,
+    /// When the RPC was last tried, and how the last try failed.
+    tried: Option<(Instant, String)>,
 }
 
 impl Ledger {
-    /// Connect to the chain (the chain id must be the configured one), open the journal and
-    /// restore its channels.
+    /// Open the journal and restore its channels. Needs no RPC: the token's decimals were
+    /// stored when the chain was first reached (the RPC is checked by [`Ledger::connect`]).
     pub async fn start(
         cfg: EvmLedger,
         me: NodeId,
@@ -113,33 +124,21 @@ impl Ledger {
         out: mpsc::UnboundedSender<Out>,
     ) -> anyhow::Result<Ledger> {
         let rpc = Arc::new(Rpc::new(&cfg.rpc));
-        let r = rpc.clone();
-        let token = cfg.token;
-        let (chain_id, decimals) = tokio::task::spawn_blocking(move || {
-            let id = r.chain_id()?;
-            let d = r.call(token, &ICloudcoin::decimalsCall {}.abi_encode())?;
-            anyhow::Ok((id, ICloudcoin::decimalsCall::abi_decode_returns(&d)?))
-        })
-        .await?
-        .with_context(|| format!("[ledger] rpc {}", cfg.rpc))?;
-        anyhow::ensure!(
-            chain_id == cfg.chain_id,
-            "[ledger] chain_id is {} but {} reports {chain_id}",
-            cfg.chain_id,
-            cfg.rpc
-        );
-        let scale = TokenScale::new(decimals)?;
         let journal = Journal::open(&data_dir.join(LEDGER_FILE)).await?;
+        let decimals = match journal.meta(&decimals_key(&cfg)).await? {
+            Some(d) => d.parse().context("ledger.db: stored token decimals")?,
+            None => UNKNOWN_DECIMALS,
+        };
+        let scale = TokenScale::new(decimals)?;
         let rows = journal
             .channels()
             .await?
             .into_iter()
             .map(|r| (r.onchain, r))
             .collect();
-        tracing::info!(address = %key.address(), chain_id, rpc = %cfg.rpc, "on-chain ledger");
         Ok(Ledger {
             domain: Domain {
-                chain_id,
+                chain_id: cfg.chain_id,
                 contract: cfg.channels,
             },
             cfg,
@@ -156,15 +155,90 @@ impl Ledger {
             last_read: None,
             offered_at: HashMap::new(),
             chain_time: 0,
+            connected: false,
+            tried: None,
         })
+    }
+
+    /// Reach the RPC: it must report the configured chain id; the token's decimals are read
+    /// (and stored, for a start without RPC); then whatever a crash left in flight goes out
+    /// again (same bytes, same hash).
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        let token = self.cfg.token;
+        let (chain_id, decimals) = self
+            .rpc(move |r| {
+                let id = r.chain_id()?;
+                let d = r.call(token, &ICloudcoin::decimalsCall {}.abi_encode())?;
+                Ok((id, ICloudcoin::decimalsCall::abi_decode_returns(&d)?))
+            })
+            .await
+            .with_context(|| format!("[ledger] rpc {}", self.cfg.rpc))?;
+        anyhow::ensure!(
+            chain_id == self.cfg.chain_id,
+            "[ledger] chain_id is {} but {} reports {chain_id}",
+            self.cfg.chain_id,
+            self.cfg.rpc
+        );
+        let scale = TokenScale::new(decimals)?;
+        anyhow::ensure!(
+            self.rows.is_empty() || scale == self.scale,
+            "[ledger] token {token} reports {decimals} decimals, not the ones its channels use"
+        );
+        self.journal
+            .set_meta(&decimals_key(&self.cfg), &decimals.to_string())
+            .await?;
+        self.scale = scale;
+        self.connected = true;
+        tracing::info!(address = %self.key.address(), chain_id, rpc = %self.cfg.rpc, "on-chain ledger");
+        if let Err(e) = self.rebroadcast().await {
+            tracing::warn!("ledger: re-broadcasting journaled transactions: {e:#}");
+        }
+        Ok(())
+    }
+
+    /// Try the RPC if it is time; true once connected.
+    async fn ensure_connected(&mut self) -> bool {
+        if self.connected {
+            return true;
+        }
+        if self
+            .tried
+            .as_ref()
+            .is_some_and(|(t, _)| t.elapsed() < CONNECT_AGAIN)
+        {
+            return false;
+        }
+        match self.connect().await {
+            Ok(()) => {
+                self.tried = None;
+                true
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                // Once per distinct failure, not every few seconds.
+                if self.tried.as_ref().is_none_or(|(_, last)| *last != e) {
+                    tracing::warn!(
+                        "ledger: chain unreachable, settlement waits (the tunnel does not): {e}"
+                    );
+                }
+                self.tried = Some((Instant::now(), e));
+                false
+            }
+        }
+    }
+
+    /// The answer to a request while the chain is unreachable.
+    fn unreachable(&self, key: &str) -> Value {
+        let why = self
+            .tried
+            .as_ref()
+            .map_or("not reached yet", |(_, e)| e.as_str());
+        serde_json::json!({ key: format!("chain unreachable: {why}") })
     }
 
     /// Run until the forwarding loop goes away.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<In>) {
-        // Whatever a crash left in flight goes out again first (same bytes, same hash).
-        if let Err(e) = self.rebroadcast().await {
-            tracing::warn!("ledger: re-broadcasting journaled transactions: {e:#}");
-        }
+        self.ensure_connected().await;
         let mut tick = tokio::time::interval(STEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -174,7 +248,9 @@ impl Ledger {
                     Some(m) => self.on_input(m).await,
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = self.step(false).await {
+                    if self.ensure_connected().await
+                        && let Err(e) = self.step(false).await
+                    {
                         tracing::warn!("ledger: {e:#}");
                     }
                 }
@@ -192,6 +268,8 @@ impl Ledger {
                     tracing::debug!(%peer, address = %Address::from(address), "ledger: neighbour's chain address");
                     self.addresses.insert(peer, Address::from(address));
                 }
+                // Checked on chain only once the chain is reached (the payer offers again).
+                ChainEvent::ChannelOffered { .. } if !self.connected => {}
                 ChainEvent::ChannelOffered {
                     peer,
                     payer_address,
@@ -211,6 +289,12 @@ impl Ledger {
                     }
                 }
             },
+            In::Settle(reply) | In::Close(_, reply) if !self.ensure_connected().await => {
+                let _ = reply.send(self.unreachable("error"));
+            }
+            In::Balance(reply) if !self.ensure_connected().await => {
+                let _ = reply.send(self.unreachable("chain_error"));
+            }
             In::Settle(reply) => {
                 let answer = self
                     .settle()
@@ -317,6 +401,11 @@ impl Ledger {
             key: (row.direction == Direction::Outgoing).then(|| self.key.clone()),
         }
     }
+}
+
+/// The journal's key for the token's decimals on the configured chain.
+fn decimals_key(cfg: &EvmLedger) -> String {
+    format!("decimals {} {}", cfg.chain_id, cfg.token)
 }
 
 /// The forwarding loop's end of the ledger task.
