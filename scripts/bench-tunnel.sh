@@ -485,6 +485,10 @@ start_bitcloud() {
         overlay4_ok "${T4[$r]}" || fail "bitcloud ipv4 ${T4[$r]} is not in 100.64.0.0/10"
         [[ ${T6[$r],,} == fd* ]] || fail "bitcloud ipv6 ${T6[$r]} is not in fd00::/8"
     done
+    # Appended to every node, in both layouts (a direct run used to ignore it).
+    if [[ -n ${BENCH_BITCLOUD_CONFIG:-} ]]; then
+        for r in "${roles[@]}"; do printf '\n%s\n' "$BENCH_BITCLOUD_CONFIG" >>"${BCCFG[$r]}"; done
+    fi
     if [[ $FAR == b ]]; then
         bc_peer a "${BCID[b]}" "${UL[b]}:51820"
         bc_peer b "${BCID[a]}" "${UL[a]}:51820"
@@ -493,9 +497,6 @@ start_bitcloud() {
         bc_peer c "${BCID[r]}" "198.18.2.1:51820"
         bc_peer r "${BCID[a]}" "198.18.1.1:51820"
         bc_peer r "${BCID[c]}" "198.18.2.2:51820"
-        if [[ -n ${BENCH_BITCLOUD_CONFIG:-} ]]; then
-            for r in "${roles[@]}"; do printf '\n%s\n' "$BENCH_BITCLOUD_CONFIG" >>"${BCCFG[$r]}"; done
-        fi
         if ((${BENCH_BITCLOUD_FEE:-0} > 0)); then
             printf '\n[pricing]\nfee_per_mib = %d\n' "$BENCH_BITCLOUD_FEE" >>"${BCCFG[r]}"
         fi
