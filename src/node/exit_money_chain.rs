@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::super::Node;
-use super::super::money::{ChainEvent, ChainView, OFFER_INTERVAL};
+use super::super::money::{ChainEvent, ChainView, offer_due};
 use crate::chain::ADDRESS_BINDING_DOMAIN;
 use crate::identity::NodeId;
 use crate::money::SharedBacking;
@@ -89,6 +89,20 @@ impl<A: TransportAead> Node<A> {
             return false;
         }
         match msg {
+            // Already held for every channel with `from`: nothing to verify again.
+            ChannelMsg::ChainAddress(c)
+                if [
+                    self.money.exit.payers.get(&from).map(|p| p.peer_chain),
+                    self.money.exit.payees.get(&from).map(|p| p.peer_chain),
+                ]
+                .iter()
+                .flatten()
+                .all(|a| *a == Some(c.address))
+                    && (self.money.exit.payers.contains_key(&from)
+                        || self.money.exit.payees.contains_key(&from)) =>
+            {
+                true
+            }
             ChannelMsg::ChainAddress(c) => {
                 if !from.verify(ADDRESS_BINDING_DOMAIN, &c.address, &c.signature) {
                     return false;
@@ -123,12 +137,9 @@ impl<A: TransportAead> Node<A> {
                 else {
                     return false;
                 };
-                if p.offer_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < OFFER_INTERVAL)
-                {
+                if !offer_due(&mut p.offer_at, now) {
                     return false;
                 }
-                p.offer_at = Some(now);
                 p.last_active = Some(now);
                 let ev = ChainEvent::ChannelOffered {
                     peer: from,

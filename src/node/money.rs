@@ -31,7 +31,8 @@ mod wallet;
 #[path = "money_chain.rs"]
 mod chain;
 pub(super) use chain::NodeChain;
-pub use chain::{ChainEvent, ChainView, OFFER_INTERVAL};
+pub(super) use chain::offer_due;
+pub use chain::{ChainEvent, ChainView};
 
 /// How often `handle_timeout` runs the channels (pay, resend, resync).
 const MONEY_POLL: Duration = Duration::from_millis(200);

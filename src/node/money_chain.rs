@@ -22,6 +22,16 @@ use crate::chain::ADDRESS_BINDING_DOMAIN;
 /// honest payer re-sends every 5 s while unacknowledged).
 pub const OFFER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Whether an offer may be passed on now (at most one per [`OFFER_INTERVAL`] per channel);
+/// if so, `last` becomes `now`. Shared by link and exit channels.
+pub(crate) fn offer_due(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < OFFER_INTERVAL) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 /// Something the I/O layer must do or know for the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainEvent {
@@ -217,6 +227,9 @@ impl<A: TransportAead> Node<A> {
             return false;
         };
         match msg {
+            // The address we hold again: nothing to check (an Ed25519 verify costs ~20 AEAD
+            // opens, so a neighbour repeating it must not make us verify each time).
+            ChannelMsg::ChainAddress(c) if a.peer_chain == Some(c.address) => true,
             ChannelMsg::ChainAddress(c) => {
                 if !a
                     .peer
@@ -241,12 +254,9 @@ impl<A: TransportAead> Node<A> {
                 else {
                     return false;
                 };
-                if a.offer_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < OFFER_INTERVAL)
-                {
+                if !offer_due(&mut a.offer_at, now) {
                     return false;
                 }
-                a.offer_at = Some(now);
                 let ev = ChainEvent::ChannelOffered {
                     peer: a.peer,
                     payer_address,
