@@ -202,7 +202,7 @@ impl<A: TransportAead> Node<A> {
             let live = self
                 .e2e
                 .get(&id)
-                .is_some_and(|e| e.has_session(now, &timers));
+                .is_some_and(|e| e.has_confirmed_session(now, &timers));
             let Some(p) = self.money.exit.payers.get_mut(&id) else {
                 continue;
             };
@@ -241,7 +241,7 @@ impl<A: TransportAead> Node<A> {
             let live = self
                 .e2e
                 .get(&id)
-                .is_some_and(|e| e.has_session(now, &timers));
+                .is_some_and(|e| e.has_confirmed_session(now, &timers));
             let Some(p) = self.money.exit.payees.get_mut(&id) else {
                 continue;
             };

@@ -445,10 +445,12 @@ impl<A: TransportAead> Node<A> {
         self.money.next_poll = now + MONEY_POLL;
         let timers = self.cfg.timers;
         for pi in 0..self.money.accounts.len() {
+            // Confirmed: a resync sent under the keys before a handshake we just answered
+            // would be lost on a restarted neighbour, and it is sent once.
             let live = self
                 .peers
                 .get(pi)
-                .is_some_and(|p| p.has_session(now, &timers));
+                .is_some_and(|p| p.has_confirmed_session(now, &timers));
             let pay = self.money.cfg.pay;
             let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
                 continue;

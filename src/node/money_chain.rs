@@ -409,4 +409,57 @@ mod tests {
             Some(ChainEvent::ChannelOffered { peer, .. }) if peer == r.id()
         ));
     }
+
+    /// R restarts; A answers its handshake and runs its money poll before R's first message
+    /// confirms the new session. What A sends then is sealed under the old keys, which R lost:
+    /// the chain address must wait for the new session, or R never learns it (seen in
+    /// ledger_crash_netns as a channel R never took as backed).
+    #[test]
+    fn a_restarted_neighbour_gets_our_address_even_if_our_poll_runs_before_it_confirms() {
+        let t0 = Instant::now();
+        let (mut na, _nr, a, r) = pair(t0);
+        let mut t = t0 + Duration::from_secs(10);
+        let peer_a = PeerConfig {
+            id: a.id(),
+            endpoint: Some(ep(1)),
+        };
+        let mut nr: Node =
+            Node::new(&r, &[peer_a], NodeConfig::default(), t, 10_000_000_000, 3).unwrap();
+        nr.enable_chain(ours(&r));
+        nr.start(t);
+        let init = nr.poll_transmit().expect("initiation");
+        let mut init = init.data;
+        na.handle_udp(t, ep(2), &mut init);
+        let resp: Vec<_> = std::iter::from_fn(|| na.poll_transmit()).collect();
+        // A's poll runs now, with R's confirmation still in flight.
+        t += Duration::from_millis(500);
+        na.handle_timeout(t);
+        for mut x in std::iter::from_fn(|| na.poll_transmit()) {
+            nr.handle_udp(t, ep(1), &mut x.data); // old keys: R cannot open these
+        }
+        for mut x in resp {
+            nr.handle_udp(t, ep(1), &mut x.data);
+        }
+        for _ in 0..10 {
+            t += Duration::from_millis(300);
+            na.handle_timeout(t);
+            nr.handle_timeout(t);
+            for _ in 0..5 {
+                while let Some(mut x) = na.poll_transmit() {
+                    nr.handle_udp(t, ep(1), &mut x.data);
+                }
+                while let Some(mut x) = nr.poll_transmit() {
+                    na.handle_udp(t, ep(2), &mut x.data);
+                }
+            }
+        }
+        let events: Vec<_> = std::iter::from_fn(|| nr.poll_chain_event()).collect();
+        assert!(
+            events.contains(&ChainEvent::PeerAddress {
+                peer: a.id(),
+                address: ours(&a).address
+            }),
+            "{events:?}"
+        );
+    }
 }

@@ -138,6 +138,14 @@ impl<A: TransportAead> Peer<A> {
             .is_some_and(|k| Self::usable(k, now, t))
     }
 
+    /// Whether a session is up that seals under the latest handshake's keys: none of ours
+    /// waits in `next` for the initiator's first message. While one does, `current` still
+    /// seals under the keys before it, which a restarted peer no longer has, so a message
+    /// sent only once (a resync, our chain address) must wait for this.
+    pub fn has_confirmed_session(&self, now: Instant, t: &Timers) -> bool {
+        self.next.is_none() && self.has_session(now, t)
+    }
+
     /// Whether a new initiation should be sent now: none in flight, or its retry is due.
     pub fn handshake_due(&self, now: Instant) -> bool {
         self.pending.is_none() || self.retry_at.is_some_and(|r| now >= r)
