@@ -282,10 +282,18 @@ fn an_rpc_outage_delays_settlement_never_the_tunnel() {
         x.start();
     }
     let (a, r, c) = (&n[0], &n[1], &n[2]);
-    assert!(
-        a.wait_ping(c.ipv6, Duration::from_secs(20)).is_some(),
-        "A reaches C with the chain down"
-    );
+    if a.wait_ping(c.ipv6, Duration::from_secs(20)).is_none() {
+        for x in [a, r, c] {
+            for q in ["status", "peers", "routes", "traffic"] {
+                eprintln!(
+                    "DIAG {} {q}: {}",
+                    x.ns,
+                    serde_json::to_string(&x.query(q)).unwrap()
+                );
+            }
+        }
+        panic!("A reaches C with the chain down");
+    }
     let b = r.wallet("balance");
     assert!(
         b["chain_error"]

@@ -347,3 +347,43 @@ fn payer_whose_wallet_cannot_store_pauses_paid_sending_and_resumes() {
     assert_eq!(out.cumulative_paid, inc.cumulative_paid);
     assert_eq!(out.metered_bytes, inc.metered_bytes);
 }
+
+#[test]
+fn payer_with_nothing_locked_on_chain_is_carried_at_the_free_tier_and_no_faster() {
+    // Under a ledger with no channel yet (the chain unreachable): the relay credits nothing,
+    // so the payer holds its data to the relay's free tier instead of sending nothing.
+    use bitcloud::chain::ChainKey;
+    use bitcloud::money::ChainAddress;
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], PERFECT, Timers::default());
+    let now = net.now;
+    net.nodes[1].node.set_fee(1_000_000, now);
+    for i in 0..3 {
+        let id = ident(i);
+        let b = ChainKey::derive(&id).binding(&id);
+        net.nodes[i].node.enable_chain(ChainAddress {
+            address: b.address.into_array(),
+            signature: b.signature,
+        });
+    }
+    net.start();
+    net.run(Duration::from_secs(10));
+    send(&mut net, 0, 2, 1, 10);
+    net.run(Duration::from_secs(1));
+    let before = net.nodes[2].delivered.len();
+    assert!(before > 0, "{:?}", net.nodes[0].node.drops().to_map());
+    // Pings flow.
+    send(&mut net, 0, 2, 20, 100);
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.nodes[2].delivered.len(), before + 20);
+    // A bulk transfer does not: at most the free burst and rate (64 KiB + 16 KiB/s).
+    let t0 = net.now;
+    send(&mut net, 0, 2, 3000, 1200);
+    net.run(Duration::from_millis(500));
+    let secs = (net.now - t0).as_secs_f64() + 1.0;
+    let got = net.nodes[2].delivered.len() - before - 20;
+    let bound = ((64.0 * 1024.0 + 16384.0 * secs) / 1200.0) as usize;
+    assert!(got > 0 && got <= bound, "delivered {got}, bound {bound}");
+    assert!(net.nodes[0].node.drops().get(DropReason::SelfThrottled) > 2000);
+    let inc = view(&net, 1, 0, "incoming");
+    assert_eq!(inc.cumulative_paid, Amount::ZERO, "{inc:?}");
+}

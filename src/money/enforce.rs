@@ -82,10 +82,8 @@ pub struct Enforcer {
     cut_threshold: Amount,
     /// Since when unpaid has been above the cut threshold without a break.
     over_cut_since: Option<Instant>,
-    /// Free-tier tokens in byte-nanoseconds (bytes x 10^9), so refills lose no fractions.
-    tokens: u128,
-    /// When `tokens` was last refilled; `None` while not shaping.
-    refilled_at: Option<Instant>,
+    /// The free tier while shaped.
+    free: FreeTier,
     stats: EnforceStats,
 }
 
@@ -96,8 +94,7 @@ impl Enforcer {
             cfg,
             cut_threshold: cfg.credit_window.mul_ratio(5, 4),
             over_cut_since: None,
-            tokens: 0,
-            refilled_at: None,
+            free: FreeTier::default(),
             stats: EnforceStats::default(),
         }
     }
@@ -141,16 +138,22 @@ impl Enforcer {
     pub fn allow(&mut self, unpaid: Amount, bytes: u64, now: Instant) -> Verdict {
         // Fast path: within the window nothing else is read or written but one counter.
         if unpaid <= self.cfg.credit_window && self.over_cut_since.is_none() {
-            self.refilled_at = None;
+            self.free.reset();
             self.stats.forwarded += 1;
             return Verdict::Forward;
         }
         let v = match self.level(unpaid, now) {
             Level::Full => {
-                self.refilled_at = None;
+                self.free.reset();
                 Verdict::Forward
             }
-            Level::Shaped => self.take_tokens(bytes, now),
+            Level::Shaped => {
+                if self.free.take(&self.cfg, bytes, now) {
+                    Verdict::Forward
+                } else {
+                    Verdict::DropShaped
+                }
+            }
             Level::Cut => Verdict::DropCut,
         };
         match v {
@@ -160,15 +163,35 @@ impl Enforcer {
         }
         v
     }
+}
 
-    fn take_tokens(&mut self, bytes: u64, now: Instant) -> Verdict {
-        let cap = u128::from(self.cfg.free_burst_bytes) * NANOS_PER_SEC;
+/// A free-tier token bucket: `free_bytes_per_sec`, bursting to `free_burst_bytes`, full when
+/// it starts (after [`FreeTier::reset`]). The payee's ladder uses it while it shapes a debtor;
+/// a payer that cannot pay for more uses the same one on its side, so it sends no more than
+/// an honest payee would carry for free (docs/payments.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreeTier {
+    /// Tokens in byte-nanoseconds (bytes x 10^9), so refills lose no fractions.
+    tokens: u128,
+    /// When `tokens` was last refilled; `None` while not in use.
+    refilled_at: Option<Instant>,
+}
+
+impl FreeTier {
+    /// Not in use: the next [`FreeTier::take`] starts with a full burst.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.refilled_at = None;
+    }
+
+    /// Take `bytes` at `now` if the bucket holds them.
+    pub fn take(&mut self, cfg: &EnforceConfig, bytes: u64, now: Instant) -> bool {
+        let cap = u128::from(cfg.free_burst_bytes) * NANOS_PER_SEC;
         match self.refilled_at {
-            // Entering the shaped state: start with a full burst.
             None => self.tokens = cap,
             Some(t) => {
                 let dt = now.saturating_duration_since(t).as_nanos();
-                let add = dt.saturating_mul(u128::from(self.cfg.free_bytes_per_sec));
+                let add = dt.saturating_mul(u128::from(cfg.free_bytes_per_sec));
                 self.tokens = self.tokens.saturating_add(add).min(cap);
             }
         }
@@ -176,9 +199,9 @@ impl Enforcer {
         let need = u128::from(bytes) * NANOS_PER_SEC;
         if self.tokens >= need {
             self.tokens -= need;
-            Verdict::Forward
+            true
         } else {
-            Verdict::DropShaped
+            false
         }
     }
 }

@@ -325,6 +325,13 @@ impl PayerChannel {
         owed.saturating_sub(acked) > self.window()
     }
 
+    /// Throttled although our own spend cap is not reached: the payee credits no more (its
+    /// granted limit, or what we locked on chain, e.g. nothing while the chain is down). What
+    /// we send now it carries, if at all, in its free tier, so we may send at that rate.
+    pub fn free_tier_only(&self) -> bool {
+        self.throttled() && self.payable() < self.state.spend_cap
+    }
+
     /// Decide whether to pay (or resend) now. Pays when unpaid reaches half the credit window
     /// or the pay interval has passed; one voucher is in flight to the wallet at a time.
     pub fn poll(&mut self, now: Instant, me: &Identity) -> Option<Action> {

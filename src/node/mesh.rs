@@ -100,7 +100,7 @@ impl<A: TransportAead> Node<A> {
             return None;
         }
         let pi = *self.by_id.get(&next_hop)?;
-        if !self.may_send(pi, &dest) {
+        if !self.may_send(pi, &dest, len, now) {
             return None;
         }
         let timers = self.cfg.timers;
@@ -238,7 +238,7 @@ impl<A: TransportAead> Node<A> {
         // sender learns of the others from our meter reports and does not pay for them.
         // One price lookup serves the payer check and both meters.
         let ((units, epoch), billed) = self.router.relay_prices(&dest).unwrap_or(((0, 0), 0));
-        if !self.judge_received(from_pi, n, now) || !self.may_send_at(pi, &dest, units) {
+        if !self.judge_received(from_pi, n, now) || !self.may_send_at(pi, &dest, units, n, now) {
             return UdpOut::None;
         }
         let timers = self.cfg.timers;

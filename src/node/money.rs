@@ -18,6 +18,7 @@ use super::Node;
 pub use super::money_types::{MoneyConfig, MoneyStats, Restored, WalletHealth, WalletOp};
 use crate::drops::DropReason;
 use crate::identity::{Identity, NodeId};
+use crate::money::enforce::FreeTier;
 use crate::money::{
     Action, Amount, ChannelId, ChannelParams, PayeeChannel, PayerChannel, Price, Verdict,
 };
@@ -71,6 +72,8 @@ pub(super) struct Account {
     wants_backing: bool,
     /// When its last on-chain offer was passed on to be checked (rate limit).
     offer_at: Option<Instant>,
+    /// What we send it at its free tier while it credits no more (payer side).
+    free: FreeTier,
 }
 
 impl Account {
@@ -200,6 +203,7 @@ impl<A: TransportAead> Node<A> {
                     peer_chain: None,
                     wants_backing: false,
                     offer_at: None,
+                    free: FreeTier::default(),
                 });
             }
         }
@@ -219,14 +223,27 @@ impl<A: TransportAead> Node<A> {
     /// Payer side, before sealing a mesh frame for `dest` to neighbour `pi`: false if we
     /// hold it back (our spend limit, or the neighbour's credit window, is reached).
     #[inline]
-    pub(super) fn may_send(&mut self, pi: usize, dest: &NodeId) -> bool {
+    pub(super) fn may_send(
+        &mut self,
+        pi: usize,
+        dest: &NodeId,
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
         let (units, _) = self.router.route_price(dest).unwrap_or((0, 0));
-        self.may_send_at(pi, dest, units)
+        self.may_send_at(pi, dest, units, bytes, now)
     }
 
     /// [`Node::may_send`] with the next hop's price for `dest` already looked up.
     #[inline]
-    pub(super) fn may_send_at(&mut self, pi: usize, dest: &NodeId, units: u64) -> bool {
+    pub(super) fn may_send_at(
+        &mut self,
+        pi: usize,
+        dest: &NodeId,
+        units: u64,
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
         if !self.money.cfg.pay {
             return true;
         }
@@ -249,21 +266,24 @@ impl<A: TransportAead> Node<A> {
             self.drop_for(Some(pi), DropReason::WalletUnavailable);
             return false;
         }
-        let throttled = self
-            .money
-            .accounts
-            .get(pi)
-            .and_then(|a| a.as_ref())
-            .is_some_and(|a| a.payer.throttled());
-        if throttled {
-            self.drop_for(Some(pi), DropReason::SelfThrottled);
-            // Under a ledger: we would pay this neighbour if we could (an on-chain channel
-            // is opened on demand, node/money_chain.rs).
-            if let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) {
-                a.wants_backing = true;
-            }
+        let free_cfg = self.money.cfg.payee.enforce;
+        let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
+            return true;
+        };
+        if !a.payer.throttled() {
+            a.free.reset();
+            return true;
         }
-        !throttled
+        // Under a ledger: we would pay this neighbour if we could (an on-chain channel is
+        // opened on demand, node/money_chain.rs).
+        a.wants_backing = true;
+        // The neighbour credits no more (nothing locked on chain yet, or its limit): it
+        // still carries anyone at its free tier, which we assume is our own (docs/payments.md).
+        if a.payer.free_tier_only() && a.free.take(&free_cfg, bytes as u64, now) {
+            return true;
+        }
+        self.drop_for(Some(pi), DropReason::SelfThrottled);
+        false
     }
 
     /// Payer side, after a mesh frame of `bytes` for `dest` went to neighbour `pi` (sealed and
