@@ -416,9 +416,12 @@ fn chaos_soak_heals_and_keeps_the_books() {
     assert!(fetched > 0, "B fetched nothing through the exit");
     wait_converged(&mut nodes, server, "the end of the faults");
 
-    // Every outgoing channel settles: nothing unpaid, the last voucher acknowledged.
+    // Every outgoing channel settles: nothing unpaid, the last voucher acknowledged, and two
+    // snapshots a moment apart agree (the nodes are read one after another, so a late packet
+    // paid between two reads would show a payer ahead of its payee).
     let t_settle = Instant::now();
     let mut chans: Vec<(usize, serde_json::Value)> = Vec::new();
+    let mut previous: Option<Vec<(usize, serde_json::Value)>> = None;
     loop {
         chans.clear();
         for (i, x) in nodes.iter().enumerate() {
@@ -430,8 +433,25 @@ fn chaos_soak_heals_and_keeps_the_books() {
             c["direction"] == "outgoing"
                 && (units(&c["unpaid"]) != 0 || c["acked_seq"] != c["latest_seq"])
         });
+        let stable = previous.as_ref().is_some_and(|p| {
+            let paid = |v: &[(usize, serde_json::Value)]| {
+                v.iter()
+                    .map(|(i, c)| {
+                        (
+                            *i,
+                            c["channel_id"].clone(),
+                            c["direction"].clone(),
+                            c["cumulative_paid"].clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            paid(p) == paid(&chans)
+        });
+        previous = Some(chans.clone());
         match open {
-            None => break,
+            None if stable => break,
+            None => std::thread::sleep(Duration::from_millis(500)),
             Some((i, c)) if t_settle.elapsed() > Duration::from_secs(30) => {
                 panic!("{}'s channel not settled after 30 s: {c}", tags[*i])
             }
@@ -451,6 +471,20 @@ fn chaos_soak_heals_and_keeps_the_books() {
         chans.len()
     );
     assert!(spent > 0, "payments happened");
+    // Channel by channel first, so a mismatch names its channel.
+    for (i, out) in chans.iter().filter(|(_, c)| c["direction"] == "outgoing") {
+        let inc = chans.iter().find(|(j, c)| {
+            j != i && c["direction"] == "incoming" && c["channel_id"] == out["channel_id"]
+        });
+        let got = inc.map_or(0, |(_, c)| units(&c["cumulative_paid"]));
+        assert_eq!(
+            units(&out["cumulative_paid"]),
+            got,
+            "{}'s outgoing channel {out} vs its payee's {:?}",
+            tags[*i],
+            inc
+        );
+    }
     assert_eq!(
         spent, earned,
         "total spent by payers = total earned by payees"
