@@ -168,7 +168,7 @@ impl Enforcer {
 /// A free-tier token bucket: `free_bytes_per_sec`, bursting to `free_burst_bytes`, full when
 /// it starts (after [`FreeTier::reset`]). The payee's ladder uses it while it shapes a debtor;
 /// a payer that cannot pay for more uses the same one on its side, so it sends no more than
-/// an honest payee would carry for free (docs/payments.md).
+/// an honest payee would carry for free (docs/money.md, "Balance and limits").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FreeTier {
     /// Tokens in byte-nanoseconds (bytes x 10^9), so refills lose no fractions.

@@ -266,8 +266,8 @@ impl<A: TransportAead> Node<A> {
             self.drop_for(Some(pi), DropReason::WalletUnavailable);
             return false;
         }
-        let free_cfg = self.money.cfg.payee.enforce;
-        let Some(a) = self.money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
+        let money = &mut self.money;
+        let Some(a) = money.accounts.get_mut(pi).and_then(|a| a.as_mut()) else {
             return true;
         };
         if !a.payer.throttled() {
@@ -278,8 +278,8 @@ impl<A: TransportAead> Node<A> {
         // opened on demand, node/money_chain.rs).
         a.wants_backing = true;
         // The neighbour credits no more (nothing locked on chain yet, or its limit): it
-        // still carries anyone at its free tier, which we assume is our own (docs/payments.md).
-        if a.payer.free_tier_only() && a.free.take(&free_cfg, bytes as u64, now) {
+        // still carries anyone at its free tier, which we assume is our own (docs/money.md).
+        if a.payer.free_tier_only() && a.free.take(&money.cfg.payee.enforce, bytes as u64, now) {
             return true;
         }
         self.drop_for(Some(pi), DropReason::SelfThrottled);
