@@ -328,8 +328,11 @@ impl PayerChannel {
     /// Throttled although our own spend cap is not reached: the payee credits no more (its
     /// granted limit, or what we locked on chain, e.g. nothing while the chain is down). What
     /// we send now it carries, if at all, in its free tier, so we may send at that rate.
+    /// Not when what holds us back is an unacknowledged window (a payee that does not ack
+    /// gets no more vouchers from us than before) or our own spend cap.
     pub fn free_tier_only(&self) -> bool {
-        self.throttled() && self.payable() < self.state.spend_cap
+        let owed = self.payable();
+        owed >= self.cap() && owed < self.state.spend_cap
     }
 
     /// Decide whether to pay (or resend) now. Pays when unpaid reaches half the credit window

@@ -75,6 +75,10 @@ fn payer_self_throttles_at_spend_cap_and_never_signs_above() {
     }
     assert_eq!(sent, 6);
     assert!(p.payer.throttled());
+    assert!(
+        !p.payer.free_tier_only(),
+        "at our own cap nothing more goes out"
+    );
     p.settle();
     assert_eq!(p.payer.latest().unwrap().cumulative_amount, cap);
     assert_eq!(p.payee.credited(), cap);
