@@ -17,8 +17,8 @@ use crate::wire::outer::{
 
 /// The Noise protocol name (DESIGN.md §3).
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
-/// Prologue binding handshakes to this protocol and version (v2: cipher negotiation).
-pub const PROLOGUE: &[u8] = b"bitcloud link v2";
+/// Prologue binding handshakes to this protocol and version (v2: cipher negotiation; v3: `MeshSealed` relay frames, docs/relay-crypto.md).
+pub const PROLOGUE: &[u8] = b"bitcloud link v3";
 /// Label for the mac1 key, as in WireGuard §5.4.4.
 const LABEL_MAC1: &[u8] = b"mac1----";
 
