@@ -250,3 +250,87 @@ fn routing_keeps_a_much_better_path_over_a_slightly_cheaper_one() {
         .unwrap();
     assert_eq!(r.price_per_mib, 100, "A pays relay 1's fee");
 }
+
+/// A relay authenticates a routed data frame and re-encrypts only its mesh header
+/// (docs/relay-crypto.md): the end-to-end message crosses both links byte for byte, the
+/// destination never appears in clear, and a bit flipped in the clear part is refused by the
+/// relay before it routes or meters anything.
+#[test]
+fn relay_reseals_only_the_mesh_header_and_authenticates_the_rest() {
+    use bitcloud::node::{HEADROOM, TAILROOM, UdpOut};
+    use bitcloud::wire::mesh::MESH_HEADER_LEN;
+    use bitcloud::wire::outer::{Kind, TRANSPORT_HEADER_LEN};
+    const TAG: usize = 16;
+    let mut net = converged(&[(0, 1), (1, 2)], 3);
+    let (a, c) = (ident(0), ident(2));
+    // Open the end-to-end session, then record what goes over both links.
+    net.tun(0, &packet(&a, &c, 0));
+    net.run(Duration::from_millis(300));
+    net.nodes[0].record = true;
+    net.nodes[1].record = true;
+    for s in 1..=20u32 {
+        net.tun(0, &packet(&a, &c, s));
+        net.run(Duration::from_millis(20));
+    }
+    net.run(Duration::from_millis(200));
+    assert_eq!(seqs(&net.nodes[2].delivered), (0..=20).collect::<Vec<_>>());
+    let sealed = |d: &Vec<u8>| d.len() > 16 && d[0] == 4 && d[1] == Kind::MeshSealed as u8;
+    let e2e = |d: &Vec<u8>| d[TRANSPORT_HEADER_LEN..d.len() - MESH_HEADER_LEN - TAG].to_vec();
+    let from_a: Vec<Vec<u8>> = net.nodes[0]
+        .touched
+        .iter()
+        .filter(|d| sealed(d))
+        .map(e2e)
+        .collect();
+    assert_eq!(from_a.len(), 20, "A sent its data frames as MeshSealed");
+    let relayed: Vec<Vec<u8>> = net.nodes[1]
+        .touched
+        .iter()
+        .filter(|d| sealed(d))
+        .map(e2e)
+        .collect();
+    for m in &from_a {
+        assert!(
+            relayed.contains(m),
+            "the relay passed the e2e message on as it came"
+        );
+    }
+    let dst = c.id().ipv6().octets();
+    let all = net.nodes[0].touched.iter().chain(&net.nodes[1].touched);
+    assert_eq!(
+        all.filter(|d| d.windows(16).any(|w| w == dst)).count(),
+        0,
+        "the destination never travels in clear"
+    );
+
+    // A frame from A whose clear part is altered: refused, not forwarded, not metered.
+    let metered = |net: &Net| {
+        net.nodes[1]
+            .node
+            .channel_views(net.now)
+            .into_iter()
+            .find(|v| v.peer == a.id() && v.direction == "incoming")
+            .map_or(0, |v| v.metered_bytes)
+    };
+    let before = metered(&net);
+    let failed = net.nodes[1].node.drops().get(DropReason::DecryptFailed);
+    let pkt = packet(&a, &c, 99);
+    let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+    let now = net.now;
+    let (r, _) = net.nodes[0]
+        .node
+        .handle_tun(now, &mut buf, pkt.len())
+        .expect("sealed");
+    let mut d = buf[r].to_vec();
+    assert!(sealed(&d));
+    d[TRANSPORT_HEADER_LEN + 20] ^= 1;
+    let from = net.nodes[0].addr;
+    let out = net.nodes[1].node.handle_udp(now, from, &mut d);
+    assert!(matches!(out, UdpOut::None), "the relay refused it");
+    assert_eq!(
+        net.nodes[1].node.drops().get(DropReason::DecryptFailed),
+        failed + 1
+    );
+    assert_eq!(metered(&net), before, "nothing metered");
+}

@@ -116,12 +116,12 @@ impl<A: TransportAead> Node<A> {
                 let body = msg.get(range).unwrap_or_default().to_vec();
                 self.handle_channel(pi, &body, now);
             }
-            Some(Kind::Mesh) => {
+            Some(k @ (Kind::Mesh | Kind::MeshSealed)) => {
                 if let Some(p) = self.peers.get_mut(pi) {
                     p.stats.rx_bytes += n as u64;
                     p.stats.rx_packets += 1;
                 }
-                return self.handle_mesh(pi, now, msg, n);
+                return self.handle_mesh(pi, now, msg, n, k == Kind::MeshSealed);
             }
             Some(Kind::Probe) => self.drop_for(Some(pi), DropReason::LinkOnlyKind),
             None => self.drop_for(Some(pi), DropReason::UnknownKind),

@@ -120,18 +120,22 @@ impl<A: TransportAead> Node<A> {
             self.initiate_e2e(dest, now);
         }
         let (m, _) = sealed?;
+        // `MeshSealed` (docs/relay-crypto.md): the link message starts right before the e2e
+        // message and the mesh header follows it; the link encrypts only that header.
         mesh::write(
-            buf.get_mut(TRANSPORT_HEADER_LEN..)?,
+            buf.get_mut(E2E_AT + m..)?,
             &MeshHeader {
                 ttl: DEFAULT_TTL,
                 dst: dst_v6,
             },
         );
+        let at = E2E_AT - TRANSPORT_HEADER_LEN;
         let peer = self.peers.get_mut(pi)?;
-        match peer.seal(Kind::Mesh, buf, MESH_HEADER_LEN + m, now, &timers) {
+        let frame = m + MESH_HEADER_LEN;
+        match peer.seal(Kind::MeshSealed, buf.get_mut(at..)?, frame, now, &timers) {
             Some((n, ep)) => {
-                self.meter_sent(pi, &dest, MESH_HEADER_LEN + m);
-                Some((0..n, ep))
+                self.meter_sent(pi, &dest, frame);
+                Some((at..at + n, ep))
             }
             None => {
                 self.drop_for(Some(pi), DropReason::RelayNoRoute);
@@ -199,28 +203,33 @@ impl<A: TransportAead> Node<A> {
         sent
     }
 
-    /// A mesh frame arrived from neighbour `from_pi`; its plaintext is `msg[16..16 + n]`.
+    /// A mesh frame arrived from neighbour `from_pi`; its plaintext is `msg[16..16 + n]`,
+    /// with the mesh header last if `trailing` (`Kind::MeshSealed`), else first.
     pub(super) fn handle_mesh(
         &mut self,
         from_pi: usize,
         now: Instant,
         msg: &mut [u8],
         n: usize,
+        trailing: bool,
     ) -> UdpOut {
-        let Some(h) = msg
-            .get(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n)
-            .and_then(|f| mesh::parse(f).ok())
-        else {
+        let Some((hdr, e2e)) = mesh::layout(trailing, n) else {
+            self.drop_for(Some(from_pi), DropReason::BadMeshFrame);
+            return UdpOut::None;
+        };
+        let hdr_at = TRANSPORT_HEADER_LEN + hdr.start;
+        let Some(h) = msg.get(hdr_at..).and_then(|f| mesh::parse(f).ok()) else {
             self.drop_for(Some(from_pi), DropReason::BadMeshFrame);
             return UdpOut::None;
         };
         if h.dst == self.v6 {
-            return self.deliver(from_pi, now, msg, n);
+            let e2e = TRANSPORT_HEADER_LEN + e2e.start..TRANSPORT_HEADER_LEN + e2e.end;
+            return self.deliver(from_pi, now, msg, e2e);
         }
         self.money_relay_seen(from_pi);
         let route = self.router.lookup_addr(IpAddr::V6(h.dst));
         if msg
-            .get_mut(TRANSPORT_HEADER_LEN..)
+            .get_mut(hdr_at..)
             .and_then(mesh::decrement_ttl)
             .is_none()
         {
@@ -242,11 +251,17 @@ impl<A: TransportAead> Node<A> {
             return UdpOut::None;
         }
         let timers = self.cfg.timers;
-        // Reseal in place: the plaintext stays where it is, only header and tag change.
+        // Reseal in place, as it came: the plaintext stays where it is, only header and tag
+        // change (and for `MeshSealed` only the mesh header is encrypted again).
+        let kind = if trailing {
+            Kind::MeshSealed
+        } else {
+            Kind::Mesh
+        };
         match self
             .peers
             .get_mut(pi)
-            .and_then(|p| p.seal(Kind::Mesh, msg, n, now, &timers))
+            .and_then(|p| p.seal(kind, msg, n, now, &timers))
         {
             Some((len, ep)) => {
                 self.meter_received(from_pi, billed, n);
@@ -260,18 +275,24 @@ impl<A: TransportAead> Node<A> {
         }
     }
 
-    /// A mesh frame for us (handed over by neighbour `from_pi`): open its end-to-end message.
-    fn deliver(&mut self, from_pi: usize, now: Instant, msg: &mut [u8], n: usize) -> UdpOut {
-        let Some(e2e_msg) = msg.get_mut(E2E_AT..TRANSPORT_HEADER_LEN + n) else {
+    /// A mesh frame for us (handed over by neighbour `from_pi`): open its end-to-end message,
+    /// `msg[e2e]`.
+    fn deliver(
+        &mut self,
+        from_pi: usize,
+        now: Instant,
+        msg: &mut [u8],
+        e2e: Range<usize>,
+    ) -> UdpOut {
+        let at = e2e.start;
+        let Some(e2e_msg) = msg.get_mut(e2e) else {
             self.drops.add(DropReason::BadMeshFrame);
             return UdpOut::None;
         };
         match outer::parse(e2e_msg) {
             Ok(Message::Transport(h)) => self
                 .deliver_transport(now, h, e2e_msg)
-                .map_or(UdpOut::None, |r| {
-                    UdpOut::Tun(E2E_AT + r.start..E2E_AT + r.end)
-                }),
+                .map_or(UdpOut::None, |r| UdpOut::Tun(at + r.start..at + r.end)),
             Ok(Message::Init(i)) => {
                 if let Some(hop) = self.peers.get(from_pi).map(|p| p.id) {
                     self.e2e_init(now, hop, &i);
@@ -329,7 +350,7 @@ impl<A: TransportAead> Node<A> {
                 self.handle_exit_channel(dest, &body, now);
                 return None;
             }
-            Some(Kind::Routing | Kind::Mesh) => {
+            Some(Kind::Routing | Kind::Mesh | Kind::MeshSealed) => {
                 self.drops.add(DropReason::LinkOnlyKind);
                 return None;
             }

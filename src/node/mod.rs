@@ -55,8 +55,9 @@ pub use v4::V4Collision;
 
 /// Bytes the caller leaves before a TUN packet: link header, mesh header, e2e header.
 pub const HEADROOM: usize = TRANSPORT_HEADER_LEN + MESH_HEADER_LEN + TRANSPORT_HEADER_LEN;
-/// Bytes the caller leaves after it: the e2e and link tags.
-pub const TAILROOM: usize = 2 * TAG_LEN;
+/// Bytes the caller leaves after it: the e2e tag, then a routed frame's trailing mesh header
+/// (`Kind::MeshSealed`, docs/relay-crypto.md) and the link tag.
+pub const TAILROOM: usize = TAG_LEN + MESH_HEADER_LEN + TAG_LEN;
 /// Bytes a routed packet costs beyond a direct one (mesh header + e2e header and tag).
 pub const MESH_OVERHEAD: usize = MESH_HEADER_LEN + TRANSPORT_HEADER_LEN + TAG_LEN;
 /// How often stale session indices are swept from the index tables.

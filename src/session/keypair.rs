@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use super::aead::{TAG_LEN, TransportAead};
 use super::replay::{Replay, ReplayWindow};
-use crate::wire::outer::{Kind, TRANSPORT_HEADER_LEN, TransportHeader, write_transport_header};
+use crate::wire::outer::{
+    Kind, TRANSPORT_HEADER_LEN, TransportHeader, encrypted_len, write_transport_header,
+};
 
 /// WireGuard's REJECT_AFTER_MESSAGES (2^64 - 2^13 - 1): no key seals or opens past this.
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
@@ -71,19 +73,23 @@ impl<A: TransportAead> Keypair<A> {
 
     /// Seal the plaintext at `buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len]`: writes the
     /// header before it and the tag after it. Returns the message length, or None when the
-    /// key is exhausted or `buf` has no room for the tag.
+    /// key is exhausted or `buf` has no room for the tag. The header, and for a `MeshSealed`
+    /// body everything before its trailing mesh header, is associated data
+    /// ([`encrypted_len`]); the rest is encrypted.
     pub fn seal(&mut self, kind: Kind, buf: &mut [u8], len: usize) -> Option<usize> {
         let total = TRANSPORT_HEADER_LEN + len + TAG_LEN;
+        let secret = encrypted_len(kind as u8, len)?;
         if self.send_counter >= REJECT_AFTER_MESSAGES || buf.len() < total {
             return None;
         }
         let counter = self.send_counter;
         self.send_counter += 1;
-        let (hdr, rest) = buf.split_at_mut(TRANSPORT_HEADER_LEN);
-        let hdr: &mut [u8; TRANSPORT_HEADER_LEN] = hdr.try_into().ok()?;
+        let hdr: &mut [u8; TRANSPORT_HEADER_LEN] =
+            buf.get_mut(..TRANSPORT_HEADER_LEN)?.try_into().ok()?;
         write_transport_header(hdr, kind, self.remote_index, counter);
-        let (pt, tail) = rest.split_at_mut(len);
-        let tag = self.send.seal(counter, hdr, pt);
+        let (ad, rest) = buf.split_at_mut(TRANSPORT_HEADER_LEN + len - secret);
+        let (pt, tail) = rest.split_at_mut(secret);
+        let tag = self.send.seal(counter, ad, pt);
         tail.get_mut(..TAG_LEN)?.copy_from_slice(&tag);
         Some(total)
     }
@@ -96,18 +102,20 @@ impl<A: TransportAead> Keypair<A> {
         }
         // Cheap check first so replays cost no AEAD work.
         self.replay.check(hdr.counter).map_err(replay_err)?;
-        let (head, rest) = msg
-            .split_at_mut_checked(TRANSPORT_HEADER_LEN)
+        let body_len = msg
+            .len()
+            .checked_sub(TRANSPORT_HEADER_LEN + TAG_LEN)
             .ok_or(OpenError::Decrypt)?;
-        let ct_len = rest.len().checked_sub(TAG_LEN).ok_or(OpenError::Decrypt)?;
-        let (ct, tag) = rest.split_at_mut(ct_len);
+        let secret = encrypted_len(hdr.kind, body_len).ok_or(OpenError::Decrypt)?;
+        let (ad, rest) = msg.split_at_mut(TRANSPORT_HEADER_LEN + body_len - secret);
+        let (ct, tag) = rest.split_at_mut(secret);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Decrypt)?;
-        if !self.recv.open(hdr.counter, head, ct, tag) {
+        if !self.recv.open(hdr.counter, ad, ct, tag) {
             return Err(OpenError::Decrypt);
         }
         // Record only after authentication, or forged counters could poison the window.
         self.replay.update(hdr.counter).map_err(replay_err)?;
-        Ok(ct_len)
+        Ok(body_len)
     }
 }
 
@@ -182,6 +190,52 @@ mod tests {
         // Keepalive: empty plaintext.
         assert_eq!(open(&mut b, seal(&mut a, b"")).unwrap(), b"");
         assert_eq!(a.sent(), 5);
+    }
+
+    #[test]
+    fn mesh_sealed_encrypts_only_its_trailer_and_authenticates_the_rest() {
+        use crate::wire::mesh::MESH_HEADER_LEN;
+        let (mut a, mut b) = pair();
+        let mut body = b"already sealed end to end".to_vec();
+        let trailer = [0x5a; MESH_HEADER_LEN];
+        body.extend_from_slice(&trailer);
+        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + body.len() + TAG_LEN];
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + body.len()].copy_from_slice(&body);
+        let n = a.seal(Kind::MeshSealed, &mut buf, body.len()).unwrap();
+        assert_eq!(n, buf.len());
+        let clear = body.len() - MESH_HEADER_LEN;
+        assert_eq!(
+            &buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + clear],
+            &body[..clear],
+            "the e2e part travels as it is"
+        );
+        let at = TRANSPORT_HEADER_LEN + clear;
+        assert_ne!(
+            &buf[at..at + MESH_HEADER_LEN],
+            &trailer[..],
+            "the trailer is encrypted"
+        );
+        assert_eq!(open(&mut b, buf.clone()).unwrap(), body);
+        // Any bit of the associated part, or the kind byte, fails the tag.
+        for i in [1, TRANSPORT_HEADER_LEN, at - 1] {
+            let mut t = seal_kind(&mut a, Kind::MeshSealed, &body);
+            t[i] ^= 1;
+            assert_eq!(open(&mut b, t), Err(OpenError::Decrypt), "byte {i}");
+        }
+        // A body shorter than the trailer is neither sealed nor opened.
+        let mut short = vec![0u8; TRANSPORT_HEADER_LEN + 3 + TAG_LEN];
+        assert_eq!(a.seal(Kind::MeshSealed, &mut short, 3), None);
+        let mut forged = seal_kind(&mut a, Kind::Mesh, b"abc");
+        forged[1] = Kind::MeshSealed as u8;
+        assert_eq!(open(&mut b, forged), Err(OpenError::Decrypt));
+    }
+
+    fn seal_kind(k: &mut Keypair<DefaultAead>, kind: Kind, data: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + data.len() + TAG_LEN];
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + data.len()].copy_from_slice(data);
+        let n = k.seal(kind, &mut buf, data.len()).unwrap();
+        buf.truncate(n);
+        buf
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! endpoint nodes, opaque to relays. Invariant: parsing checks lengths and never panics; a
 //! relay learns the destination and nothing else (no source: replies route by the e2e
 //! session, and handshakes carry the initiator's id inside their encrypted payload).
+//!
+//! In a link message of kind `MeshSealed` the same header comes last instead:
+//! `end-to-end message | ttl u8 | destination (16)`, so that the link can encrypt only it and
+//! carry the already sealed end-to-end message as associated data (docs/relay-crypto.md).
 
 use std::net::Ipv6Addr;
+use std::ops::Range;
 
 /// Bytes of mesh header before the end-to-end message.
 pub const MESH_HEADER_LEN: usize = 1 + 16;
@@ -49,6 +54,17 @@ pub fn write(out: &mut [u8], h: &MeshHeader) -> bool {
     true
 }
 
+/// Where a frame's header and its end-to-end message lie in its `len` bytes: first (`Mesh`)
+/// or last (`MeshSealed`). None if the frame is shorter than its header.
+pub fn layout(trailing: bool, len: usize) -> Option<(Range<usize>, Range<usize>)> {
+    let rest = len.checked_sub(MESH_HEADER_LEN)?;
+    Some(if trailing {
+        (rest..len, 0..rest)
+    } else {
+        (0..MESH_HEADER_LEN, MESH_HEADER_LEN..len)
+    })
+}
+
 /// Decrement the TTL in place; returns the new TTL, or None if it was already 0 or 1
 /// (the frame must not be forwarded) or the frame is empty.
 pub fn decrement_ttl(frame: &mut [u8]) -> Option<u8> {
@@ -85,6 +101,15 @@ mod tests {
         assert_eq!(decrement_ttl(&mut b), Some(1));
         assert_eq!(decrement_ttl(&mut b), None);
         assert_eq!(decrement_ttl(&mut []), None);
+    }
+
+    #[test]
+    fn layouts() {
+        assert_eq!(layout(false, 20), Some((0..17, 17..20)));
+        assert_eq!(layout(true, 20), Some((3..20, 0..3)));
+        assert_eq!(layout(true, 17), Some((0..17, 0..0)));
+        assert_eq!(layout(true, 16), None);
+        assert_eq!(layout(false, 0), None);
     }
 
     proptest::proptest! {

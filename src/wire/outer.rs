@@ -57,6 +57,22 @@ pub enum Kind {
     /// An exit probe (`wire::probe`), end to end only: a client asks an exit whether it
     /// still serves, and the exit answers. Never metered.
     Probe = 4,
+    /// A mesh frame whose end-to-end message is already sealed end to end, laid out
+    /// `e2e message | mesh header` (`wire::mesh`): the link encrypts only the trailing mesh
+    /// header and authenticates the e2e message as associated data, so a relay opens and
+    /// reseals 17 bytes, not the whole frame (docs/relay-crypto.md).
+    MeshSealed = 5,
+}
+
+/// How many bytes at the end of a transport message's body (its plaintext, `len` bytes) the
+/// link encrypts; the bytes before them travel as associated data, after the header.
+/// None if the body cannot be of that kind (a `MeshSealed` body shorter than its header).
+pub fn encrypted_len(kind: u8, len: usize) -> Option<usize> {
+    if kind == Kind::MeshSealed as u8 {
+        (len >= crate::wire::mesh::MESH_HEADER_LEN).then_some(crate::wire::mesh::MESH_HEADER_LEN)
+    } else {
+        Some(len)
+    }
 }
 
 impl Kind {
@@ -68,6 +84,7 @@ impl Kind {
             2 => Some(Kind::Mesh),
             3 => Some(Kind::Channel),
             4 => Some(Kind::Probe),
+            5 => Some(Kind::MeshSealed),
             _ => None,
         }
     }
