@@ -251,10 +251,12 @@ fn routing_keeps_a_much_better_path_over_a_slightly_cheaper_one() {
     assert_eq!(r.price_per_mib, 100, "A pays relay 1's fee");
 }
 
-/// A relay authenticates a routed data frame and re-encrypts only its mesh header
-/// (docs/relay-crypto.md): the end-to-end message crosses both links byte for byte, the
-/// destination never appears in clear, and a bit flipped in the clear part is refused by the
-/// relay before it routes or meters anything.
+/// A relay authenticates a routed data frame's link header, e2e header, e2e tag and length
+/// and re-encrypts only its mesh header (docs/relay-crypto.md): the end-to-end message
+/// crosses both links byte for byte, the destination never appears in clear, a bit flipped in
+/// a covered part is refused by the relay before it routes or meters anything, and a bit
+/// flipped in the e2e ciphertext is carried (and metered: the trade the doc records) and then
+/// refused by the destination, which delivers nothing.
 #[test]
 fn relay_reseals_only_the_mesh_header_and_authenticates_the_rest() {
     use bitcloud::node::{HEADROOM, TAILROOM, UdpOut};
@@ -303,7 +305,7 @@ fn relay_reseals_only_the_mesh_header_and_authenticates_the_rest() {
         "the destination never travels in clear"
     );
 
-    // A frame from A whose clear part is altered: refused, not forwarded, not metered.
+    // A frame from A altered in a part the link covers: refused, not forwarded, not metered.
     let metered = |net: &Net| {
         net.nodes[1]
             .node
@@ -312,25 +314,55 @@ fn relay_reseals_only_the_mesh_header_and_authenticates_the_rest() {
             .find(|v| v.peer == a.id() && v.direction == "incoming")
             .map_or(0, |v| v.metered_bytes)
     };
-    let before = metered(&net);
-    let failed = net.nodes[1].node.drops().get(DropReason::DecryptFailed);
-    let pkt = packet(&a, &c, 99);
-    let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
-    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-    let now = net.now;
-    let (r, _) = net.nodes[0]
-        .node
-        .handle_tun(now, &mut buf, pkt.len())
-        .expect("sealed");
-    let mut d = buf[r].to_vec();
-    assert!(sealed(&d));
-    d[TRANSPORT_HEADER_LEN + 20] ^= 1;
+    let frame = |net: &mut Net, seq: u32| {
+        let pkt = packet_with(&a, &c, &[seq as u8; 200]);
+        let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let now = net.now;
+        let (r, _) = net.nodes[0]
+            .node
+            .handle_tun(now, &mut buf, pkt.len())
+            .expect("sealed");
+        let d = buf[r].to_vec();
+        assert!(sealed(&d));
+        d
+    };
     let from = net.nodes[0].addr;
-    let out = net.nodes[1].node.handle_udp(now, from, &mut d);
-    assert!(matches!(out, UdpOut::None), "the relay refused it");
+    let now = net.now;
+    for (seq, at) in [(99u32, 4usize), (98, 0)] {
+        let mut d = frame(&mut net, seq);
+        let e2e_len = d.len() - TRANSPORT_HEADER_LEN - MESH_HEADER_LEN - TAG;
+        // Byte 4 of the e2e header; the last byte of the e2e tag.
+        let i = TRANSPORT_HEADER_LEN + if at == 0 { e2e_len - 1 } else { at };
+        d[i] ^= 1;
+        let before = metered(&net);
+        let failed = net.nodes[1].node.drops().get(DropReason::DecryptFailed);
+        let out = net.nodes[1].node.handle_udp(now, from, &mut d);
+        assert!(matches!(out, UdpOut::None), "the relay refused byte {i}");
+        assert_eq!(
+            net.nodes[1].node.drops().get(DropReason::DecryptFailed),
+            failed + 1
+        );
+        assert_eq!(metered(&net), before, "nothing metered");
+    }
+    // A bit flipped in the e2e ciphertext passes the relay and fails at the destination.
+    let mut d = frame(&mut net, 97);
+    d[TRANSPORT_HEADER_LEN + 16 + 100] ^= 1;
+    let before = metered(&net);
+    let UdpOut::Forward(len, _) = net.nodes[1].node.handle_udp(now, from, &mut d) else {
+        panic!("the relay forwards what its link cannot tell apart");
+    };
+    let mut fwd = d[..len].to_vec();
+    let delivered = net.nodes[2].delivered.len();
+    let failed_c = net.nodes[2].node.drops().get(DropReason::DecryptFailed);
+    let relay = net.nodes[1].addr;
+    let out = net.nodes[2].node.handle_udp(now, relay, &mut fwd);
+    assert!(matches!(out, UdpOut::None), "the destination refused it");
     assert_eq!(
-        net.nodes[1].node.drops().get(DropReason::DecryptFailed),
-        failed + 1
+        net.nodes[2].node.drops().get(DropReason::DecryptFailed),
+        failed_c + 1,
+        "counted at the destination"
     );
-    assert_eq!(metered(&net), before, "nothing metered");
+    assert_eq!(net.nodes[2].delivered.len(), delivered);
+    assert!(metered(&net) > before, "the relay metered what it carried");
 }

@@ -17,8 +17,10 @@ use crate::wire::outer::{
 
 /// The Noise protocol name (DESIGN.md §3).
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
-/// Prologue binding handshakes to this protocol and version (v2: cipher negotiation; v3: `MeshSealed` relay frames, docs/relay-crypto.md).
-pub const PROLOGUE: &[u8] = b"bitcloud link v3";
+/// Prologue binding handshakes to this protocol and version (v2: cipher negotiation; v4:
+/// `MeshSealed` relay frames, docs/relay-crypto.md; v3 was an earlier `MeshSealed` that
+/// authenticated the whole e2e message and never shipped, so it must not interoperate).
+pub const PROLOGUE: &[u8] = b"bitcloud link v4";
 /// Label for the mac1 key, as in WireGuard §5.4.4.
 const LABEL_MAC1: &[u8] = b"mac1----";
 

@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::aead::{TAG_LEN, TransportAead};
 use super::replay::{Replay, ReplayWindow};
 use crate::wire::outer::{
-    Kind, TRANSPORT_HEADER_LEN, TransportHeader, encrypted_len, write_transport_header,
+    Kind, LINK_AAD_MAX, TRANSPORT_HEADER_LEN, TransportHeader, encrypted_len,
+    link_associated_data, write_transport_header,
 };
 
 /// WireGuard's REJECT_AFTER_MESSAGES (2^64 - 2^13 - 1): no key seals or opens past this.
@@ -73,9 +74,9 @@ impl<A: TransportAead> Keypair<A> {
 
     /// Seal the plaintext at `buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len]`: writes the
     /// header before it and the tag after it. Returns the message length, or None when the
-    /// key is exhausted or `buf` has no room for the tag. The header, and for a `MeshSealed`
-    /// body everything before its trailing mesh header, is associated data
-    /// ([`encrypted_len`]); the rest is encrypted.
+    /// key is exhausted or `buf` has no room for the tag. The header is associated data, and
+    /// a `MeshSealed` body is encrypted only in its trailing mesh header
+    /// ([`encrypted_len`], [`link_associated_data`]).
     pub fn seal(&mut self, kind: Kind, buf: &mut [u8], len: usize) -> Option<usize> {
         let total = TRANSPORT_HEADER_LEN + len + TAG_LEN;
         let secret = encrypted_len(kind as u8, len)?;
@@ -89,7 +90,10 @@ impl<A: TransportAead> Keypair<A> {
         write_transport_header(hdr, kind, self.remote_index, counter);
         let (ad, rest) = buf.split_at_mut(TRANSPORT_HEADER_LEN + len - secret);
         let (pt, tail) = rest.split_at_mut(secret);
-        let tag = self.send.seal(counter, ad, pt);
+        let mut scratch = [0u8; LINK_AAD_MAX];
+        let tag = self
+            .send
+            .seal(counter, link_associated_data(kind as u8, ad, &mut scratch), pt);
         tail.get_mut(..TAG_LEN)?.copy_from_slice(&tag);
         Some(total)
     }
@@ -110,7 +114,9 @@ impl<A: TransportAead> Keypair<A> {
         let (ad, rest) = msg.split_at_mut(TRANSPORT_HEADER_LEN + body_len - secret);
         let (ct, tag) = rest.split_at_mut(secret);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Decrypt)?;
-        if !self.recv.open(hdr.counter, ad, ct, tag) {
+        let mut scratch = [0u8; LINK_AAD_MAX];
+        let aad = link_associated_data(hdr.kind, ad, &mut scratch);
+        if !self.recv.open(hdr.counter, aad, ct, tag) {
             return Err(OpenError::Decrypt);
         }
         // Record only after authentication, or forged counters could poison the window.
@@ -216,12 +222,60 @@ mod tests {
             "the trailer is encrypted"
         );
         assert_eq!(open(&mut b, buf.clone()).unwrap(), body);
-        // Any bit of the associated part, or the kind byte, fails the tag.
+        // Any bit of a short e2e message (under LINK_AAD_MAX with the link header), or of the
+        // kind byte, fails the tag.
         for i in [1, TRANSPORT_HEADER_LEN, at - 1] {
             let mut t = seal_kind(&mut a, Kind::MeshSealed, &body);
             t[i] ^= 1;
             assert_eq!(open(&mut b, t), Err(OpenError::Decrypt), "byte {i}");
         }
+    }
+
+    #[test]
+    fn mesh_sealed_authenticates_both_ends_and_the_length_of_a_long_e2e_message() {
+        use crate::wire::mesh::MESH_HEADER_LEN;
+        use crate::wire::outer::E2E_BOUND;
+        let (mut a, mut b) = pair();
+        let e2e: Vec<u8> = (0..1400u32).map(|i| i as u8).collect();
+        let mut body = e2e.clone();
+        body.extend_from_slice(&[0x5a; MESH_HEADER_LEN]);
+        let m = seal_kind(&mut a, Kind::MeshSealed, &body);
+        assert_eq!(open(&mut b, m.clone()).unwrap(), body);
+        let e2e_at = TRANSPORT_HEADER_LEN;
+        let e2e_end = e2e_at + e2e.len();
+        // Link header, the e2e header, the e2e tag and the mesh header are covered.
+        for i in [
+            1,
+            e2e_at,
+            e2e_at + E2E_BOUND - 1,
+            e2e_end - E2E_BOUND,
+            e2e_end - 1,
+            e2e_end,
+            m.len() - 1,
+        ] {
+            let mut t = seal_kind(&mut a, Kind::MeshSealed, &body);
+            t[i] ^= 1;
+            assert_eq!(open(&mut b, t), Err(OpenError::Decrypt), "byte {i}");
+        }
+        // Bytes cut from or added to the middle change the length, which is covered too.
+        let mut cut = seal_kind(&mut a, Kind::MeshSealed, &body);
+        cut.remove(e2e_at + 100);
+        assert_eq!(open(&mut b, cut), Err(OpenError::Decrypt));
+        let mut grown = seal_kind(&mut a, Kind::MeshSealed, &body);
+        grown.insert(e2e_at + 100, 0);
+        assert_eq!(open(&mut b, grown), Err(OpenError::Decrypt));
+        // The middle is the e2e ciphertext: its own tag covers it, checked only by the
+        // destination, so the link lets a flipped bit through (docs/relay-crypto.md).
+        let mut mid = seal_kind(&mut a, Kind::MeshSealed, &body);
+        mid[e2e_at + 700] ^= 1;
+        let got = open(&mut b, mid).unwrap();
+        assert_eq!(got.len(), body.len());
+        assert_ne!(got, body);
+    }
+
+    #[test]
+    fn mesh_sealed_refuses_what_is_too_short() {
+        let (mut a, mut b) = pair();
         // A body shorter than the trailer is neither sealed nor opened.
         let mut short = vec![0u8; TRANSPORT_HEADER_LEN + 3 + TAG_LEN];
         assert_eq!(a.seal(Kind::MeshSealed, &mut short, 3), None);

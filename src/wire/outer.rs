@@ -59,8 +59,9 @@ pub enum Kind {
     Probe = 4,
     /// A mesh frame whose end-to-end message is already sealed end to end, laid out
     /// `e2e message | mesh header` (`wire::mesh`): the link encrypts only the trailing mesh
-    /// header and authenticates the e2e message as associated data, so a relay opens and
-    /// reseals 17 bytes, not the whole frame (docs/relay-crypto.md).
+    /// header and authenticates the link header and both ends of the e2e message (its header
+    /// and its tag, [`link_associated_data`]), so a relay's crypto costs the same for every
+    /// frame size instead of a pass over the whole frame (docs/relay-crypto.md).
     MeshSealed = 5,
 }
 
@@ -73,6 +74,45 @@ pub fn encrypted_len(kind: u8, len: usize) -> Option<usize> {
     } else {
         Some(len)
     }
+}
+
+/// Bytes at each end of a `MeshSealed` frame's e2e message that the link authenticates: a
+/// transport message's header (`TRANSPORT_HEADER_LEN`) and its tag (`TAG_LEN`), both 16.
+pub const E2E_BOUND: usize = 16;
+/// The associated data [`link_associated_data`] builds: link header, two bounds and the
+/// length (u32 LE), so a relay also detects bytes cut from or added to the middle.
+pub const LINK_AAD_MAX: usize = TRANSPORT_HEADER_LEN + 2 * E2E_BOUND + 4;
+
+/// The associated data of a transport message whose link header and clear body are `clear`
+/// (everything before its encrypted part, [`encrypted_len`]). For every kind but
+/// `MeshSealed` that is `clear` itself. For `MeshSealed` it is the link header, the e2e
+/// message's first and last [`E2E_BOUND`] bytes and the length of `clear` (or `clear` itself
+/// when it is shorter than that), copied into `scratch`: the middle is the e2e ciphertext, which its own tag, checked
+/// by the destination, covers (docs/relay-crypto.md says what a relay then cannot detect).
+pub fn link_associated_data<'a>(
+    kind: u8,
+    clear: &'a [u8],
+    scratch: &'a mut [u8; LINK_AAD_MAX],
+) -> &'a [u8] {
+    // Strictly shorter: a built one is LINK_AAD_MAX long, so the two forms never coincide.
+    if kind != Kind::MeshSealed as u8 || clear.len() < LINK_AAD_MAX {
+        return clear;
+    }
+    let Ok(len) = u32::try_from(clear.len()) else {
+        return clear;
+    };
+    let (Some(head), Some(tail)) = (
+        clear.get(..TRANSPORT_HEADER_LEN + E2E_BOUND),
+        clear.get(clear.len() - E2E_BOUND..),
+    ) else {
+        return clear;
+    };
+    let (h, rest) = scratch.split_at_mut(TRANSPORT_HEADER_LEN + E2E_BOUND);
+    let (t, l) = rest.split_at_mut(E2E_BOUND);
+    h.copy_from_slice(head);
+    t.copy_from_slice(tail);
+    l.copy_from_slice(&len.to_le_bytes());
+    scratch
 }
 
 impl Kind {
