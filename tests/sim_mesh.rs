@@ -251,14 +251,14 @@ fn routing_keeps_a_much_better_path_over_a_slightly_cheaper_one() {
     assert_eq!(r.price_per_mib, 100, "A pays relay 1's fee");
 }
 
-/// A relay authenticates a routed data frame's link header, e2e header, e2e tag and length
-/// and re-encrypts only its mesh header (docs/relay-crypto.md): the end-to-end message
+/// A relay authenticates a routed data frame's link header, mesh header and length and
+/// re-encrypts only its mesh header (docs/relay-crypto.md): the end-to-end message
 /// crosses both links byte for byte, the destination never appears in clear, a bit flipped in
-/// a covered part is refused by the relay before it routes or meters anything, and a bit
+/// the link's part is refused by the relay before it routes or meters anything, and a bit
 /// flipped in the e2e ciphertext is carried (and metered: the trade the doc records) and then
 /// refused by the destination, which delivers nothing.
 #[test]
-fn relay_reseals_only_the_mesh_header_and_authenticates_the_rest() {
+fn relay_reseals_only_the_mesh_header_and_the_destination_checks_the_e2e_message() {
     use bitcloud::node::{HEADROOM, TAILROOM, UdpOut};
     use bitcloud::wire::mesh::MESH_HEADER_LEN;
     use bitcloud::wire::outer::{Kind, TRANSPORT_HEADER_LEN};
@@ -329,23 +329,28 @@ fn relay_reseals_only_the_mesh_header_and_authenticates_the_rest() {
     };
     let from = net.nodes[0].addr;
     let now = net.now;
-    for (seq, at) in [(99u32, 4usize), (98, 0)] {
+    for (seq, what) in [(99u32, "mesh header"), (98, "link tag")] {
         let mut d = frame(&mut net, seq);
-        let e2e_len = d.len() - TRANSPORT_HEADER_LEN - MESH_HEADER_LEN - TAG;
-        // Byte 4 of the e2e header; the last byte of the e2e tag.
-        let i = TRANSPORT_HEADER_LEN + if at == 0 { e2e_len - 1 } else { at };
+        let i = if what == "link tag" {
+            d.len() - 1
+        } else {
+            d.len() - TAG - MESH_HEADER_LEN + 3
+        };
         d[i] ^= 1;
         let before = metered(&net);
         let failed = net.nodes[1].node.drops().get(DropReason::DecryptFailed);
         let out = net.nodes[1].node.handle_udp(now, from, &mut d);
-        assert!(matches!(out, UdpOut::None), "the relay refused byte {i}");
+        assert!(
+            matches!(out, UdpOut::None),
+            "the relay refused a flip in the {what}"
+        );
         assert_eq!(
             net.nodes[1].node.drops().get(DropReason::DecryptFailed),
             failed + 1
         );
         assert_eq!(metered(&net), before, "nothing metered");
     }
-    // A bit flipped in the e2e ciphertext passes the relay and fails at the destination.
+    // A bit flipped in the e2e message passes the relay and fails at the destination.
     let mut d = frame(&mut net, 97);
     d[TRANSPORT_HEADER_LEN + 16 + 100] ^= 1;
     let before = metered(&net);

@@ -12,22 +12,28 @@ use crate::node::{Node, UdpOut};
 /// Packets handled per wakeup before other events get a turn.
 pub(super) const BATCH: usize = 64;
 
+/// `now` is read once per receive, not per packet: a batch arrived at one instant, and the
+/// clock read was 2.5 % of a relay's CPU.
 pub(super) async fn on_tun(
     node: &mut Node,
+    now: Instant,
     udp: &udpio::Udp,
     udp_out: &mut udpio::UdpWriter,
     tbuf: &mut [u8],
     n: usize,
 ) {
-    if let Some((range, dst)) = node.handle_tun(Instant::now(), tbuf, n)
+    if let Some((range, dst)) = node.handle_tun(now, tbuf, n)
         && let Some(d) = tbuf.get(range)
     {
         udp_out.push(udp, d, dst).await;
     }
 }
 
+// The loop's own I/O handles and buffers, borrowed separately; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn on_datagram(
     node: &mut Node,
+    now: Instant,
     udp: &udpio::Udp,
     udp_out: &mut udpio::UdpWriter,
     tun: &tun_rs::AsyncDevice,
@@ -35,7 +41,7 @@ pub(super) async fn on_datagram(
     msg: &mut [u8],
     from: SocketAddr,
 ) {
-    match node.handle_udp(Instant::now(), from, msg) {
+    match node.handle_udp(now, from, msg) {
         UdpOut::Tun(range) => {
             if let Some(pkt) = msg.get(range)
                 && tun_out.push(pkt)

@@ -185,8 +185,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 loop {
                     match r {
                         Ok(k) => {
+                            let now = Instant::now();
                             for (buf, &len) in tun_in.bufs.iter_mut().zip(&tun_in.sizes).take(k) {
-                                on_tun(&mut node, &udp, &mut udp_out, buf, len).await;
+                                on_tun(&mut node, now, &udp, &mut udp_out, buf, len).await;
                             }
                             handled += k.max(1);
                         }
@@ -213,10 +214,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 loop {
                     match r {
                         Ok(msgs) => {
+                            let now = Instant::now();
                             for i in 0..msgs {
                                 let Some((from, buf, stride)) = udp_in.message(i) else { break };
                                 for d in buf.chunks_mut(stride) {
-                                    on_datagram(&mut node, &udp, &mut udp_out, &tun, &mut tun_out, d, from).await;
+                                    on_datagram(&mut node, now, &udp, &mut udp_out, &tun, &mut tun_out, d, from).await;
                                     handled += 1;
                                 }
                             }

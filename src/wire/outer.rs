@@ -76,41 +76,33 @@ pub fn encrypted_len(kind: u8, len: usize) -> Option<usize> {
     }
 }
 
-/// Bytes at each end of a `MeshSealed` frame's e2e message that the link authenticates: a
-/// transport message's header (`TRANSPORT_HEADER_LEN`) and its tag (`TAG_LEN`), both 16.
-pub const E2E_BOUND: usize = 16;
-/// The associated data [`link_associated_data`] builds: link header, two bounds and the
-/// length (u32 LE), so a relay also detects bytes cut from or added to the middle.
-pub const LINK_AAD_MAX: usize = TRANSPORT_HEADER_LEN + 2 * E2E_BOUND + 4;
+/// The associated data [`link_associated_data`] builds for `MeshSealed`: the link header and
+/// the length of the clear part (u32 LE), so a relay detects bytes cut from or added to it.
+pub const LINK_AAD_MAX: usize = TRANSPORT_HEADER_LEN + 4;
 
 /// The associated data of a transport message whose link header and clear body are `clear`
 /// (everything before its encrypted part, [`encrypted_len`]). For every kind but
-/// `MeshSealed` that is `clear` itself. For `MeshSealed` it is the link header, the e2e
-/// message's first and last [`E2E_BOUND`] bytes and the length of `clear` (or `clear` itself
-/// when it is shorter than that), copied into `scratch`: the middle is the e2e ciphertext, which its own tag, checked
-/// by the destination, covers (docs/relay-crypto.md says what a relay then cannot detect).
+/// `MeshSealed` that is `clear` itself. For `MeshSealed` it is the link header and the length
+/// of `clear`, built in `scratch`: the rest of `clear` is the e2e message, sealed end to end,
+/// whose tag the destination checks (docs/relay-crypto.md says what a relay then cannot
+/// detect, and why covering parts of the e2e message would add nothing).
 pub fn link_associated_data<'a>(
     kind: u8,
     clear: &'a [u8],
     scratch: &'a mut [u8; LINK_AAD_MAX],
 ) -> &'a [u8] {
-    // Strictly shorter: a built one is LINK_AAD_MAX long, so the two forms never coincide.
-    if kind != Kind::MeshSealed as u8 || clear.len() < LINK_AAD_MAX {
+    if kind != Kind::MeshSealed as u8 {
         return clear;
     }
-    let Ok(len) = u32::try_from(clear.len()) else {
-        return clear;
-    };
-    let (Some(head), Some(tail)) = (
-        clear.get(..TRANSPORT_HEADER_LEN + E2E_BOUND),
-        clear.get(clear.len() - E2E_BOUND..),
+    let (Some(hdr), Ok(len)) = (
+        clear.get(..TRANSPORT_HEADER_LEN),
+        u32::try_from(clear.len()),
     ) else {
+        // Shorter than a link header: never a message `Keypair` seals or opens.
         return clear;
     };
-    let (h, rest) = scratch.split_at_mut(TRANSPORT_HEADER_LEN + E2E_BOUND);
-    let (t, l) = rest.split_at_mut(E2E_BOUND);
-    h.copy_from_slice(head);
-    t.copy_from_slice(tail);
+    let (h, l) = scratch.split_at_mut(TRANSPORT_HEADER_LEN);
+    h.copy_from_slice(hdr);
     l.copy_from_slice(&len.to_le_bytes());
     scratch
 }
@@ -329,6 +321,34 @@ pub fn control_prefix(ty: u8, indices: &[u32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_sealed_associated_data_edges() {
+        let mut scratch = [0u8; LINK_AAD_MAX];
+        let m = Kind::MeshSealed as u8;
+        // Other kinds: everything clear is covered as it is; so is a runt.
+        let long: Vec<u8> = (0..200u8).collect();
+        assert_eq!(
+            link_associated_data(Kind::Mesh as u8, &long, &mut scratch),
+            &long[..]
+        );
+        for n in [0, 1, TRANSPORT_HEADER_LEN - 1] {
+            assert_eq!(
+                link_associated_data(m, &long[..n], &mut scratch),
+                &long[..n]
+            );
+        }
+        // A link header on: the header and the length.
+        for n in [TRANSPORT_HEADER_LEN, TRANSPORT_HEADER_LEN + 4, 200] {
+            let got = link_associated_data(m, &long[..n], &mut scratch).to_vec();
+            let mut want = long[..TRANSPORT_HEADER_LEN].to_vec();
+            want.extend_from_slice(&(n as u32).to_le_bytes());
+            assert_eq!(got, want, "n = {n}");
+        }
+        assert_eq!(encrypted_len(m, 16), None);
+        assert_eq!(encrypted_len(m, 17), Some(17));
+        assert_eq!(encrypted_len(Kind::Packet as u8, 5), Some(5));
+    }
 
     #[test]
     fn transport_roundtrip() {
