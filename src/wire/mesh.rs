@@ -7,7 +7,7 @@
 //!
 //! In a link message of kind `MeshSealed` the same header comes last instead:
 //! `end-to-end message | ttl u8 | destination (16)`, so that the link can encrypt only it and
-//! carry the already sealed end-to-end message as associated data (docs/relay-crypto.md).
+//! carry the already sealed end-to-end message as it is (docs/relay-crypto.md).
 
 use std::net::Ipv6Addr;
 use std::ops::Range;

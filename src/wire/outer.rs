@@ -59,9 +59,10 @@ pub enum Kind {
     Probe = 4,
     /// A mesh frame whose end-to-end message is already sealed end to end, laid out
     /// `e2e message | mesh header` (`wire::mesh`): the link encrypts only the trailing mesh
-    /// header and authenticates the link header and both ends of the e2e message (its header
-    /// and its tag, [`link_associated_data`]), so a relay's crypto costs the same for every
-    /// frame size instead of a pass over the whole frame (docs/relay-crypto.md).
+    /// header and authenticates its own header and the frame's length
+    /// ([`link_associated_data`]), so a relay's crypto costs the same for every frame size
+    /// instead of a pass over the whole frame (docs/relay-crypto.md). Every routed frame is
+    /// sent so; `Mesh` (header first, all encrypted) is still accepted and relayed as it came.
     MeshSealed = 5,
 }
 
