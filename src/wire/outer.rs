@@ -61,8 +61,9 @@ pub enum Kind {
     /// `e2e message | mesh header` (`wire::mesh`): the link encrypts only the trailing mesh
     /// header and authenticates its own header and the frame's length
     /// ([`link_associated_data`]), so a relay's crypto costs the same for every frame size
-    /// instead of a pass over the whole frame (docs/relay-crypto.md). Every routed frame is
-    /// sent so; `Mesh` (header first, all encrypted) is still accepted and relayed as it came.
+    /// instead of a pass over the whole frame (docs/relay-crypto.md). Routed data frames are
+    /// sent so; e2e handshakes and control messages (`Node::send_mesh`, rare) stay `Mesh`,
+    /// and a relay passes each on as the kind it came.
     MeshSealed = 5,
 }
 
