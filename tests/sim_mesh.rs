@@ -278,19 +278,18 @@ fn relay_reseals_only_the_mesh_header_and_the_destination_checks_the_e2e_message
     assert_eq!(seqs(&net.nodes[2].delivered), (0..=20).collect::<Vec<_>>());
     let sealed = |d: &Vec<u8>| d.len() > 16 && d[0] == 4 && d[1] == Kind::MeshSealed as u8;
     let e2e = |d: &Vec<u8>| d[TRANSPORT_HEADER_LEN..d.len() - MESH_HEADER_LEN - TAG].to_vec();
-    let from_a: Vec<Vec<u8>> = net.nodes[0]
-        .touched
-        .iter()
-        .filter(|d| sealed(d))
-        .map(e2e)
-        .collect();
+    // The e2e messages of the MeshSealed frames node `i` sent or received.
+    let e2es = |i: usize| -> Vec<Vec<u8>> {
+        net.nodes[i]
+            .touched
+            .iter()
+            .filter(|d| sealed(d))
+            .map(e2e)
+            .collect()
+    };
+    let from_a = e2es(0);
     assert_eq!(from_a.len(), 20, "A sent its data frames as MeshSealed");
-    let relayed: Vec<Vec<u8>> = net.nodes[1]
-        .touched
-        .iter()
-        .filter(|d| sealed(d))
-        .map(e2e)
-        .collect();
+    let relayed = e2es(1);
     for m in &from_a {
         assert!(
             relayed.contains(m),
