@@ -5,7 +5,7 @@
 //! forwarding table applies the same rule to routed nodes alone; this view adds neighbours,
 //! so a neighbour colliding with a distant node counts too.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::Ipv4Addr;
 
 use crate::identity::NodeId;

@@ -4,7 +4,9 @@
 //! our own) maps to nobody, because 22 hash bits are not a cryptographic binding; lookups are
 //! hash-map reads that never allocate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::identity::NodeId;
