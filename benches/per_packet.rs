@@ -1,4 +1,5 @@
-//! Per-packet costs of the data path, one operation at a time: seal, open, the replay window,
+//! Per-packet costs of the data path, one operation at a time: seal, open, a relay's header-only
+//! seal, the replay window,
 //! the route lookup, the payer's meter and the payee's enforcement check, and a whole
 //! `Node::handle_tun` / `handle_udp` on a live direct session. 1400-byte packets.
 //!
@@ -39,6 +40,7 @@ const OPS: &[&str] = &[
     "open",
     "seal_aes",
     "open_aes",
+    "seal_header_aes",
     "replay",
     "route",
     "meter_payer",
@@ -135,6 +137,16 @@ fn run(op: &str, iters: usize) {
             let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + PACKET + TAG_LEN];
             measure(iters, &mut |_| {
                 black_box(a.seal(Kind::Packet, &mut buf, PACKET));
+            });
+        }
+        "seal_header_aes" => {
+            // A relay's link crypto per frame (`Kind::MeshSealed`, docs/relay-crypto.md): only
+            // the 17-byte mesh header is encrypted, whatever the frame's size, so this is
+            // nearly all per-call cost (the floor of what a relay spends on crypto per hop).
+            let (mut a, _) = keypairs(Cipher::Aes256Gcm);
+            let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + PACKET + TAG_LEN];
+            measure(iters, &mut |_| {
+                black_box(a.seal(Kind::MeshSealed, &mut buf, PACKET));
             });
         }
         "open" | "open_aes" => {

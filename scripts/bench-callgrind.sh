@@ -20,7 +20,7 @@ REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 ITERS=${BENCH_ITERS:-20000}
 OPS=("$@")
 if [[ ${#OPS[@]} -eq 0 ]]; then
-    OPS=(seal open seal_aes open_aes replay route meter_payer meter_payee node_tun node_udp)
+    OPS=(seal open seal_aes open_aes seal_header_aes replay route meter_payer meter_payee node_tun node_udp)
 fi
 if ! [[ $ITERS =~ ^[1-9][0-9]*$ ]]; then
     echo "error: BENCH_ITERS must be a positive integer (got '$ITERS')" >&2
