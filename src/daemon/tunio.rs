@@ -82,6 +82,8 @@ pub struct TunWriter {
     bufs: Vec<Vec<u8>>,
     len: usize,
     gro: GROTable,
+    /// Packets written since the last [`TunWriter::take_written`].
+    written: usize,
 }
 
 impl Default for TunWriter {
@@ -90,6 +92,7 @@ impl Default for TunWriter {
             bufs: Vec::with_capacity(IDEAL_BATCH_SIZE),
             len: 0,
             gro: GROTable::new(),
+            written: 0,
         }
     }
 }
@@ -120,10 +123,16 @@ impl TunWriter {
             return;
         }
         let n = std::mem::take(&mut self.len);
+        self.written += n;
         if let Some(bufs) = self.bufs.get_mut(..n)
             && let Err(e) = tun.send_multiple(&mut self.gro, bufs, WRITE_OFFSET).await
         {
             tracing::debug!("TUN write: {e}");
         }
+    }
+
+    /// How many packets were written since the last call (and forget it).
+    pub fn take_written(&mut self) -> usize {
+        std::mem::take(&mut self.written)
     }
 }
