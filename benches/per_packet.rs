@@ -1,7 +1,7 @@
-//! Per-packet costs of the data path, one operation at a time: seal, open, a relay's header-only
-//! seal, the replay window,
-//! the route lookup, the payer's meter and the payee's enforcement check, and a whole
-//! `Node::handle_tun` / `handle_udp` on a live direct session. 1400-byte packets.
+//! Per-packet costs of the data path, one operation at a time: seal, open, a relay's
+//! header-only seal, the replay window, the route lookup, the payer's meter and the payee's
+//! enforcement check, and a whole `Node::handle_tun` / `handle_udp` on a live direct session.
+//! 1400-byte packets.
 //!
 //! `cargo bench --bench per_packet` prints wall-clock ns per operation (noisy on a shared host).
 //! `scripts/bench-callgrind.sh` runs the same binary under `valgrind --tool=callgrind`, which

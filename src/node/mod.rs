@@ -24,12 +24,12 @@ mod tests;
 mod v4;
 
 use std::collections::VecDeque;
-
-// Seeded per process, ~5x cheaper than SipHash per lookup (docs/profile.md).
-use foldhash::{HashMap, HashMapExt};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
+
+// Seeded per process, ~3x fewer instructions than SipHash per lookup (docs/profile.md).
+use foldhash::{HashMap, HashMapExt};
 
 use crate::drops::{DropReason, Drops};
 use crate::identity::{Identity, NodeId};

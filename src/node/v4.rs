@@ -5,8 +5,9 @@
 //! forwarding table applies the same rule to routed nodes alone; this view adds neighbours,
 //! so a neighbour colliding with a distant node counts too.
 
-use foldhash::HashMap;
 use std::net::Ipv4Addr;
+
+use foldhash::HashMap;
 
 use crate::identity::NodeId;
 

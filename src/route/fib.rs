@@ -5,9 +5,9 @@
 //! hash-map reads that never allocate.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use foldhash::{HashMap, HashMapExt};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::identity::NodeId;
 
