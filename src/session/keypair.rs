@@ -2,6 +2,7 @@
 //! replay window. Invariant: each counter is sealed at most once (the counter only grows and
 //! sealing stops before it can wrap), and each received counter is delivered at most once.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::aead::{TAG_LEN, TransportAead};
@@ -33,7 +34,8 @@ pub struct Keypair<A> {
     pub local_index: u32,
     /// The peer's index: we put it in every message we send.
     pub remote_index: u32,
-    send: A,
+    /// Shared so a [`SealJob`] can seal on another thread (issue 11, crypto on every core).
+    send: Arc<A>,
     recv: A,
     send_counter: u64,
     replay: ReplayWindow,
@@ -57,7 +59,7 @@ impl<A: TransportAead> Keypair<A> {
         Keypair {
             local_index,
             remote_index,
-            send: A::with_cipher(&keys.send, keys.cipher),
+            send: Arc::new(A::with_cipher(&keys.send, keys.cipher)),
             recv: A::with_cipher(&keys.recv, keys.cipher),
             cipher: keys.cipher,
             send_counter: 0,
@@ -78,26 +80,44 @@ impl<A: TransportAead> Keypair<A> {
     /// a `MeshSealed` body is encrypted only in its trailing mesh header
     /// ([`encrypted_len`], [`link_associated_data`]).
     pub fn seal(&mut self, kind: Kind, buf: &mut [u8], len: usize) -> Option<usize> {
+        let counter = self.reserve(kind, buf, len)?;
+        seal_body(&*self.send, counter, kind, buf, len)?;
+        Some(TRANSPORT_HEADER_LEN + len + TAG_LEN)
+    }
+
+    /// As [`Keypair::seal`], but only the counter is taken and the header written now; the
+    /// returned job does the AEAD work later, on any thread, on the same `buf`. The message is
+    /// not valid until the job has run.
+    pub fn seal_deferred(
+        &mut self,
+        kind: Kind,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(usize, SealJob<A>)> {
+        let counter = self.reserve(kind, buf, len)?;
+        let job = SealJob {
+            key: Arc::clone(&self.send),
+            counter,
+            kind,
+            len,
+        };
+        Some((TRANSPORT_HEADER_LEN + len + TAG_LEN, job))
+    }
+
+    /// Check that `buf` can hold the sealed message, take the next counter and write the
+    /// header. Each counter is handed out once, so no two messages share a nonce.
+    fn reserve(&mut self, kind: Kind, buf: &mut [u8], len: usize) -> Option<u64> {
         let total = TRANSPORT_HEADER_LEN + len + TAG_LEN;
-        let secret = encrypted_len(kind as u8, len)?;
+        encrypted_len(kind as u8, len)?;
         if self.send_counter >= REJECT_AFTER_MESSAGES || buf.len() < total {
             return None;
         }
         let counter = self.send_counter;
-        self.send_counter += 1;
         let hdr: &mut [u8; TRANSPORT_HEADER_LEN] =
             buf.get_mut(..TRANSPORT_HEADER_LEN)?.try_into().ok()?;
         write_transport_header(hdr, kind, self.remote_index, counter);
-        let (ad, rest) = buf.split_at_mut(TRANSPORT_HEADER_LEN + len - secret);
-        let (pt, tail) = rest.split_at_mut(secret);
-        let mut scratch = [0u8; LINK_AAD_MAX];
-        let tag = self.send.seal(
-            counter,
-            link_associated_data(kind as u8, ad, &mut scratch),
-            pt,
-        );
-        tail.get_mut(..TAG_LEN)?.copy_from_slice(&tag);
-        Some(total)
+        self.send_counter += 1;
+        Some(counter)
     }
 
     /// Open a transport message in place (`msg` is the whole datagram). On success the
@@ -125,6 +145,46 @@ impl<A: TransportAead> Keypair<A> {
         self.replay.update(hdr.counter).map_err(replay_err)?;
         Ok(body_len)
     }
+}
+
+/// The AEAD work of one [`Keypair::seal_deferred`]: a pure function of the key, the counter
+/// it reserved and the bytes, so it may run on a worker thread.
+pub struct SealJob<A> {
+    key: Arc<A>,
+    counter: u64,
+    kind: Kind,
+    len: usize,
+}
+
+impl<A: TransportAead> SealJob<A> {
+    /// Encrypt and tag the message whose header `seal_deferred` wrote at the start of `buf`
+    /// (the same slice it was given). None if `buf` is too short, which the reservation
+    /// already ruled out.
+    pub fn run(&self, buf: &mut [u8]) -> Option<()> {
+        seal_body(&*self.key, self.counter, self.kind, buf, self.len)
+    }
+}
+
+/// Seal the body after an already written header: the part [`encrypted_len`] names is
+/// encrypted, the rest is associated data, and the tag follows.
+fn seal_body<A: TransportAead>(
+    key: &A,
+    counter: u64,
+    kind: Kind,
+    buf: &mut [u8],
+    len: usize,
+) -> Option<()> {
+    let secret = encrypted_len(kind as u8, len)?;
+    let (ad, rest) = buf.split_at_mut_checked(TRANSPORT_HEADER_LEN + len - secret)?;
+    let (pt, tail) = rest.split_at_mut_checked(secret)?;
+    let mut scratch = [0u8; LINK_AAD_MAX];
+    let tag = key.seal(
+        counter,
+        link_associated_data(kind as u8, ad, &mut scratch),
+        pt,
+    );
+    tail.get_mut(..TAG_LEN)?.copy_from_slice(&tag);
+    Some(())
 }
 
 fn replay_err(r: Replay) -> OpenError {
@@ -198,6 +258,32 @@ mod tests {
         // Keepalive: empty plaintext.
         assert_eq!(open(&mut b, seal(&mut a, b"")).unwrap(), b"");
         assert_eq!(a.sent(), 5);
+    }
+
+    #[test]
+    fn deferred_seal_is_the_same_message_and_may_run_on_another_thread() {
+        let (mut a, mut b) = pair();
+        let (mut a2, _) = pair();
+        let data = b"deferred payload";
+        let inline = seal(&mut a2, data);
+        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + data.len() + TAG_LEN];
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + data.len()].copy_from_slice(data);
+        let (n, job) = a.seal_deferred(Kind::Packet, &mut buf, data.len()).unwrap();
+        // The counter is taken at reservation: the next seal gets the next one.
+        let next = seal(&mut a, b"next");
+        let buf = std::thread::spawn(move || {
+            job.run(&mut buf).unwrap();
+            buf
+        })
+        .join()
+        .unwrap();
+        assert_eq!(&buf[..n], &inline[..], "same key, counter and bytes");
+        assert_eq!(open(&mut b, next).unwrap(), b"next");
+        assert_eq!(open(&mut b, buf[..n].to_vec()).unwrap(), data);
+        // A job run on a buffer shorter than it reserved refuses rather than panics.
+        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + 4 + TAG_LEN];
+        let (_, job) = a.seal_deferred(Kind::Packet, &mut buf, 4).unwrap();
+        assert_eq!(job.run(&mut buf[..TRANSPORT_HEADER_LEN + 4]), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::aead::TransportAead;
 use super::cookie::CookieJar;
 use super::handshake::{PeerKeys, PendingInit, SessionKeys};
-use super::keypair::{Keypair, OpenError, REJECT_AFTER_MESSAGES};
+use super::keypair::{Keypair, OpenError, REJECT_AFTER_MESSAGES, SealJob};
 use super::timers::{
     HANDSHAKE_BACKOFF_MAX, MIN_INITIATION_INTERVAL, REKEY_ATTEMPT_TIME, STAGED_PACKETS_MAX, Timers,
 };
@@ -325,6 +325,28 @@ impl<A: TransportAead> Peer<A> {
         let ep = self.endpoint?;
         let k = self.current.as_mut().filter(|k| Self::usable(k, now, t))?;
         let n = k.seal(kind, buf, len)?;
+        self.account_sent(kind, len, n, now, t);
+        Some((n, ep))
+    }
+
+    /// As [`Peer::seal`], with the AEAD work left to the returned job (which may run on
+    /// another thread before the datagram is sent); counters and statistics are final now.
+    pub fn seal_deferred(
+        &mut self,
+        kind: Kind,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        t: &Timers,
+    ) -> Option<(usize, SocketAddr, SealJob<A>)> {
+        let ep = self.endpoint?;
+        let k = self.current.as_mut().filter(|k| Self::usable(k, now, t))?;
+        let (n, job) = k.seal_deferred(kind, buf, len)?;
+        self.account_sent(kind, len, n, now, t);
+        Some((n, ep, job))
+    }
+
+    fn account_sent(&mut self, kind: Kind, len: usize, n: usize, now: Instant, t: &Timers) {
         if len > 0 && kind != Kind::Routing {
             self.stats.tx_bytes += len as u64;
             self.stats.tx_packets += 1;
@@ -335,7 +357,6 @@ impl<A: TransportAead> Peer<A> {
         }
         self.stats.tx_wire_bytes += n as u64;
         self.mark_sent(now);
-        Some((n, ep))
     }
 
     /// Whether the initiator side should start a rekey (age or message count), WireGuard §6.2.
