@@ -21,6 +21,7 @@ mod reload;
 mod status;
 #[cfg(test)]
 mod tests;
+mod tun;
 mod v4;
 
 use std::collections::VecDeque;
@@ -40,7 +41,7 @@ use crate::session::handshake::{self, StaticKeys};
 use crate::session::peer::Peer;
 use crate::session::timers::Timers;
 use crate::wire::mesh::MESH_HEADER_LEN;
-use crate::wire::outer::{self, Kind, Message, ParseError, TRANSPORT_HEADER_LEN};
+use crate::wire::outer::{self, Message, ParseError, TRANSPORT_HEADER_LEN};
 
 pub use exit_money::{DOWNLOAD_LOSS_PERCENT, MAX_EXIT_ACCOUNTS};
 pub use money::{ChainEvent, ChainView};
@@ -279,83 +280,6 @@ impl<A: TransportAead> Node<A> {
             IpAddr::V4(v4) => self.v4.neighbour(v4),
             IpAddr::V6(v6) => self.by_v6.get(&v6).copied(),
         }
-    }
-
-    /// An IP packet read from the TUN sits at `buf[HEADROOM..HEADROOM + len]`, with TAILROOM
-    /// spare bytes after it. Returns the range of `buf` holding the sealed datagram and where
-    /// to send it, or None if the packet was staged, answered with ICMP, or dropped.
-    pub fn handle_tun(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Option<(Range<usize>, SocketAddr)> {
-        let Some((_, dst)) = buf.get(HEADROOM..HEADROOM + len).and_then(ip_src_dst) else {
-            self.drops.add(DropReason::NotIp);
-            return None;
-        };
-        if let IpAddr::V4(v4) = dst
-            && self.v4_refused(v4)
-        {
-            self.drops.add(DropReason::Ipv4Collision);
-            return None;
-        }
-        // A neighbour's own address with a live link goes direct, with one layer of crypto;
-        // the route table is consulted once, and only when that fast case does not apply.
-        let direct = self.peer_for_addr(dst);
-        let live = direct
-            .and_then(|pi| self.peers.get(pi))
-            .is_some_and(|p| p.has_session(now, &self.cfg.timers));
-        // An exit's reply from the internet goes end to end even to a neighbour: only that
-        // session may speak for an internet address, and the exit fee is metered there.
-        if let (Some(pi), true) = (direct, live)
-            && !self.is_exit_reply(buf, len)
-        {
-            return self.send_direct(pi, now, buf, len);
-        }
-        if !crate::route::is_overlay(dst) {
-            // The host's own multicast and link-local chatter on the TUN goes nowhere.
-            if !inner::internet(dst) {
-                self.drops.add(DropReason::NoRoute);
-                return None;
-            }
-            return self.send_internet(now, buf, len);
-        }
-        match self.router.lookup_addr(dst) {
-            Some((dest, next_hop)) => self.send_routed_billed(dest, next_hop, now, buf, len),
-            // A configured neighbour without a session and no route: stage and handshake.
-            None if direct.is_some() => self.send_direct(direct?, now, buf, len),
-            None => {
-                self.drops.add(DropReason::NoRoute);
-                None
-            }
-        }
-    }
-
-    fn send_direct(
-        &mut self,
-        pi: usize,
-        now: Instant,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Option<(Range<usize>, SocketAddr)> {
-        let timers = self.cfg.timers;
-        let at = HEADROOM - TRANSPORT_HEADER_LEN;
-        let peer = self.peers.get_mut(pi)?;
-        let want_rekey = peer.rekey_wanted(now, &timers) && peer.handshake_due(now);
-        let sealed = peer.seal(Kind::Packet, buf.get_mut(at..)?, len, now, &timers);
-        if sealed.is_none() {
-            let staged = buf
-                .get(HEADROOM..HEADROOM + len)
-                .is_some_and(|p| peer.stage(p));
-            if !staged {
-                self.drop_for(Some(pi), DropReason::StagedOverflow);
-            }
-        }
-        if want_rekey {
-            self.initiate(pi, now);
-        }
-        sealed.map(|(n, ep)| (at..at + n, ep))
     }
 
     /// A datagram arrived from `from`. Handshake answers and routing go to `poll_transmit`.
