@@ -111,6 +111,50 @@ fn ping_both_ways_and_100mb_tcp_arrives_intact() {
     );
 }
 
+/// `[session] crypto_threads = 3`: TUN batches are sealed in parts on two helper threads as
+/// well as the loop's (docs/crypto-threads.md). The bytes must arrive intact, in both
+/// directions (TCP's ACKs come back sealed the same way), and the helpers must really have
+/// sealed parts, or the test would pass with the pool never used.
+#[test]
+fn crypto_threads_seal_in_parts_and_100mb_tcp_arrives_intact() {
+    if !root_or_skip("crypto_threads_seal_in_parts_and_100mb_tcp_arrives_intact") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = pair(&mut lab, "\n[session]\ncrypto_threads = 3\n");
+    assert!(a.ping(b.ipv4, 3), "ping {} -> {}", a.ns, b.ipv4);
+    let pid = a.pid().expect("a runs");
+    let helpers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task list")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "bitcloud-seal")
+        .count();
+    assert_eq!(helpers, 2, "two helper threads beside the loop's");
+    const LEN: usize = 100 * 1024 * 1024;
+    let (got, _) = common::tcp_transfer(
+        &a.ns,
+        &b.ns,
+        SocketAddr::new(b.ipv6, 5001),
+        Some(LEN),
+        Duration::ZERO,
+    );
+    assert_eq!(got, LEN, "100 MB arrived intact (hashes compared)");
+    let crypto = &a.status()["crypto"];
+    assert_eq!(crypto["threads"], 3, "{crypto}");
+    let split = crypto["batches_split"].as_u64().unwrap_or(0);
+    let helped = crypto["parts_by_helpers"].as_u64().unwrap_or(0);
+    assert!(
+        split > 0 && helped > 0,
+        "no batch was sealed in parts: {crypto}"
+    );
+    // Counters stay exact: what A sent is what B received.
+    let (tx, rx) = (
+        peer_u64(&a.status(), "tx_bytes"),
+        peer_u64(&b.status(), "rx_bytes"),
+    );
+    assert!(tx >= LEN as u64 && rx >= LEN as u64, "tx {tx} rx {rx}");
+}
+
 #[test]
 fn kill9_and_restart_resumes_within_5s() {
     if !root_or_skip("kill9_and_restart_resumes_within_5s") {

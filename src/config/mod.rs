@@ -37,6 +37,8 @@ pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 pub const MAX_TIMER_SECS: u64 = 86_400;
 /// Longest beacon interval accepted, in seconds (an hour; longer is discovery in name only).
 pub const MAX_DISCOVERY_INTERVAL_SECS: u64 = 3600;
+/// Upper bound of `[session] crypto_threads`: more threads than this only add wakeups.
+pub const MAX_CRYPTO_THREADS: usize = 16;
 
 /// A config error with its place.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,10 @@ pub struct Config {
     /// (`session::aead::Cipher` bits; `None`: AES-256-GCM where the CPU has AES, and
     /// ChaCha20-Poly1305).
     pub ciphers: Option<u8>,
+    /// `[session] crypto_threads`: how many threads seal a TUN batch, the event loop's
+    /// included (1..=[`MAX_CRYPTO_THREADS`]; `None`: chosen from the CPU count at start,
+    /// docs/crypto-threads.md).
+    pub crypto_threads: Option<usize>,
     /// Configured neighbours.
     pub peers: Vec<PeerEntry>,
     /// LAN discovery (`[discovery]`).
@@ -227,6 +233,7 @@ struct RawSession {
     rekey_timeout: Option<Spanned<u64>>,
     persistent_keepalive: Option<Spanned<u64>>,
     ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+    crypto_threads: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,6 +375,18 @@ impl Config {
             timers.rekey_timeout = d;
         }
         timers.persistent_keepalive = secs(&s.persistent_keepalive, 1)?;
+        let crypto_threads = match &s.crypto_threads {
+            None => None,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(v) if (1..=MAX_CRYPTO_THREADS).contains(&v) => Some(v),
+                _ => {
+                    return Err(at(
+                        Some(n.span()),
+                        format!("crypto_threads must be 1 to {MAX_CRYPTO_THREADS}"),
+                    ));
+                }
+            },
+        };
 
         let mut peers: Vec<PeerEntry> = Vec::new();
         for p in &raw.peer {
@@ -472,6 +491,7 @@ impl Config {
                 .unwrap_or(Path::new(DEFAULT_DATA_DIR))),
             timers,
             ciphers,
+            crypto_threads,
             peers,
             discovery,
             pricing: raw.pricing,

@@ -99,6 +99,9 @@ const DEFAULTS: &str = r#"
 # reject_after_time = 180
 # rekey_timeout = 5
 # keepalive_timeout = 10
+# Threads that seal a TUN batch, the event loop's included (1-16; unset: 1 on two CPUs,
+# else half the CPUs, at most 4; docs/crypto-threads.md)
+# crypto_threads = 2
 # Transport ciphers offered in handshakes (docs/aead.md), by default AES-256-GCM where the
 # CPU has AES instructions and ChaCha20-Poly1305 always; to never use AES, set
 #   ciphers = ["chacha20-poly1305"]

@@ -408,3 +408,18 @@ fn ledger_settings_and_errors_name_line_and_key() {
         assert!(e.line >= 14, "{text}: {e}");
     }
 }
+
+#[test]
+fn session_crypto_threads_parse_and_bounds_are_located() {
+    assert_eq!(parse(&base()).unwrap().crypto_threads, None, "auto");
+    let c = parse(&format!("{}[session]\ncrypto_threads = 2\n", base())).unwrap();
+    assert_eq!(c.crypto_threads, Some(2));
+    for bad in ["0", "17", "-1"] {
+        let e = parse(&format!("{}[session]\ncrypto_threads = {bad}\n", base())).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (15, "session.crypto_threads"),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod ledger;
 mod metrics;
 mod notify;
 mod reload;
+pub mod sealer;
 mod share;
 mod tunio;
 mod udpio;
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::node::{MoneyConfig, Node, NodeConfig, PeerConfig, Restored};
 use crate::route::RouterConfig;
-use datapath::{BATCH, flush, on_datagram, on_tun};
+use datapath::{BATCH, TunBatch, flush, on_datagram, on_tun_batch};
 
 /// How often the event loop runs node timers (handshake retries, keepalives, expiry).
 const TICK: Duration = Duration::from_millis(100);
@@ -150,7 +151,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         wal_rx,
         done_tx,
     ));
-    tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, tun_offload = tunio::offload(&tun), udp_offload = ?udp.offload(), peers = peers.len(), "bitcloud up");
+    let crypto_threads = cfg.crypto_threads.unwrap_or_else(|| {
+        sealer::auto_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    tracing::info!(%id, ipv6 = %id.ipv6(), ipv4 = %id.ipv4(), listen = %cfg.listen, tun = %cfg.tun, tun_offload = tunio::offload(&tun), udp_offload = ?udp.offload(), crypto_threads, peers = peers.len(), "bitcloud up");
 
     let (mut disc_task, mut disc_rx, mut verified_tx) = spawn_discovery(&cfg, &identity);
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -176,6 +180,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let mut tun_out = tunio::TunWriter::default();
     let mut udp_in = udpio::UdpReader::default();
     let mut udp_out = udpio::UdpWriter::default();
+    let mut tun_batch = TunBatch::default();
+    let mut seal_pool = sealer::Pool::start(crypto_threads)
+        .with_context(|| format!("starting {crypto_threads} crypto threads"))?;
     flush(&mut node, &udp, &mut udp_out).await;
     loop {
         tokio::select! {
@@ -190,9 +197,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                     match r {
                         Ok(k) => {
                             let now = Instant::now();
-                            for (buf, &len) in tun_in.bufs.iter_mut().zip(&tun_in.sizes).take(k) {
-                                on_tun(&mut node, now, &udp, &mut udp_out, buf, len).await;
-                            }
+                            on_tun_batch(&mut node, now, &udp, &mut udp_out, &mut tun_in, k, &mut seal_pool, &mut tun_batch).await;
                             handled += k.max(1);
                         }
                         Err(e) if tunio::is_packet_error(&e) => {
@@ -322,6 +327,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                     && let Some(o) = answer.as_object_mut()
                 {
                     o.insert("exit".into(), exit_api::status(&node, &gw));
+                    o.insert("crypto".into(), seal_pool.status());
                 }
                 let _ = req.reply.send(answer);
             }
