@@ -23,6 +23,20 @@ fn pair(lab: &mut Lab, extra: &str) -> (Node, Node) {
     (a, b)
 }
 
+const LEN: usize = 100 * 1024 * 1024;
+
+/// 100 MB over TCP from `a` to `b`'s overlay IPv6 address, hash-checked.
+fn transfer_100mb(a: &Node, b: &Node) {
+    let (got, _) = common::tcp_transfer(
+        &a.ns,
+        &b.ns,
+        SocketAddr::new(b.ipv6, 5001),
+        Some(LEN),
+        Duration::ZERO,
+    );
+    assert_eq!(got, LEN, "100 MB arrived intact (hashes compared)");
+}
+
 /// The session's cipher on `n`'s only neighbour, as `status --json` shows it.
 fn cipher(n: &Node) -> String {
     n.status()["peers"][0]["cipher"]
@@ -79,15 +93,7 @@ fn ping_both_ways_and_100mb_tcp_arrives_intact() {
     let before_b = peer_u64(&b.status(), "rx_bytes");
     let kernel_before = (common::tun_counters(&b.ns).0, common::tun_counters(&a.ns).1);
 
-    const LEN: usize = 100 * 1024 * 1024;
-    let (got, _) = common::tcp_transfer(
-        &a.ns,
-        &b.ns,
-        SocketAddr::new(b.ipv6, 5001),
-        Some(LEN),
-        Duration::ZERO,
-    );
-    assert_eq!(got, LEN, "100 MB arrived intact (hashes compared)");
+    transfer_100mb(&a, &b);
 
     // Counters: what A says it sent is what B says it received, and covers the payload plus
     // TCP/IPv6 headers (~5.3 %). The kernel's TUN counters are the reference from below: with
@@ -130,15 +136,7 @@ fn crypto_threads_seal_in_parts_and_100mb_tcp_arrives_intact() {
         .filter(|c| c.trim() == "bitcloud-seal")
         .count();
     assert_eq!(helpers, 2, "two helper threads beside the loop's");
-    const LEN: usize = 100 * 1024 * 1024;
-    let (got, _) = common::tcp_transfer(
-        &a.ns,
-        &b.ns,
-        SocketAddr::new(b.ipv6, 5001),
-        Some(LEN),
-        Duration::ZERO,
-    );
-    assert_eq!(got, LEN, "100 MB arrived intact (hashes compared)");
+    transfer_100mb(&a, &b);
     let crypto = &a.status()["crypto"];
     assert_eq!(crypto["threads"], 3, "{crypto}");
     let split = crypto["batches_split"].as_u64().unwrap_or(0);

@@ -100,8 +100,8 @@ const DEFAULTS: &str = r#"
 # rekey_timeout = 5
 # keepalive_timeout = 10
 # Threads that seal a TUN batch, the event loop's included (1-16; unset: 1 on two CPUs,
-# else half the CPUs, at most 4; docs/crypto-threads.md)
-# crypto_threads = 2
+# else half the CPUs, at most 4; docs/crypto-threads.md), for example
+#   crypto_threads = 2
 # Transport ciphers offered in handshakes (docs/aead.md), by default AES-256-GCM where the
 # CPU has AES instructions and ChaCha20-Poly1305 always; to never use AES, set
 #   ciphers = ["chacha20-poly1305"]

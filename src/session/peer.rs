@@ -322,11 +322,8 @@ impl<A: TransportAead> Peer<A> {
         now: Instant,
         t: &Timers,
     ) -> Option<(usize, SocketAddr)> {
-        let ep = self.endpoint?;
-        let k = self.current.as_mut().filter(|k| Self::usable(k, now, t))?;
-        let n = k.seal(kind, buf, len)?;
-        self.account_sent(kind, len, n, now, t);
-        Some((n, ep))
+        self.seal_with(now, t, |k| Some((k.seal(kind, buf, len)?, ())), kind, len)
+            .map(|(n, ep, ())| (n, ep))
     }
 
     /// As [`Peer::seal`], with the AEAD work left to the returned job (which may run on
@@ -339,11 +336,24 @@ impl<A: TransportAead> Peer<A> {
         now: Instant,
         t: &Timers,
     ) -> Option<(usize, SocketAddr, SealJob<A>)> {
+        self.seal_with(now, t, |k| k.seal_deferred(kind, buf, len), kind, len)
+    }
+
+    /// The current, usable session seals by `f` (which returns the message's length), then
+    /// the send is accounted.
+    fn seal_with<R>(
+        &mut self,
+        now: Instant,
+        t: &Timers,
+        f: impl FnOnce(&mut Keypair<A>) -> Option<(usize, R)>,
+        kind: Kind,
+        len: usize,
+    ) -> Option<(usize, SocketAddr, R)> {
         let ep = self.endpoint?;
         let k = self.current.as_mut().filter(|k| Self::usable(k, now, t))?;
-        let (n, job) = k.seal_deferred(kind, buf, len)?;
+        let (n, r) = f(k)?;
         self.account_sent(kind, len, n, now, t);
-        Some((n, ep, job))
+        Some((n, ep, r))
     }
 
     fn account_sent(&mut self, kind: Kind, len: usize, n: usize, now: Instant, t: &Timers) {
