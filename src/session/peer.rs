@@ -340,7 +340,7 @@ impl<A: TransportAead> Peer<A> {
     }
 
     /// The current, usable session seals by `f` (which returns the message's length), then
-    /// the send is accounted.
+    /// the send is counted.
     fn seal_with<R>(
         &mut self,
         now: Instant,
@@ -352,11 +352,6 @@ impl<A: TransportAead> Peer<A> {
         let ep = self.endpoint?;
         let k = self.current.as_mut().filter(|k| Self::usable(k, now, t))?;
         let (n, r) = f(k)?;
-        self.account_sent(kind, len, n, now, t);
-        Some((n, ep, r))
-    }
-
-    fn account_sent(&mut self, kind: Kind, len: usize, n: usize, now: Instant, t: &Timers) {
         if len > 0 && kind != Kind::Routing {
             self.stats.tx_bytes += len as u64;
             self.stats.tx_packets += 1;
@@ -367,6 +362,7 @@ impl<A: TransportAead> Peer<A> {
         }
         self.stats.tx_wire_bytes += n as u64;
         self.mark_sent(now);
+        Some((n, ep, r))
     }
 
     /// Whether the initiator side should start a rekey (age or message count), WireGuard §6.2.
